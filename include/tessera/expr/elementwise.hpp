@@ -1,0 +1,300 @@
+// Elementwise operations: operators, math functions, comparisons, where, cast.
+// Each operation is a functor with one `apply` template that serves scalars (host and device) and SIMD packets.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "tessera/core/math.hpp"
+#include "tessera/expr/node.hpp"
+
+namespace tessera {
+
+namespace op {
+
+template <class V>
+inline constexpr bool is_scalar_v = !requires(V v) { v[0]; };
+
+template <class T, class...>
+using same_t = T;
+
+/// Arithmetic on any numeric element type (not bool).
+struct numeric_base {
+  template <class T>
+  static constexpr bool accepts = !std::is_same_v<T, bool>;
+  template <class T, class... U>
+  using result = T;
+};
+/// Functions defined on floating-point types only.
+struct floating_base {
+  template <class T>
+  static constexpr bool accepts = is_floating_v<T>;
+  template <class T, class... U>
+  using result = T;
+};
+struct compare_base {
+  template <class T>
+  static constexpr bool accepts = true;
+  template <class T, class... U>
+  using result = bool;
+};
+
+/// Runs a float function on bfloat16 scalars; other types go straight through.
+template <class F, class V>
+TS_HD TS_INLINE V via_float(V x, F f) {
+  if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(f(float(x)));
+  else return f(x);
+}
+
+#define TS_BINARY_OP(NAME, EXPR)                                             \
+  struct NAME : numeric_base {                                               \
+    static constexpr const char* name = #NAME;                               \
+    template <class V>                                                       \
+    static TS_HD TS_INLINE V apply(V a, V b) { return EXPR; }                \
+  };
+TS_BINARY_OP(add, a + b)
+TS_BINARY_OP(sub, a - b)
+TS_BINARY_OP(mul, a * b)
+TS_BINARY_OP(div, a / b)
+#undef TS_BINARY_OP
+
+struct min : numeric_base {
+  static constexpr const char* name = "min";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) { return b < a ? b : a; }
+};
+struct max : numeric_base {
+  static constexpr const char* name = "max";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) { return a < b ? b : a; }
+};
+struct pow : floating_base {
+  static constexpr const char* name = "pow";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) {
+    if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(math::pow(float(a), float(b)));
+    else return math::pow(a, b);
+  }
+};
+
+struct neg : numeric_base {
+  static constexpr const char* name = "neg";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a) { return V{} - a; }
+};
+struct abs : numeric_base {
+  static constexpr const char* name = "abs";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a) {
+    if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(float(a) < 0 ? -float(a) : float(a));
+    else return a < V{} ? V{} - a : a;
+  }
+};
+struct relu : numeric_base {
+  static constexpr const char* name = "relu";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a) {
+    if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(float(a) > 0 ? float(a) : 0.0f);
+    else return a > V{} ? a : V{};
+  }
+};
+
+#define TS_FLOAT_FN(NAME, BODY)                                                              \
+  struct NAME : floating_base {                                                              \
+    static constexpr const char* name = #NAME;                                               \
+    template <class V>                                                                       \
+    static TS_HD TS_INLINE V apply(V a) {                                                    \
+      return via_float(a, [](auto x) { return BODY; });                                      \
+    }                                                                                        \
+  };
+TS_FLOAT_FN(exp, math::exp(x))
+TS_FLOAT_FN(log, math::log(x))
+TS_FLOAT_FN(sqrt, math::sqrt(x))
+TS_FLOAT_FN(rsqrt, 1 / math::sqrt(x))
+TS_FLOAT_FN(tanh, math::tanh(x))
+TS_FLOAT_FN(sigmoid, math::sigmoid(x))
+// GELU as PyTorch's default: x * Phi(x), with the exact error function.
+TS_FLOAT_FN(gelu, x * 0.5f * (1 + math::erf(x * decltype(x)(0.70710678118654752440))))
+#undef TS_FLOAT_FN
+
+struct clamp : numeric_base {
+  static constexpr const char* name = "clamp";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V x, V lo, V hi) {
+    x = x < lo ? lo : x;
+    return hi < x ? hi : x;
+  }
+};
+
+#define TS_COMPARE_OP(NAME, OPR)                                               \
+  struct NAME : compare_base {                                                 \
+    static constexpr const char* name = #NAME;                                 \
+    template <class V>                                                         \
+    static TS_HD TS_INLINE auto apply(V a, V b) {                              \
+      if constexpr (is_scalar_v<V>) return bool(a OPR b);                      \
+      else return simd::to_mask(a OPR b);                                      \
+    }                                                                          \
+  };
+TS_COMPARE_OP(less, <)
+TS_COMPARE_OP(less_equal, <=)
+TS_COMPARE_OP(greater, >)
+TS_COMPARE_OP(greater_equal, >=)
+TS_COMPARE_OP(equal, ==)
+TS_COMPARE_OP(not_equal, !=)
+#undef TS_COMPARE_OP
+
+struct logical_and : compare_base {
+  static constexpr const char* name = "logical_and";
+  template <class T>
+  static constexpr bool accepts = std::is_same_v<T, bool>;
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) { if constexpr (is_scalar_v<V>) return a && b; else return a & b; }
+};
+struct logical_or : compare_base {
+  static constexpr const char* name = "logical_or";
+  template <class T>
+  static constexpr bool accepts = std::is_same_v<T, bool>;
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) { if constexpr (is_scalar_v<V>) return a || b; else return a | b; }
+};
+struct logical_not : compare_base {
+  static constexpr const char* name = "logical_not";
+  template <class T>
+  static constexpr bool accepts = std::is_same_v<T, bool>;
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a) { if constexpr (is_scalar_v<V>) return !a; else return ~a; }
+};
+
+struct where {
+  static constexpr const char* name = "where";
+  template <class C, class T, class...>
+  using result = T;
+  template <class M, class V>
+  static TS_HD TS_INLINE V apply(M m, V a, V b) {
+    if constexpr (is_scalar_v<V>) return m ? a : b;
+    else {
+      constexpr int N = sizeof(V) / sizeof(a[0]);
+      return simd::widen_mask<std::remove_cvref_t<decltype(a[0])>, N>(m) ? a : b;
+    }
+  }
+};
+
+template <class To, class From>
+struct cast {
+  static constexpr const char* name = "cast";
+  template <class T>
+  static constexpr bool accepts = true;
+  template <class>
+  using result = To;
+  template <class V>
+  static TS_HD TS_INLINE auto apply(V a) {
+    if constexpr (is_scalar_v<V>) {
+      if constexpr (std::is_same_v<To, bool>) return bool(a != V{});
+      else if constexpr (std::is_same_v<V, bfloat16> && !std::is_same_v<To, bfloat16>) return static_cast<To>(float(a));
+      else if constexpr (std::is_floating_point_v<V> && std::is_integral_v<To> && sizeof(To) < 4)
+        return static_cast<To>(static_cast<std::int32_t>(a));
+      else return static_cast<To>(a);
+    } else {
+#if TESSERA_SIMD
+      return simd::convert<To, From, int(sizeof(V) / sizeof(a[0]))>(a);
+#else
+      return a;
+#endif
+    }
+  }
+};
+
+}  // namespace op
+
+// ---- free functions ----------------------------------------------------------------------------------------
+
+#define TS_BINARY_FN(FN, OP)                                                                 \
+  template <class A, class B>                                                                \
+    requires(detail::Operand<A> && detail::Operand<B> &&                                     \
+             (detail::TensorLike<A> || detail::TensorLike<B>))                               \
+  auto FN(A&& a, B&& b) { return detail::make_binary<op::OP>(std::forward<A>(a), std::forward<B>(b)); }
+TS_BINARY_FN(operator+, add)
+TS_BINARY_FN(operator-, sub)
+TS_BINARY_FN(operator*, mul)
+TS_BINARY_FN(operator/, div)
+TS_BINARY_FN(operator<, less)
+TS_BINARY_FN(operator<=, less_equal)
+TS_BINARY_FN(operator>, greater)
+TS_BINARY_FN(operator>=, greater_equal)
+TS_BINARY_FN(operator==, equal)
+TS_BINARY_FN(operator!=, not_equal)
+TS_BINARY_FN(operator&&, logical_and)
+TS_BINARY_FN(operator||, logical_or)
+TS_BINARY_FN(minimum, min)
+TS_BINARY_FN(maximum, max)
+TS_BINARY_FN(min, min)
+TS_BINARY_FN(max, max)
+TS_BINARY_FN(pow, pow)
+TS_BINARY_FN(equal, equal)
+#undef TS_BINARY_FN
+
+#define TS_UNARY_FN(FN, OP)                                                                  \
+  template <detail::TensorLike A>                                                            \
+  auto FN(A&& a) { return detail::make_unary<op::OP>(std::forward<A>(a)); }
+TS_UNARY_FN(operator-, neg)
+TS_UNARY_FN(operator!, logical_not)
+TS_UNARY_FN(neg, neg)
+TS_UNARY_FN(abs, abs)
+TS_UNARY_FN(relu, relu)
+TS_UNARY_FN(exp, exp)
+TS_UNARY_FN(log, log)
+TS_UNARY_FN(sqrt, sqrt)
+TS_UNARY_FN(rsqrt, rsqrt)
+TS_UNARY_FN(tanh, tanh)
+TS_UNARY_FN(sigmoid, sigmoid)
+TS_UNARY_FN(gelu, gelu)
+#undef TS_UNARY_FN
+
+/// Elementwise clamp to [lo, hi] (scalars or tensors, broadcast).
+template <detail::TensorLike X, detail::Operand L, detail::Operand H>
+auto clamp(X&& x, L&& lo, H&& hi) {
+  auto ex = detail::as_expr(std::forward<X>(x));
+  using T = typename decltype(ex)::value_type;
+  auto conv = [](auto&& o) {
+    if constexpr (detail::is_scalar_v<decltype(o)>) return detail::scalar_as<T>(o);
+    else return detail::as_expr(std::forward<decltype(o)>(o));
+  };
+  auto el = conv(std::forward<L>(lo));
+  auto eh = conv(std::forward<H>(hi));
+  (void)error::element_types_differ<op::clamp, T, typename decltype(el)::value_type>::ok;
+  (void)error::element_types_differ<op::clamp, T, typename decltype(eh)::value_type>::ok;
+  (void)error::element_type_not_supported<op::clamp, T>::ok;
+  return detail::make_map<op::clamp>(std::move(ex), std::move(el), std::move(eh));
+}
+
+/// where(cond, a, b): a where cond is true, else b; cond is a bool expression; a and b tensors or scalars.
+template <detail::TensorLike C, detail::Operand A, detail::Operand B>
+auto where(C&& cond, A&& a, B&& b) {
+  auto ec = detail::as_expr(std::forward<C>(cond));
+  static_assert(std::is_same_v<typename decltype(ec)::value_type, bool>,
+                "tessera: where: the condition must be a bool expression (a comparison, or a bool tensor)");
+  if constexpr (detail::is_scalar_v<A> && detail::is_scalar_v<B>) {
+    using T = std::common_type_t<std::remove_cvref_t<A>, std::remove_cvref_t<B>>;
+    return detail::make_map<op::where>(std::move(ec), detail::scalar_node<T>{T(a)}, detail::scalar_node<T>{T(b)});
+  } else if constexpr (detail::is_scalar_v<A>) {
+    auto eb = detail::as_expr(std::forward<B>(b));
+    return detail::make_map<op::where>(std::move(ec), detail::scalar_as<typename decltype(eb)::value_type>(a), std::move(eb));
+  } else if constexpr (detail::is_scalar_v<B>) {
+    auto ea = detail::as_expr(std::forward<A>(a));
+    return detail::make_map<op::where>(std::move(ec), std::move(ea), detail::scalar_as<typename decltype(ea)::value_type>(b));
+  } else {
+    auto ea = detail::as_expr(std::forward<A>(a));
+    auto eb = detail::as_expr(std::forward<B>(b));
+    (void)error::element_types_differ<op::where, typename decltype(ea)::value_type, typename decltype(eb)::value_type>::ok;
+    return detail::make_map<op::where>(std::move(ec), std::move(ea), std::move(eb));
+  }
+}
+
+/// Convert each element to To (C++ conversion rules; floating to narrow integer goes through int32).
+template <Element To, detail::TensorLike A>
+auto cast(A&& a) {
+  auto ea = detail::as_expr(std::forward<A>(a));
+  return detail::make_map<op::cast<To, typename decltype(ea)::value_type>>(std::move(ea));
+}
+
+}  // namespace tessera

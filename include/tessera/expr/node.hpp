@@ -1,0 +1,246 @@
+// Expression nodes: small value types that record an operation and its operands; building one does no work.
+#pragma once
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+#include "tessera/core/tensor.hpp"
+
+namespace tessera {
+
+namespace error {
+/// Instantiated when an operation gets operands of different element types: names the operation and both types.
+template <class Op, class A, class B>
+struct element_types_differ {
+  static constexpr bool ok = std::is_same_v<A, B>;
+  static_assert(ok, "tessera: the operands' element types differ; convert one with tessera::cast<T>(x)");
+};
+/// Instantiated when an operation does not accept an element type (e.g. tanh of int32).
+template <class Op, class T>
+struct element_type_not_supported {
+  static constexpr bool ok = Op::template accepts<T>;
+  static_assert(ok, "tessera: this operation does not accept this element type (see Op::accepts)");
+};
+}  // namespace error
+
+namespace detail {
+
+template <class E>
+using expr_t = std::remove_cvref_t<E>;
+
+/// A constant broadcast over the whole expression.
+template <class T>
+struct scalar_node {
+  using value_type = T;
+  using shape_type = Shape<>;
+  using policy = void;
+  static constexpr int rank = 0;
+  static constexpr bool is_tessera_expression = true;
+  static constexpr bool packable = simd::packable_v<T>;
+  static constexpr std::size_t max_lane_size = sizeof(std::conditional_t<std::is_same_v<T, bool>, int, T>);
+  T value;
+  dims_t<0> expr_dims() const { return {}; }
+  template <int R>
+  scalar_eval<T> evaluator(const dims_t<R>&) const { return {value}; }
+  template <class F>
+  void for_each_leaf(F&&) const {}
+};
+
+/// A temporary tensor moved into an expression; shared so that copying the expression stays cheap.
+template <class T, class S, class P>
+struct owned_leaf : View<const T, S, P> {
+  std::shared_ptr<const Tensor<T, S, P>> hold;
+  explicit owned_leaf(Tensor<T, S, P>&& t)
+      : owned_leaf(std::make_shared<const Tensor<T, S, P>>(std::move(t))) {}
+  explicit owned_leaf(std::shared_ptr<const Tensor<T, S, P>> h) : View<const T, S, P>(h->cview()), hold(std::move(h)) {}
+};
+
+template <class X>
+inline constexpr bool is_tensor_v = false;
+template <class T, class S, class P>
+inline constexpr bool is_tensor_v<Tensor<T, S, P>> = true;
+
+template <class X>
+inline constexpr bool is_scalar_v = std::is_arithmetic_v<std::remove_cvref_t<X>> || std::is_same_v<std::remove_cvref_t<X>, bfloat16>;
+
+/// Tensors, views and nodes (not bare scalars).
+template <class X>
+concept TensorLike = Expression<X> || is_tensor_v<std::remove_cvref_t<X>>;
+template <class X>
+concept Operand = TensorLike<X> || is_scalar_v<X>;
+
+/// The node an operand stands for: tensors become read-only views (temporaries are kept alive), nodes stay as they are.
+template <class X>
+auto as_expr(X&& x) {
+  using D = std::remove_cvref_t<X>;
+  if constexpr (is_tensor_v<D>) {
+    if constexpr (std::is_rvalue_reference_v<X&&>)
+      return owned_leaf<typename D::value_type, typename D::shape_type, typename D::policy>(std::move(x));
+    else return x.cview();
+  } else if constexpr (Expression<D>) {
+    if constexpr (requires { typename D::element_type; }) return View<const typename D::value_type, typename D::shape_type, typename D::policy>(x);
+    else return D(std::forward<X>(x));
+  } else {
+    static_assert(is_scalar_v<D>, "tessera: an operand must be a tensor, a view, an expression or an arithmetic scalar");
+    return scalar_node<D>{x};
+  }
+}
+
+/// Scalar operand converted to the element type of the tensor operand it meets.
+template <class T, class X>
+auto scalar_as(X x) {
+  static_assert(!(std::is_integral_v<T> && std::is_floating_point_v<X>),
+                "tessera: a floating-point scalar meets an integer tensor; convert the tensor with tessera::cast<float>(x) first");
+  if constexpr (std::is_same_v<T, bool>) return scalar_node<bool>{bool(x)};
+  else return scalar_node<T>{static_cast<T>(x)};
+}
+
+// ---- the n-ary elementwise node ----
+
+template <class Op, class... Es>
+struct map_eval;
+
+template <class Op, class E0>
+struct map_eval<Op, E0> {
+  E0 e0;
+  TS_HD TS_INLINE auto scalar(index_t j) const { return Op::apply(e0.scalar(j)); }
+#if TESSERA_SIMD
+  template <int N, bool C>
+  TS_INLINE auto packet(index_t j) const { return Op::apply(e0.template packet<N, C>(j)); }
+#endif
+  TS_INLINE void prefetch(index_t j) const { e0.prefetch(j); }
+  TS_HD TS_INLINE void set_row(const index_t* i, int n) { e0.set_row(i, n); }
+  template <class F>
+  TS_HD void visit(F&& f) { e0.visit(f); }
+};
+
+template <class Op, class E0, class E1>
+struct map_eval<Op, E0, E1> {
+  E0 e0;
+  E1 e1;
+  TS_HD TS_INLINE auto scalar(index_t j) const { return Op::apply(e0.scalar(j), e1.scalar(j)); }
+#if TESSERA_SIMD
+  template <int N, bool C>
+  TS_INLINE auto packet(index_t j) const { return Op::apply(e0.template packet<N, C>(j), e1.template packet<N, C>(j)); }
+#endif
+  TS_INLINE void prefetch(index_t j) const { e0.prefetch(j); e1.prefetch(j); }
+  TS_HD TS_INLINE void set_row(const index_t* i, int n) { e0.set_row(i, n); e1.set_row(i, n); }
+  template <class F>
+  TS_HD void visit(F&& f) { e0.visit(f); e1.visit(f); }
+};
+
+template <class Op, class E0, class E1, class E2>
+struct map_eval<Op, E0, E1, E2> {
+  E0 e0;
+  E1 e1;
+  E2 e2;
+  TS_HD TS_INLINE auto scalar(index_t j) const { return Op::apply(e0.scalar(j), e1.scalar(j), e2.scalar(j)); }
+#if TESSERA_SIMD
+  template <int N, bool C>
+  TS_INLINE auto packet(index_t j) const {
+    return Op::apply(e0.template packet<N, C>(j), e1.template packet<N, C>(j), e2.template packet<N, C>(j));
+  }
+#endif
+  TS_INLINE void prefetch(index_t j) const { e0.prefetch(j); e1.prefetch(j); e2.prefetch(j); }
+  TS_HD TS_INLINE void set_row(const index_t* i, int n) { e0.set_row(i, n); e1.set_row(i, n); e2.set_row(i, n); }
+  template <class F>
+  TS_HD void visit(F&& f) { e0.visit(f); e1.visit(f); e2.visit(f); }
+};
+
+template <class Op, class... Cs>
+struct broadcast_shape_of;
+template <class Op, class C>
+struct broadcast_shape_of<Op, C> { using type = typename C::shape_type; };
+template <class Op, class C, class... Rest>
+struct broadcast_shape_of<Op, C, Rest...> {
+  using type = broadcast_t<Op, typename C::shape_type, typename broadcast_shape_of<Op, Rest...>::type>;
+};
+
+template <class Op, class... Cs>
+struct policy_of;
+template <class Op, class C>
+struct policy_of<Op, C> { using type = typename C::policy; };
+template <class Op, class C, class... Rest>
+struct policy_of<Op, C, Rest...> { using type = common_policy_t<typename C::policy, typename policy_of<Op, Rest...>::type>; };
+
+template <class Op, class... Cs>
+struct map_node {
+  using value_type = typename Op::template result<typename Cs::value_type...>;
+  using shape_type = typename broadcast_shape_of<Op, Cs...>::type;
+  using policy = typename policy_of<Op, Cs...>::type;
+  static constexpr int rank = shape_type::rank;
+  static constexpr bool is_tessera_expression = true;
+  static constexpr bool packable = simd::packable_v<value_type> && (Cs::packable && ...);
+  static constexpr std::size_t max_lane_size =
+      std::max({sizeof(std::conditional_t<std::is_same_v<value_type, bool>, int, value_type>), Cs::max_lane_size...});
+
+  std::tuple<Cs...> children;
+  dims_t<rank> dims_;
+
+  explicit map_node(Cs... cs) : children(std::move(cs)...) {
+    dims_ = std::apply([](const auto&... c) { return fold_dims(dims_t<0>{}, c...); }, children);
+  }
+  const dims_t<rank>& expr_dims() const { return dims_; }
+  template <int R>
+  auto evaluator(const dims_t<R>& out) const {
+    return std::apply([&](const auto&... c) { return map_eval<Op, decltype(c.template evaluator<R>(out))...>{c.template evaluator<R>(out)...}; },
+                      children);
+  }
+  template <class F>
+  void for_each_leaf(F&& f) const {
+    std::apply([&](const auto&... c) { (c.for_each_leaf(f), ...); }, children);
+  }
+
+ private:
+  template <std::size_t RA, class C, class... Rest>
+  static auto fold_dims(const dims_t<RA>& acc, const C& c, const Rest&... rest) {
+    auto d = broadcast_dims(acc, c.expr_dims(), Op::name);
+    if constexpr (sizeof...(Rest) == 0) return d;
+    else return fold_dims(d, rest...);
+  }
+};
+
+template <class Op, class... Cs>
+auto make_map(Cs... cs) {
+  return map_node<Op, Cs...>(std::move(cs)...);
+}
+
+/// Build an elementwise node from operands (tensors, views, nodes, scalars); scalars take the element type of the tensor operand.
+template <class Op, class A>
+auto make_unary(A&& a) {
+  auto ea = as_expr(std::forward<A>(a));
+  (void)error::element_type_not_supported<Op, typename decltype(ea)::value_type>::ok;
+  return make_map<Op>(std::move(ea));
+}
+
+template <class Op, class A, class B>
+auto make_binary(A&& a, B&& b) {
+  if constexpr (is_scalar_v<A>) {
+    auto eb = as_expr(std::forward<B>(b));
+    return make_binary<Op>(scalar_as<typename decltype(eb)::value_type>(a), std::move(eb));
+  } else if constexpr (is_scalar_v<B>) {
+    auto ea = as_expr(std::forward<A>(a));
+    return make_binary<Op>(std::move(ea), scalar_as<typename decltype(ea)::value_type>(b));
+  } else {
+    auto ea = as_expr(std::forward<A>(a));
+    auto eb = as_expr(std::forward<B>(b));
+    using TA = typename decltype(ea)::value_type;
+    using TB = typename decltype(eb)::value_type;
+    (void)error::element_types_differ<Op, TA, TB>::ok;
+    (void)error::element_type_not_supported<Op, TA>::ok;
+    return make_map<Op>(std::move(ea), std::move(eb));
+  }
+}
+
+}  // namespace detail
+
+template <class T, ShapeType S, Policy P>
+template <class U>
+  requires std::is_arithmetic_v<U> || std::is_same_v<U, bfloat16>
+View<T, S, P>& View<T, S, P>::operator=(U v) {
+  static_assert(!std::is_const_v<T>, "tessera: cannot assign through a read-only view");
+  detail::assign(*this, detail::scalar_node<value_type>{static_cast<value_type>(v)});
+  return *this;
+}
+
+}  // namespace tessera

@@ -1,0 +1,108 @@
+// Assignment: the one place where an expression becomes work. Checks shapes, makes aliasing safe,
+// then hands the tree to the policy's kernel (elementwise loop, or the node's own kernel for reductions).
+#pragma once
+#include <string>
+#include <type_traits>
+
+#include "tessera/core/tensor.hpp"
+#include "tessera/kernels/cpu/elementwise.hpp"
+
+namespace tessera::detail {
+
+/// Implemented by policy/cuda.hpp, which nvcc compiles.
+template <class P>
+struct device_kernels;
+
+template <class V>
+std::pair<const char*, const char*> byte_range(const V& v) {
+  using E = std::remove_const_t<typename V::element_type>;
+  const char* base = reinterpret_cast<const char*>(v.data());
+  index_t lo = 0, hi = 0;
+  for (int i = 0; i < V::rank; ++i) {
+    if (v.dims()[i] == 0) return {base, base};
+    const index_t span = (v.dims()[i] - 1) * v.strides()[i];
+    (span < 0 ? lo : hi) += span;
+  }
+  return {base + lo * index_t(sizeof(E)), base + (hi + 1) * index_t(sizeof(E))};
+}
+
+/// Does reading `e` while writing `dst` risk reading an element already overwritten?
+/// Safe when a leaf is disjoint from dst, or reads exactly the element being written at each position.
+template <class DV, class E>
+bool reads_overlap(const DV& dst, const E& e) {
+  const auto [dlo, dhi] = byte_range(dst);
+  if (dlo == dhi) return false;
+  bool overlap = false;
+  e.for_each_leaf([&](const auto& leaf) {
+    const auto [lo, hi] = byte_range(leaf);
+    if (hi <= dlo || lo >= dhi || lo == hi) return;
+    using LE = std::remove_const_t<typename std::remove_cvref_t<decltype(leaf)>::element_type>;
+    using DE = std::remove_const_t<typename DV::element_type>;
+    bool same = sizeof(LE) == sizeof(DE) && static_cast<const void*>(leaf.data()) == static_cast<const void*>(dst.data());
+    if (same) {
+      auto s = aligned_strides<DV::rank>(leaf.dims(), leaf.strides(), dst.dims());
+      for (int i = 0; i < DV::rank; ++i)
+        if (dst.dims()[i] != 1 && s[i] != dst.strides()[i]) same = false;
+    }
+    if (!same) overlap = true;
+  });
+  return overlap;
+}
+
+template <class E>
+concept Reduction = requires { requires std::remove_cvref_t<E>::is_reduction; };
+
+template <class T, class S, class P, class E>
+void assign(const View<T, S, P>& dst, const E& e) {
+  constexpr int R = S::rank;
+  const auto ed = e.expr_dims();
+  if constexpr (std::remove_cvref_t<E>::rank > 0) {
+    auto b = broadcast_dims(ed, dst.dims(), "assign");
+    if (b != dst.dims())
+      throw shape_error("tessera: assign: an expression of shape " + format_dims(ed) +
+                        " cannot be written to a destination of shape " + format_dims(dst.dims()));
+  }
+  for (int i = 0; i < R; ++i)
+    if (dst.strides()[i] == 0 && dst.dims()[i] > 1)
+      throw shape_error("tessera: assign: the destination " + format_dims(dst.dims()) +
+                        " is a broadcast view (stride 0); it cannot be written");
+  if (dst.size() == 0) return;
+
+  bool alias;
+  if constexpr (Reduction<E>) alias = reads_overlap(dst, e.source());
+  else alias = reads_overlap(dst, e);
+  if (alias) {  // evaluate into a fresh tensor, then copy: two passes, always right
+    Tensor<T, dyn_shape_t<R>, P> tmp(dst.dims());
+    assign(tmp.view(), e);
+    assign(dst, tmp.cview());
+    return;
+  }
+
+  if constexpr (Reduction<E>) {
+    e.reduce_into(dst);
+  } else if constexpr (P::on_device) {
+    static_assert(requires { device_kernels<P>::enabled; },
+                  "tessera: the cuda policy runs kernels: compile this file with nvcc (a .cu file) so that "
+                  "tessera/policy/cuda.hpp is included");
+    device_kernels<P>::elementwise(dst, e);
+  } else {
+    auto ev = e.template evaluator<R>(dst.dims());
+    auto plan = make_plan<R>(dst.dims(), dst.strides(), ev);
+    using EE = std::remove_cvref_t<E>;
+    cpu_elementwise<T, EE::packable, EE::max_lane_size>(dst.data(), plan, ev, P::num_threads());
+  }
+}
+
+}  // namespace tessera::detail
+
+namespace tessera {
+
+/// Evaluate an expression into a new tensor of its own shape, element type and policy.
+template <class E>
+  requires Expression<E>
+auto eval(const E& e) {
+  using D = std::remove_cvref_t<E>;
+  return Tensor<typename D::value_type, typename D::shape_type, typename D::policy>(e);
+}
+
+}  // namespace tessera

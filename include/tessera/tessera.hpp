@@ -1,0 +1,8 @@
+// tessera: header-only C++20 tensors with fused lazy expressions on CPU and CUDA.
+#pragma once
+#include "tessera/config.hpp"
+#include "tessera/core/shape.hpp"
+#include "tessera/core/types.hpp"
+#include "tessera/core/tensor.hpp"
+#include "tessera/expr/elementwise.hpp"
+#include "tessera/policy/policy.hpp"
