@@ -6,3 +6,9 @@
 #include "tessera/core/tensor.hpp"
 #include "tessera/expr/elementwise.hpp"
 #include "tessera/policy/policy.hpp"
+#include "tessera/expr/reduce.hpp"
+#include "tessera/expr/views.hpp"
+#if defined(__CUDACC__)
+#include "tessera/policy/cuda.hpp"
+#endif
+#include "tessera/policy/transfer.hpp"

@@ -25,7 +25,7 @@ namespace detail {
 template <std::size_t R>
 std::string format_dims(const std::array<index_t, R>& d) {
   std::string s = "[";
-  for (std::size_t i = 0; i < R; ++i) {
+  for (std::size_t i = 0; i != R; ++i) {
     if (i) s += ", ";
     s += std::to_string(d[i]);
   }

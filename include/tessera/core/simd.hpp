@@ -159,6 +159,11 @@ TS_INLINE T reduce_add(vec<T, N> v) {
 #else
 template <class T>
 inline constexpr bool packable_v = false;
+// Declared so that packet branches (discarded without SIMD) still name something.
+template <class V>
+V to_mask(V v);
+template <class T, int N, class M>
+M widen_mask(M m);
 #endif
 
 }  // namespace tessera::simd

@@ -39,13 +39,6 @@ struct compare_base {
   using result = bool;
 };
 
-/// Runs a float function on bfloat16 scalars; other types go straight through.
-template <class F, class V>
-TS_HD TS_INLINE V via_float(V x, F f) {
-  if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(f(float(x)));
-  else return f(x);
-}
-
 #define TS_BINARY_OP(NAME, EXPR)                                             \
   struct NAME : numeric_base {                                               \
     static constexpr const char* name = #NAME;                               \
@@ -102,9 +95,12 @@ struct relu : numeric_base {
 #define TS_FLOAT_FN(NAME, BODY)                                                              \
   struct NAME : floating_base {                                                              \
     static constexpr const char* name = #NAME;                                               \
+    template <class X>                                                                       \
+    static TS_HD TS_INLINE X fn(X x) { return BODY; }                                        \
     template <class V>                                                                       \
     static TS_HD TS_INLINE V apply(V a) {                                                    \
-      return via_float(a, [](auto x) { return BODY; });                                      \
+      if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(fn(float(a)));              \
+      else return fn(a);                                                                     \
     }                                                                                        \
   };
 TS_FLOAT_FN(exp, math::exp(x))

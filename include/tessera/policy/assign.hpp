@@ -39,10 +39,14 @@ bool reads_overlap(const DV& dst, const E& e) {
     using LE = std::remove_const_t<typename std::remove_cvref_t<decltype(leaf)>::element_type>;
     using DE = std::remove_const_t<typename DV::element_type>;
     bool same = sizeof(LE) == sizeof(DE) && static_cast<const void*>(leaf.data()) == static_cast<const void*>(dst.data());
-    if (same) {
-      auto s = aligned_strides<DV::rank>(leaf.dims(), leaf.strides(), dst.dims());
-      for (int i = 0; i < DV::rank; ++i)
-        if (dst.dims()[i] != 1 && s[i] != dst.strides()[i]) same = false;
+    if constexpr (std::remove_cvref_t<decltype(leaf)>::rank <= DV::rank) {
+      if (same) {
+        auto s = aligned_strides<DV::rank>(leaf.dims(), leaf.strides(), dst.dims());
+        for (int i = 0; i < DV::rank; ++i)
+          if (dst.dims()[i] != 1 && s[i] != dst.strides()[i]) same = false;
+      }
+    } else {
+      same = false;  // a reduction's source: any overlap is unsafe
     }
     if (!same) overlap = true;
   });

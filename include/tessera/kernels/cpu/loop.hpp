@@ -3,6 +3,7 @@
 #pragma once
 #include <vector>
 
+#include "tessera/config.hpp"
 #include "tessera/core/shape.hpp"
 
 namespace tessera::detail {
@@ -13,13 +14,13 @@ struct loop_plan {
   int nd = 1;            ///< dimensions after coalescing (at least 1)
   index_t dims[cap]{};   ///< their extents
   index_t dst_s[cap]{};  ///< destination strides
-  index_t rows() const {
+  TS_HD index_t rows() const {
     index_t r = 1;
     for (int d = 0; d + 1 < nd; ++d) r *= dims[d];
     return r;
   }
-  index_t inner() const { return dims[nd - 1]; }
-  index_t total() const { return rows() * inner(); }
+  TS_HD index_t inner() const { return dims[nd - 1]; }
+  TS_HD index_t total() const { return rows() * inner(); }
 };
 
 /// Coalesce the destination's and every leaf's strides over `dims`; leaves get their compacted strides,
