@@ -57,6 +57,7 @@ inline constexpr bool is_host_policy_v = std::is_same_v<P, cpu> || std::is_same_
 template <class P>
 struct memory {
   static constexpr std::size_t alignment = 64;
+  static_assert(!P::on_device, "tessera: cuda tensors need this file compiled by nvcc (a .cu file) so that tessera/policy/cuda.hpp is included");
   template <class T>
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
