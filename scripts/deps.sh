@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tessera's build needs, only those missing (sourced or run by test.sh and demo.sh).
+# Set TESSERA_SKIP_DEPS=1 to skip this step.
+set -euo pipefail
+
+TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev)
+
+tessera_install_deps() {
+  if [[ "${TESSERA_SKIP_DEPS:-0}" == 1 ]]; then
+    echo "deps: TESSERA_SKIP_DEPS=1, not checking packages"
+    return 0
+  fi
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "deps: no dpkg (not Debian?); install these yourself if missing: ${TESSERA_PACKAGES[*]}" >&2
+    return 0
+  fi
+  local missing=() p
+  for p in "${TESSERA_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "deps: all packages present (${TESSERA_PACKAGES[*]})"
+    return 0
+  fi
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo=(sudo)
+    else
+      echo "deps: missing packages (${missing[*]}) and not root, no sudo: install them and rerun" >&2
+      return 1
+    fi
+  fi
+  echo "deps: installing ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  tessera_install_deps
+fi
