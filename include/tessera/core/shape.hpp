@@ -111,6 +111,15 @@ struct broadcast_checked : error::shapes_cannot_be_broadcast<Op, A, B> {
 template <class Op, class A, class B>
 using broadcast_t = typename detail::broadcast_checked<Op, A, B>::type;
 
+namespace error {
+/// Instantiated when an operation names an axis the shape does not have.
+template <class Op, int Axis, class S>
+struct axis_out_of_range {
+  static constexpr bool ok = Axis >= -S::rank && Axis < S::rank;
+  static_assert(ok, "tessera: the axis is out of range for this shape (axes run from -rank to rank-1)");
+};
+}  // namespace error
+
 // ---- run-time extents ---------------------------------------------------------------------------------------
 
 template <std::size_t R>
@@ -121,7 +130,7 @@ template <std::size_t RA, std::size_t RB>
 auto broadcast_dims(const dims_t<RA>& a, const dims_t<RB>& b, const char* op) {
   constexpr std::size_t r = RA > RB ? RA : RB;
   dims_t<r> out{};
-  for (std::size_t i = 0; i < r; ++i) {
+  for (std::size_t i = 0; i != r; ++i) {
     const long ia = long(RA) - long(r) + long(i), ib = long(RB) - long(r) + long(i);
     const index_t ea = ia >= 0 ? a[ia] : 1, eb = ib >= 0 ? b[ib] : 1;
     if (ea == eb || eb == 1) out[i] = ea;

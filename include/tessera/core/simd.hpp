@@ -15,6 +15,18 @@
 
 namespace tessera::simd {
 
+/// Element type of a packet (the type itself for a scalar).
+template <class V>
+struct elem_of { using type = V; };
+template <class V>
+  requires requires(V v) { v[0]; }
+struct elem_of<V> { using type = std::remove_cvref_t<decltype(std::declval<V>()[0])>; };
+template <class V>
+using elem_t = typename elem_of<V>::type;
+template <class V>
+inline constexpr bool is_packet_v = requires(V v) { v[0]; };
+
+
 #if TESSERA_SIMD
 template <class T, int N>
 struct vec_impl {
@@ -34,17 +46,6 @@ using packet = vec<lane_t<T>, N>;
 /// Can expressions over T take the SIMD path? (bfloat16 computes lane by lane in float.)
 template <class T>
 inline constexpr bool packable_v = !std::is_same_v<T, bfloat16>;
-
-/// Element type of a packet (the type itself for a scalar).
-template <class V>
-struct elem_of { using type = V; };
-template <class V>
-  requires requires(V v) { v[0]; }
-struct elem_of<V> { using type = std::remove_cvref_t<decltype(std::declval<V>()[0])>; };
-template <class V>
-using elem_t = typename elem_of<V>::type;
-template <class V>
-inline constexpr bool is_packet_v = requires(V v) { v[0]; };
 
 template <std::size_t S>
 using sint_of_size = std::conditional_t<S == 1, std::int8_t, std::conditional_t<S == 2, std::int16_t,

@@ -110,7 +110,7 @@ TS_FLOAT_FN(rsqrt, 1 / math::sqrt(x))
 TS_FLOAT_FN(tanh, math::tanh(x))
 TS_FLOAT_FN(sigmoid, math::sigmoid(x))
 // GELU as PyTorch's default: x * Phi(x), with the exact error function.
-TS_FLOAT_FN(gelu, x * 0.5f * (1 + math::erf(x * decltype(x)(0.70710678118654752440))))
+TS_FLOAT_FN(gelu, x * simd::elem_t<X>(0.5) * (simd::elem_t<X>(1) + math::erf(x * simd::elem_t<X>(0.70710678118654752440))))
 #undef TS_FLOAT_FN
 
 struct clamp : numeric_base {

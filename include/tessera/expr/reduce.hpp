@@ -8,6 +8,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "tessera/expr/elementwise.hpp"
 #include "tessera/expr/node.hpp"
 #include "tessera/kernels/cpu/reduce.hpp"
 
@@ -71,14 +72,6 @@ struct argmax {
 };
 }  // namespace op
 
-namespace error {
-/// Instantiated when a reduction names an axis the shape does not have.
-template <class Op, int Axis, class S>
-struct axis_out_of_range {
-  static constexpr bool ok = Axis >= -S::rank && Axis < S::rank;
-  static_assert(ok, "tessera: the axis is out of range for this shape (axes run from -rank to rank-1)");
-};
-}  // namespace error
 
 namespace detail {
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "tessera/core/stats.hpp"
+#include "tessera/expr/reduce.hpp"
 #include "tessera/kernels/cpu/loop.hpp"
 #include "tessera/policy/assign.hpp"
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "tessera/core/simd.hpp"
 #include "tessera/core/stats.hpp"
 #include "tessera/kernels/cpu/loop.hpp"
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "tessera/core/simd.hpp"
 #include "tessera/core/stats.hpp"
 #include "tessera/kernels/cpu/loop.hpp"
 
