@@ -86,8 +86,8 @@ TEMPLATE_LIST_TEST_CASE("arithmetic + - * / between tensors and with scalars on 
     }
 }
 
-TEST_CASE("int8 division of -128 by -1 wraps", "[.][elementwise][arith][!shouldfail]") {
-  // BUG: hidden (run it with its name): it crashes the process. C++ promotes int8 operands to int, so
+TEST_CASE("int8 division of -128 by -1 wraps", "[elementwise][arith]") {
+  // Regression (fixed): this used to crash the process. C++ promotes int8 operands to int, so
   // -128 / -1 = 128, converted back to int8 = -128. The scalar tail does that; the SIMD packet path
   // (a GCC vector of int8 divided lane by lane with 8-bit idiv) raises SIGFPE.
   // (the same expression as the sweep, so no kernel is compiled for this case alone)
@@ -163,8 +163,8 @@ TEST_CASE("logic on bool tensors and bool scalars", "[elementwise][compare]") {
     }
 }
 
-TEST_CASE("ordering comparisons of bool tensors: false < true", "[elementwise][compare][!shouldfail]") {
-  // BUG (expr/elementwise.hpp TS_COMPARE_OP with core/simd.hpp masks): on the SIMD path a bool operand is a mask
+TEST_CASE("ordering comparisons of bool tensors: false < true", "[elementwise][compare]") {
+  // Regression (fixed; was in expr/elementwise.hpp TS_COMPARE_OP with core/simd.hpp masks): on the SIMD path a bool operand is a mask
   // whose true lanes are -1 (all ones, signed), so `<`, `<=`, `>`, `>=` between bool tensors compare -1 with 0 and
   // give the opposite answer; the scalar path (short tensors, tails) compares false < true correctly.
   for (index_t n : {index_t(7), index_t(100)}) {
@@ -384,8 +384,8 @@ TEMPLATE_TEST_CASE("math functions at special values: 0, -0, 1, -1, inf, -inf, N
   check_y("sigmoid", [](double v) { return 1.0 / (1.0 + std::exp(-v)); });
 }
 
-TEST_CASE("neg and abs of signed zeros: -(+0) is -0, abs(-0) is +0", "[elementwise][math][!shouldfail]") {
-  // BUG (expr/elementwise.hpp op::neg computes `V{} - a`, op::abs returns `a` unless `a < 0`): neg(+0.0) gives +0.0
+TEST_CASE("neg and abs of signed zeros: -(+0) is -0, abs(-0) is +0", "[elementwise][math]") {
+  // Regression (fixed; was in expr/elementwise.hpp op::neg computes `V{} - a`, op::abs returns `a` unless `a < 0`): neg(+0.0) gives +0.0
   // (IEEE negation and C++ `-x` give -0.0, so 1 / -x is +inf instead of -inf) and abs(-0.0) gives -0.0.
   const std::vector<float> in(21, 0.0f);
   std::vector<float> mz(21, -0.0f);
@@ -402,8 +402,8 @@ TEST_CASE("neg and abs of signed zeros: -(+0) is -0, abs(-0) is +0", "[elementwi
 }
 
 TEST_CASE("float exp over the whole float range: overflow to inf, underflow to 0 and subnormals",
-          "[elementwise][math][!shouldfail]") {
-  // BUG (core/math.hpp expf_v): x is clamped to [-87.34, 88.38] before the polynomial, so exp(88.5f) is 12% low,
+          "[elementwise][math]") {
+  // Regression (fixed; was in core/math.hpp expf_v): x is clamped to [-87.34, 88.38] before the polynomial, so exp(88.5f) is 12% low,
   // exp(100) and exp(inf) give 2.4e38 instead of inf, and exp(-100) / exp(-inf) give 1.2e-38 instead of 3.8e-44 / 0.
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> in = {88.5f, 88.7f, 100.0f, inf, -90.0f, -100.0f, -inf, -200.0f};
@@ -416,8 +416,8 @@ TEST_CASE("float exp over the whole float range: overflow to inf, underflow to 0
   CHECK(tst::compare(tst::values(z), r, {1e-5, 1e-45}) == "");
 }
 
-TEST_CASE("float log of subnormal inputs", "[elementwise][math][!shouldfail]") {
-  // BUG (core/math.hpp logf_v): inputs below FLT_MIN are clamped to FLT_MIN, so log(1e-40f) = -87.34 instead of -92.10.
+TEST_CASE("float log of subnormal inputs", "[elementwise][math]") {
+  // Regression (fixed; was in core/math.hpp logf_v): inputs below FLT_MIN are clamped to FLT_MIN, so log(1e-40f) = -87.34 instead of -92.10.
   std::vector<float> in(21, 1e-40f);
   in[3] = 1e-45f;
   in[17] = 5e-39f;
@@ -548,8 +548,8 @@ TEMPLATE_TEST_CASE("empty extents: assignments do nothing and do not throw", "[e
   for (index_t k = 0; k < c.size(); ++k) REQUIRE(c.data()[k] == 1.0f);
 }
 
-TEST_CASE("empty extents: a destination whose last extent is 0 can be assigned", "[elementwise][empty][!shouldfail]") {
-  // BUG (policy/assign.hpp, the stride-0 check in detail::assign): the row-major strides of [4, 0] are [0, 1], and
+TEST_CASE("empty extents: a destination whose last extent is 0 can be assigned", "[elementwise][empty]") {
+  // Regression (fixed; was in policy/assign.hpp, the stride-0 check in detail::assign): the row-major strides of [4, 0] are [0, 1], and
   // assign rejects any destination with stride 0 on an extent > 1 as "a broadcast view" before it checks for an
   // empty destination, so `Tensor z = x + y` with x of shape [4, 0] throws shape_error instead of doing nothing.
   Tensor<float, Shape<dyn, dyn>> w(4, 0);
@@ -605,8 +605,8 @@ TEST_CASE("a temporary tensor combined with a tensor stays alive until the expre
 }
 
 TEST_CASE("a temporary tensor combined with a scalar stays alive until the expression is assigned",
-          "[elementwise][lifetime][!shouldfail]") {
-  // BUG (expr/node.hpp make_binary / as_expr): `tensor_rvalue op scalar` moves the temporary into an owned_leaf,
+          "[elementwise][lifetime]") {
+  // Regression (fixed; was in expr/node.hpp make_binary / as_expr): `tensor_rvalue op scalar` moves the temporary into an owned_leaf,
   // then the recursive make_binary calls as_expr on that owned_leaf, which converts it to a plain View and drops
   // the shared_ptr: the tensor is freed before the expression is evaluated (heap-use-after-free under ASan).
   // Small tensors keep the stale read from crashing the run (large buffers are unmapped when freed); under

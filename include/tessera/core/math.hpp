@@ -37,8 +37,10 @@ TS_INLINE vec<float, N> recipf_v(vec<float, N> x) {
 template <int N>
 TS_INLINE vec<float, N> expf_v(vec<float, N> x) {
   using V = vec<float, N>;
-  x = sel<N>(x > 88.3762626647949f, V{} + 88.3762626647949f, x);
-  x = sel<N>(x < -87.3365478515625f, V{} - 87.3365478515625f, x);
+  const V x0 = x;
+  // beyond these exp is inf or 0 in float; inside, 2^n is applied in two halves so subnormal results survive
+  x = sel<N>(x > 88.8f, V{} + 88.8f, x);
+  x = sel<N>(x < -104.0f, V{} - 104.0f, x);
   const V magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
   V n = (x * 1.44269504088896341f + magic) - magic;
   V r = x - n * 0.693359375f + n * 2.12194440e-4f;
@@ -47,7 +49,11 @@ TS_INLINE vec<float, N> expf_v(vec<float, N> x) {
          1.6666665459e-1f) * r + 5.0000001201e-1f;
   y = y * z + r + 1.0f;
   auto ni = __builtin_convertvector(n, vec<std::int32_t, N>);
-  return y * bits_to_float<N>((ni + 127) << 23);
+  auto n1 = ni >> 1, n2 = ni - n1;
+  V res = y * bits_to_float<N>((n1 + 127) << 23) * bits_to_float<N>((n2 + 127) << 23);
+  res = sel<N>(x0 > 88.72283935546875f, V{} + __builtin_inff(), res);
+  res = sel<N>(x0 < -103.972084045410f, V{}, res);
+  return sel<N>(x0 != x0, x0, res);
 }
 
 template <int N>
@@ -55,9 +61,11 @@ TS_INLINE vec<float, N> logf_v(vec<float, N> x) {
   using V = vec<float, N>;
   using I = vec<std::int32_t, N>;
   const V x0 = x;
-  x = sel<N>(x < 1.17549435e-38f, V{} + 1.17549435e-38f, x);
+  const I subnormal = x < 1.17549435e-38f;
+  x = sel<N>(subnormal, x * 8388608.0f, x);  // scale subnormals by 2^23 into the normal range
   I bits = float_to_bits<N>(x);
   V e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, V);
+  e = sel<N>(subnormal, e - 23.0f, e);
   V m = bits_to_float<N>((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
   I small = m < 0.707106781186547524f;
   e = sel<N>(small, e - 1.0f, e);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -177,7 +178,15 @@ class Tensor {
   }
   /// A tensor holding a copy of `values` (row-major), with the given extents.
   Tensor(std::initializer_list<T> values, const dims_t<rank>& d) : Tensor(d) { copy_from_host(values.begin(), values.size()); }
-  Tensor(const std::vector<T>& values, const dims_t<rank>& d) : Tensor(d) { copy_from_host(values.data(), values.size()); }
+  Tensor(const std::vector<T>& values, const dims_t<rank>& d) : Tensor(d) {
+    if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> is packed: unpack it first
+      const std::unique_ptr<bool[]> b(new bool[values.size()]);
+      std::copy(values.begin(), values.end(), b.get());
+      copy_from_host(b.get(), values.size());
+    } else {
+      copy_from_host(values.data(), values.size());
+    }
+  }
 
   Tensor(const Tensor& o) : dims_(o.dims_) {
     allocate();
@@ -288,10 +297,18 @@ void Tensor<T, S, P>::copy_from_host(const T* src, std::size_t n) {
 
 template <Element T, ShapeType S, Policy P>
 std::vector<T> Tensor<T, S, P>::to_vector() const {
-  std::vector<T> v(static_cast<std::size_t>(size()));
-  if constexpr (P::on_device) memory<P>::copy_to_host(v.data(), data_, v.size());
-  else if (!v.empty()) std::memcpy(v.data(), data_, v.size() * sizeof(T));
-  return v;
+  const std::size_t n = static_cast<std::size_t>(size());
+  if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> is packed
+    const std::unique_ptr<bool[]> b(new bool[n]);
+    if constexpr (P::on_device) memory<P>::copy_to_host(b.get(), data_, n);
+    else if (n) std::memcpy(b.get(), data_, n);
+    return std::vector<bool>(b.get(), b.get() + n);
+  } else {
+    std::vector<T> v(n);
+    if constexpr (P::on_device) memory<P>::copy_to_host(v.data(), data_, n);
+    else if (n) std::memcpy(v.data(), data_, n * sizeof(T));
+    return v;
+  }
 }
 
 /// A view over memory the caller owns (a std::vector's data, a C array): zero-copy, row-major unless strides are given.

@@ -19,8 +19,9 @@ struct bfloat16 {
     if ((u & 0x7fffffffu) > 0x7f800000u) bits = std::uint16_t((u >> 16) | 0x40);  // keep NaN a NaN
     else bits = std::uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
   }
-  TS_HD bfloat16(double d) : bfloat16(static_cast<float>(d)) {}
-  TS_HD bfloat16(int i) : bfloat16(static_cast<float>(i)) {}
+  template <class U>
+    requires(std::is_arithmetic_v<U> && !std::is_same_v<U, float>)
+  TS_HD bfloat16(U v) : bfloat16(static_cast<float>(v)) {}  // NOLINT(google-explicit-constructor)
   TS_HD operator float() const {
     std::uint32_t u = std::uint32_t(bits) << 16;
     float f;

@@ -39,17 +39,70 @@ struct compare_base {
   using result = bool;
 };
 
-#define TS_BINARY_OP(NAME, EXPR)                                             \
-  struct NAME : numeric_base {                                               \
-    static constexpr const char* name = #NAME;                               \
-    template <class V>                                                       \
-    static TS_HD TS_INLINE V apply(V a, V b) { return EXPR; }                \
-  };
-TS_BINARY_OP(add, a + b)
-TS_BINARY_OP(sub, a - b)
-TS_BINARY_OP(mul, a * b)
-TS_BINARY_OP(div, a / b)
-#undef TS_BINARY_OP
+template <char Opc, class X>
+TS_HD TS_INLINE X arith(X a, X b) {
+  if constexpr (Opc == '+') return a + b;
+  else if constexpr (Opc == '-') return a - b;
+  else return a * b;
+}
+/// Signed integers wrap (two's complement) instead of overflowing: the arithmetic runs in the unsigned type.
+template <char Opc, class V>
+TS_HD TS_INLINE V wrapping(V a, V b) {
+  using E = simd::elem_t<V>;
+  if constexpr (std::is_integral_v<E> && std::is_signed_v<E>) {
+    using U = std::make_unsigned_t<E>;
+    if constexpr (simd::is_packet_v<V>) {
+#if TESSERA_SIMD
+      using UV = simd::vec<U, int(sizeof(V) / sizeof(E))>;
+      return (V)arith<Opc>((UV)a, (UV)b);
+#else
+      return arith<Opc>(a, b);
+#endif
+    } else {
+      return static_cast<V>(static_cast<U>(arith<Opc>(static_cast<U>(a), static_cast<U>(b))));
+    }
+  } else {
+    return arith<Opc>(a, b);
+  }
+}
+
+struct add : numeric_base {
+  static constexpr const char* name = "add";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) { return wrapping<'+'>(a, b); }
+};
+struct sub : numeric_base {
+  static constexpr const char* name = "sub";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) { return wrapping<'-'>(a, b); }
+};
+struct mul : numeric_base {
+  static constexpr const char* name = "mul";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) { return wrapping<'*'>(a, b); }
+};
+/// Integer division follows C++ (truncation; dividing by zero is undefined). int8/uint8 lanes divide in
+/// int32, as C++ promotes them, so -128 / -1 gives -128 instead of a trap.
+struct div : numeric_base {
+  static constexpr const char* name = "div";
+  template <class V>
+  static TS_HD TS_INLINE V apply(V a, V b) {
+    using E = simd::elem_t<V>;
+    if constexpr (simd::is_packet_v<V> && std::is_integral_v<E> && sizeof(E) < 4) {
+#if TESSERA_SIMD
+      constexpr int N = int(sizeof(V) / sizeof(E));
+      using I = simd::vec<std::int32_t, N>;
+      return __builtin_convertvector(__builtin_convertvector(a, I) / __builtin_convertvector(b, I), V);
+#else
+      return a / b;
+#endif
+    } else if constexpr (std::is_integral_v<E> && sizeof(E) < 4) {
+      return static_cast<V>(int(a) / int(b));
+    } else {
+      return a / b;
+    }
+  }
+};
 
 struct min : numeric_base {
   static constexpr const char* name = "min";
@@ -73,14 +126,18 @@ struct pow : floating_base {
 struct neg : numeric_base {
   static constexpr const char* name = "neg";
   template <class V>
-  static TS_HD TS_INLINE V apply(V a) { return V{} - a; }
+  static TS_HD TS_INLINE V apply(V a) {
+    using E = simd::elem_t<V>;
+    if constexpr (std::is_integral_v<E>) return wrapping<'-'>(V{}, a);
+    else return -a;  // -(+0.0) is -0.0
+  }
 };
 struct abs : numeric_base {
   static constexpr const char* name = "abs";
   template <class V>
   static TS_HD TS_INLINE V apply(V a) {
     if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(float(a) < 0 ? -float(a) : float(a));
-    else return a < V{} ? V{} - a : a;
+    else return a < V{} ? neg::apply(a) : a + V{};  // a + 0 turns -0.0 into +0.0
   }
 };
 struct relu : numeric_base {
@@ -122,8 +179,18 @@ struct clamp : numeric_base {
   }
 };
 
-#define TS_COMPARE_OP(NAME, OPR)                                               \
-  struct NAME : compare_base {                                                 \
+template <class To, class From>
+struct cast;
+
+/// Orderings of bool operands compare 0/1 (a bool packet is an all-ones mask, which would order true below false).
+struct ordering_base : compare_base {
+  static constexpr bool orders_bool_as_int = true;
+  template <class T>
+  using bool_to_int = cast<std::int32_t, T>;
+};
+
+#define TS_COMPARE_OP(NAME, OPR, BASE)                                         \
+  struct NAME : BASE {                                                         \
     static constexpr const char* name = #NAME;                                 \
     template <class V>                                                         \
     static TS_HD TS_INLINE auto apply(V a, V b) {                              \
@@ -131,12 +198,13 @@ struct clamp : numeric_base {
       else return simd::to_mask(a OPR b);                                      \
     }                                                                          \
   };
-TS_COMPARE_OP(less, <)
-TS_COMPARE_OP(less_equal, <=)
-TS_COMPARE_OP(greater, >)
-TS_COMPARE_OP(greater_equal, >=)
-TS_COMPARE_OP(equal, ==)
-TS_COMPARE_OP(not_equal, !=)
+TS_COMPARE_OP(less, <, ordering_base)
+TS_COMPARE_OP(less_equal, <=, ordering_base)
+TS_COMPARE_OP(greater, >, ordering_base)
+TS_COMPARE_OP(greater_equal, >=, ordering_base)
+TS_COMPARE_OP(equal, ==, compare_base)
+TS_COMPARE_OP(not_equal, !=, compare_base)
+
 #undef TS_COMPARE_OP
 
 struct logical_and : compare_base {
@@ -292,5 +360,6 @@ auto cast(A&& a) {
   auto ea = detail::as_expr(std::forward<A>(a));
   return detail::make_map<op::cast<To, typename decltype(ea)::value_type>>(std::move(ea));
 }
+
 
 }  // namespace tessera

@@ -78,7 +78,8 @@ auto as_expr(X&& x) {
       return owned_leaf<typename D::value_type, typename D::shape_type, typename D::policy>(std::move(x));
     else return x.cview();
   } else if constexpr (Expression<D>) {
-    if constexpr (requires { typename D::element_type; }) return View<const typename D::value_type, typename D::shape_type, typename D::policy>(x);
+    if constexpr (requires { x.hold; }) return D(std::forward<X>(x));  // owned_leaf: keep the tensor alive
+    else if constexpr (requires { typename D::element_type; }) return View<const typename D::value_type, typename D::shape_type, typename D::policy>(x);
     else return D(std::forward<X>(x));
   } else {
     static_assert(is_scalar_v<D>, "tessera: an operand must be a tensor, a view, an expression or an arithmetic scalar");
@@ -228,7 +229,13 @@ auto make_binary(A&& a, B&& b) {
     using TB = typename decltype(eb)::value_type;
     (void)error::element_types_differ<Op, TA, TB>::ok;
     (void)error::element_type_not_supported<Op, TA>::ok;
-    return make_map<Op>(std::move(ea), std::move(eb));
+    if constexpr (requires { Op::orders_bool_as_int; } && std::is_same_v<TA, bool>) {
+      // bool packets are all-ones masks, which would order true below false: compare 0/1 instead
+      return make_map<Op>(make_map<typename Op::template bool_to_int<TA>>(std::move(ea)),
+                          make_map<typename Op::template bool_to_int<TA>>(std::move(eb)));
+    } else {
+      return make_map<Op>(std::move(ea), std::move(eb));
+    }
   }
 }
 

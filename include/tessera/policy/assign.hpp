@@ -29,7 +29,7 @@ std::pair<const char*, const char*> byte_range(const V& v) {
 /// Does reading `e` while writing `dst` risk reading an element already overwritten?
 /// Safe when a leaf is disjoint from dst, or reads exactly the element being written at each position.
 template <class DV, class E>
-bool reads_overlap(const DV& dst, const E& e) {
+bool reads_overlap(const DV& dst, const E& e, bool element_for_element_ok = true) {
   const auto [dlo, dhi] = byte_range(dst);
   if (dlo == dhi) return false;
   bool overlap = false;
@@ -38,7 +38,7 @@ bool reads_overlap(const DV& dst, const E& e) {
     if (hi <= dlo || lo >= dhi || lo == hi) return;
     using LE = std::remove_const_t<typename std::remove_cvref_t<decltype(leaf)>::element_type>;
     using DE = std::remove_const_t<typename DV::element_type>;
-    bool same = sizeof(LE) == sizeof(DE) && static_cast<const void*>(leaf.data()) == static_cast<const void*>(dst.data());
+    bool same = element_for_element_ok && sizeof(LE) == sizeof(DE) && static_cast<const void*>(leaf.data()) == static_cast<const void*>(dst.data());
     if constexpr (std::remove_cvref_t<decltype(leaf)>::rank <= DV::rank) {
       if (same) {
         auto s = aligned_strides<DV::rank>(leaf.dims(), leaf.strides(), dst.dims());
@@ -66,14 +66,15 @@ void assign(const View<T, S, P>& dst, const E& e) {
       throw shape_error("tessera: assign: an expression of shape " + format_dims(ed) +
                         " cannot be written to a destination of shape " + format_dims(dst.dims()));
   }
+  if (dst.size() == 0) return;
   for (int i = 0; i < R; ++i)
     if (dst.strides()[i] == 0 && dst.dims()[i] > 1)
       throw shape_error("tessera: assign: the destination " + format_dims(dst.dims()) +
                         " is a broadcast view (stride 0); it cannot be written");
-  if (dst.size() == 0) return;
 
   bool alias;
-  if constexpr (Reduction<E>) alias = reads_overlap(dst, e.source());
+  // a reduction fills its destination with the identity before reading: any overlap goes through a temporary
+  if constexpr (Reduction<E>) alias = reads_overlap(dst, e.source(), false);
   else alias = reads_overlap(dst, e);
   if (alias) {  // evaluate into a fresh tensor, then copy: two passes, always right
     Tensor<T, dyn_shape_t<R>, P> tmp(dst.dims());
