@@ -107,8 +107,26 @@ TS_INLINE vec<float, N> tanhf_v(vec<float, N> x) {
   return sel<N>(ax < 0.0004f, x0, r);
 }
 
+// exp without the inf/0/NaN edges, for sigmoid: exp(-x) beyond +-88 only needs to be huge or tiny there.
 template <int N>
-TS_INLINE vec<float, N> sigmoidf_v(vec<float, N> x) { return recipf_v<N>(1.0f + expf_v<N>(-x)); }
+TS_INLINE vec<float, N> expf_clamped_v(vec<float, N> x) {
+  using V = vec<float, N>;
+  x = sel<N>(x > 88.3762626647949f, V{} + 88.3762626647949f, x);
+  x = sel<N>(x < -87.3365478515625f, V{} - 87.3365478515625f, x);
+  const V magic = V{} + 12582912.0f;
+  V n = (x * 1.44269504088896341f + magic) - magic;
+  V r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  V z = r * r;
+  V y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+         1.6666665459e-1f) * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  auto ni = __builtin_convertvector(n, vec<std::int32_t, N>);
+  return y * bits_to_float<N>((ni + 127) << 23);
+}
+
+// 1/(1+exp(-x)); below x = -87.3 the result (under 1e-38) is returned as exp(x) would give it, flushed near 0.
+template <int N>
+TS_INLINE vec<float, N> sigmoidf_v(vec<float, N> x) { return recipf_v<N>(1.0f + expf_clamped_v<N>(-x)); }
 
 // Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
 template <int N>
