@@ -34,6 +34,20 @@ TS_INLINE vec<float, N> recipf_v(vec<float, N> x) {
     return 1.0f / x;
 }
 
+// exp(x) = 2^n * p(r), x = n ln2 + r, |r| <= ln2/2 (Cephes' polynomial). x must already be in range.
+template <int N>
+TS_INLINE vec<float, N> exp_reduced(vec<float, N> x, vec<std::int32_t, N>& ni) {
+  using V = vec<float, N>;
+  const V magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  V n = (x * 1.44269504088896341f + magic) - magic;
+  V r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  V z = r * r;
+  V y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+         1.6666665459e-1f) * r + 5.0000001201e-1f;
+  ni = __builtin_convertvector(n, vec<std::int32_t, N>);
+  return y * z + r + 1.0f;
+}
+
 template <int N>
 TS_INLINE vec<float, N> expf_v(vec<float, N> x) {
   using V = vec<float, N>;
@@ -41,19 +55,23 @@ TS_INLINE vec<float, N> expf_v(vec<float, N> x) {
   // beyond these exp is inf or 0 in float; inside, 2^n is applied in two halves so subnormal results survive
   x = sel<N>(x > 88.8f, V{} + 88.8f, x);
   x = sel<N>(x < -104.0f, V{} - 104.0f, x);
-  const V magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
-  V n = (x * 1.44269504088896341f + magic) - magic;
-  V r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  V z = r * r;
-  V y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
-         1.6666665459e-1f) * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
-  auto ni = __builtin_convertvector(n, vec<std::int32_t, N>);
+  vec<std::int32_t, N> ni;
+  const V y = exp_reduced<N>(x, ni);
   auto n1 = ni >> 1, n2 = ni - n1;
   V res = y * bits_to_float<N>((n1 + 127) << 23) * bits_to_float<N>((n2 + 127) << 23);
   res = sel<N>(x0 > 88.72283935546875f, V{} + __builtin_inff(), res);
   res = sel<N>(x0 < -103.972084045410f, V{}, res);
   return sel<N>(x0 != x0, x0, res);
+}
+
+// exp without the inf/0/NaN edges, for sigmoid: exp(-x) beyond +-88 only needs to be huge or tiny there.
+template <int N>
+TS_INLINE vec<float, N> expf_clamped_v(vec<float, N> x) {
+  using V = vec<float, N>;
+  x = sel<N>(x > 88.3762626647949f, V{} + 88.3762626647949f, x);
+  x = sel<N>(x < -87.3365478515625f, V{} - 87.3365478515625f, x);
+  vec<std::int32_t, N> ni;
+  return exp_reduced<N>(x, ni) * bits_to_float<N>((ni + 127) << 23);
 }
 
 template <int N>
@@ -105,23 +123,6 @@ TS_INLINE vec<float, N> tanhf_v(vec<float, N> x) {
   const V r = p * recipf_v<N>(q);
   const V ax = sel<N>(x0 < 0.0f, -x0, x0);
   return sel<N>(ax < 0.0004f, x0, r);
-}
-
-// exp without the inf/0/NaN edges, for sigmoid: exp(-x) beyond +-88 only needs to be huge or tiny there.
-template <int N>
-TS_INLINE vec<float, N> expf_clamped_v(vec<float, N> x) {
-  using V = vec<float, N>;
-  x = sel<N>(x > 88.3762626647949f, V{} + 88.3762626647949f, x);
-  x = sel<N>(x < -87.3365478515625f, V{} - 87.3365478515625f, x);
-  const V magic = V{} + 12582912.0f;
-  V n = (x * 1.44269504088896341f + magic) - magic;
-  V r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  V z = r * r;
-  V y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
-         1.6666665459e-1f) * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
-  auto ni = __builtin_convertvector(n, vec<std::int32_t, N>);
-  return y * bits_to_float<N>((ni + 127) << 23);
 }
 
 // 1/(1+exp(-x)); below x = -87.3 the result (under 1e-38) is returned as exp(x) would give it, flushed near 0.
