@@ -8,6 +8,7 @@
 #include "tessera/policy/policy.hpp"
 #include "tessera/expr/reduce.hpp"
 #include "tessera/expr/views.hpp"
+#include "tessera/expr/matmul.hpp"
 #if defined(__CUDACC__)
 #include "tessera/policy/cuda.hpp"
 #endif

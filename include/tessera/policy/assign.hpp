@@ -55,6 +55,16 @@ bool reads_overlap(const DV& dst, const E& e, bool element_for_element_ok = true
 
 template <class E>
 concept Reduction = requires { requires std::remove_cvref_t<E>::is_reduction; };
+template <class E>
+concept Contraction = requires { requires std::remove_cvref_t<E>::is_contraction; };
+
+/// Does any operand of a contraction overlap the destination? (A product reads whole rows and columns.)
+template <class DV, class E>
+bool contraction_overlaps(const DV& dst, const E& e) {
+  bool overlap = false;
+  e.for_each_operand([&](const auto& v) { overlap = overlap || reads_overlap(dst, v, false); });
+  return overlap;
+}
 
 template <class T, class S, class P, class E>
 void assign(const View<T, S, P>& dst, const E& e) {
@@ -75,6 +85,7 @@ void assign(const View<T, S, P>& dst, const E& e) {
   bool alias;
   // a reduction fills its destination with the identity before reading: any overlap goes through a temporary
   if constexpr (Reduction<E>) alias = reads_overlap(dst, e.source(), false);
+  else if constexpr (Contraction<E>) alias = contraction_overlaps(dst, e);
   else alias = reads_overlap(dst, e);
   if (alias) {  // evaluate into a fresh tensor, then copy: two passes, always right
     Tensor<T, dyn_shape_t<R>, P> tmp(dst.dims());
@@ -85,6 +96,8 @@ void assign(const View<T, S, P>& dst, const E& e) {
 
   if constexpr (Reduction<E>) {
     e.reduce_into(dst);
+  } else if constexpr (Contraction<E>) {
+    e.run_into(dst);
   } else if constexpr (P::on_device) {
     static_assert(requires { device_kernels<P>::enabled; },
                   "tessera: the cuda policy runs kernels: compile this file with nvcc (a .cu file) so that "

@@ -1,0 +1,85 @@
+// Square SGEMM/DGEMM: tessera's matmul against OpenBLAS and Eigen in the same binary (when they are found),
+// n = 64 .. 4096, 1 and 2 threads. Counter: FLOP/s (2 n^3 per product).
+#include <benchmark/benchmark.h>
+
+#include <tessera/tessera.hpp>
+
+#if defined(TESSERA_HAVE_EIGEN)
+#include <Eigen/Dense>
+#endif
+#if defined(TESSERA_HAVE_OPENBLAS)
+#include <cblas.h>
+extern "C" void openblas_set_num_threads(int);
+#endif
+
+namespace ts = tessera;
+
+namespace {
+template <class T>
+using Mat = ts::Tensor<T, ts::Shape<ts::dyn, ts::dyn>, ts::cpu_threads>;
+
+template <class T>
+void fill(Mat<T>& m, int seed) {
+  for (ts::index_t i = 0; i < m.size(); ++i) m.data()[i] = T((i * 2654435761u + seed) % 1000) * T(1e-3) - T(0.5);
+}
+
+void flops(benchmark::State& st) {
+  const double n = double(st.range(0));
+  st.counters["FLOP/s"] = benchmark::Counter(2 * n * n * n * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+
+template <class T>
+void BM_tessera_gemm(benchmark::State& st) {
+  ts::cpu_threads::set_num_threads(int(st.range(1)));
+  const ts::index_t n = st.range(0);
+  Mat<T> a(n, n), b(n, n), c(n, n);
+  fill(a, 1), fill(b, 2);
+  for (auto _ : st) {
+    c = ts::matmul(a, b);
+    benchmark::DoNotOptimize(c.data());
+  }
+  flops(st);
+}
+
+#if defined(TESSERA_HAVE_OPENBLAS)
+void BM_openblas_sgemm(benchmark::State& st) {
+  openblas_set_num_threads(int(st.range(1)));
+  const int n = int(st.range(0));
+  Mat<float> a(n, n), b(n, n), c(n, n);
+  fill(a, 1), fill(b, 2);
+  for (auto _ : st) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    benchmark::DoNotOptimize(c.data());
+  }
+  flops(st);
+}
+#endif
+
+#if defined(TESSERA_HAVE_EIGEN)
+void BM_eigen_sgemm(benchmark::State& st) {
+  Eigen::setNbThreads(int(st.range(1)));
+  const int n = int(st.range(0));
+  Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n), c(n, n);
+  for (auto _ : st) {
+    c.noalias() = a * b;
+    benchmark::DoNotOptimize(c.data());
+  }
+  flops(st);
+}
+#endif
+
+void sizes(benchmark::internal::Benchmark* b) {
+  for (long n : {64L, 128L, 256L, 512L, 1024L, 2048L, 4096L})
+    for (long t : {1L, 2L}) b->Args({n, t});
+  b->ArgNames({"n", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+}  // namespace
+
+BENCHMARK(BM_tessera_gemm<float>)->Name("BM_tessera_sgemm")->Apply(sizes);
+BENCHMARK(BM_tessera_gemm<double>)->Name("BM_tessera_dgemm")->Apply(sizes);
+#if defined(TESSERA_HAVE_OPENBLAS)
+BENCHMARK(BM_openblas_sgemm)->Apply(sizes);
+#endif
+#if defined(TESSERA_HAVE_EIGEN)
+BENCHMARK(BM_eigen_sgemm)->Apply(sizes);
+#endif

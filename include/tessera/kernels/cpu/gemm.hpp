@@ -1,0 +1,231 @@
+// CPU GEMM: C (+)= A * B for float and double, any strides on A and B (transposed views need no copy).
+// BLIS-style blocking: B is packed in KC x NC blocks of NR-wide panels (shared by the threads), A in MC x KC
+// blocks of MR-tall panels; an MR x NR register-blocked micro-kernel (14 x 32 floats with AVX-512: 28
+// accumulators, 2 loads and 14 broadcast FMAs per k) does the arithmetic. Threads split the NR panels.
+#pragma once
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "tessera/core/simd.hpp"
+#include "tessera/core/stats.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace tessera::detail {
+
+template <class T>
+struct gemm_blocking {
+#if TESSERA_SIMD
+  static constexpr int lanes = TESSERA_VECTOR_BYTES / int(sizeof(T));
+  static constexpr int nv = 2;                                 // vectors across a micro-tile row
+  static constexpr int nr = lanes * nv;                        // 32 floats / 16 doubles with AVX-512
+  static constexpr int mr = TESSERA_VECTOR_BYTES == 64 ? 14 : 6;  // 32 vector registers, or 16
+#else
+  static constexpr int lanes = 1, nv = 4, nr = 4, mr = 4;
+#endif
+#ifndef TESSERA_GEMM_KC
+#define TESSERA_GEMM_KC 384
+#endif
+#ifndef TESSERA_GEMM_MC
+#define TESSERA_GEMM_MC 112
+#endif
+#ifndef TESSERA_GEMM_NC
+#define TESSERA_GEMM_NC 4096
+#endif
+  static constexpr int kc = TESSERA_GEMM_KC;  // a B micro-panel (kc x nr) stays in L1 while A panels stream
+  static constexpr int mc = TESSERA_GEMM_MC;  // an A block (mc x kc) stays in L2
+  static constexpr int nc = TESSERA_GEMM_NC;  // a B block (kc x nc) stays in L3
+};
+
+/// Strided matrix operand: element (i, j) at p[i * rs + j * cs].
+template <class T>
+struct mat_ref {
+  const T* p;
+  index_t rs, cs;
+  const T& operator()(index_t i, index_t j) const { return p[i * rs + j * cs]; }
+};
+
+/// Packing buffers kept by the calling thread between products (large ones come from mmap: allocating
+/// them per call costs page faults that dominate small products).
+template <class T>
+struct pack_buffers {
+  T* a = nullptr;
+  T* b = nullptr;
+  std::size_t a_size = 0, b_size = 0;
+  static T* grow(T*& p, std::size_t& have, std::size_t n) {
+    if (n > have) {
+      std::free(p);
+      p = static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64));
+      if (!p) throw std::bad_alloc();
+      have = n;
+    }
+    return p;
+  }
+  ~pack_buffers() {
+    std::free(a);
+    std::free(b);
+  }
+  static pack_buffers& of_this_thread() {
+    thread_local pack_buffers buffers;
+    return buffers;
+  }
+};
+
+/// A[i0 .. i0+mc) x [p0 .. p0+kc) into MR-tall panels, k-major inside a panel; rows past mc are zero.
+template <class T, int MR>
+void pack_a(mat_ref<T> a, index_t i0, index_t p0, index_t mc, index_t kc, T* out) {
+  for (index_t ir = 0; ir < mc; ir += MR) {
+    const index_t rows = std::min<index_t>(MR, mc - ir);
+    for (index_t k = 0; k < kc; ++k) {
+      const T* src = a.p + (i0 + ir) * a.rs + (p0 + k) * a.cs;
+      index_t i = 0;
+      for (; i < rows; ++i) out[i] = src[i * a.rs];
+      for (; i < MR; ++i) out[i] = T(0);
+      out += MR;
+    }
+  }
+}
+
+/// B[p0 .. p0+kc) x [j0 .. j0+nc) into NR-wide panels, k-major inside a panel; columns past nc are zero.
+template <class T, int NR>
+void pack_b_panel(mat_ref<T> b, index_t p0, index_t j0, index_t kc, index_t cols, T* out) {
+  for (index_t k = 0; k < kc; ++k) {
+    const T* src = b.p + (p0 + k) * b.rs + j0 * b.cs;
+    index_t j = 0;
+    if (b.cs == 1) {
+      std::memcpy(out, src, std::size_t(cols) * sizeof(T));
+      j = cols;
+    } else {
+      for (; j < cols; ++j) out[j] = src[j * b.cs];
+    }
+    for (; j < NR; ++j) out[j] = T(0);
+    out += NR;
+  }
+}
+
+#if TESSERA_SIMD
+template <class T, int N>
+TS_INLINE simd::vec<T, N> splat_load(const T* p) {
+#if defined(__AVX512F__)
+  if constexpr (N * sizeof(T) == 64 && std::is_same_v<T, float>) return (simd::vec<T, N>)_mm512_set1_ps(*p);
+  else if constexpr (N * sizeof(T) == 64 && std::is_same_v<T, double>) return (simd::vec<T, N>)_mm512_set1_pd(*p);
+  else
+#endif
+  {
+    simd::vec<T, N> v;
+    for (int i = 0; i < N; ++i) v[i] = *p;  // recognised as a broadcast load
+    return v;
+  }
+}
+#endif
+
+/// C[MR x NR] (+)= Apanel * Bpanel over kc; C row stride ldc, unit column stride.
+template <class T>
+TS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict b, T* c, index_t ldc, bool accumulate) {
+  using B = gemm_blocking<T>;
+  constexpr int MR = B::mr, NR = B::nr;
+#if TESSERA_SIMD
+  constexpr int L = B::lanes, NV = B::nv;
+  using V = simd::vec<T, L>;
+  V acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+  for (index_t k = 0; k < kc; ++k) {
+    V bv[NV];
+    for (int j = 0; j < NV; ++j) std::memcpy(&bv[j], b + k * NR + j * L, sizeof(V));
+    for (int i = 0; i < MR; ++i) {
+      const V av = splat_load<T, L>(a + k * MR + i);
+      for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) {
+      V cur = acc[i][j];
+      if (accumulate) {
+        V old;
+        std::memcpy(&old, c + i * ldc + j * L, sizeof(V));
+        cur += old;
+      }
+      std::memcpy(c + i * ldc + j * L, &cur, sizeof(V));
+    }
+#else
+  T acc[MR][NR] = {};
+  for (index_t k = 0; k < kc; ++k)
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+#endif
+}
+
+/// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc.
+template <class T>
+void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
+              int nthreads) {
+  using BL = gemm_blocking<T>;
+  constexpr int MR = BL::mr, NR = BL::nr, KC = BL::kc, MC = BL::mc, NC = BL::nc;
+  if (M == 0 || N == 0) return;
+  stats::count_pass();
+  if (K == 0) {
+    if (!accumulate)
+      for (index_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
+    return;
+  }
+  const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
+  auto& buffers = pack_buffers<T>::of_this_thread();
+  T* const bpk = pack_buffers<T>::grow(buffers.b, buffers.b_size, std::size_t(KC) * std::size_t(ncap));
+  T* const apk = pack_buffers<T>::grow(buffers.a, buffers.a_size, std::size_t(KC) * std::size_t(MC + MR));
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  const int nt = flops < 2e6 ? 1 : nthreads;
+
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+    T tile[MR * NR];
+    for (index_t jc = 0; jc < N; jc += NC) {
+      const index_t nc = std::min<index_t>(NC, N - jc);
+      for (index_t pc = 0; pc < K; pc += KC) {
+        const index_t kc = std::min<index_t>(KC, K - pc);
+        const bool acc = accumulate || pc > 0;
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (index_t jr = 0; jr < nc; jr += NR)
+          pack_b_panel<T, NR>(b, pc, jc + jr, kc, std::min<index_t>(NR, nc - jr), bpk + jr * kc);
+        for (index_t ic = 0; ic < M; ic += MC) {
+          const index_t mc = std::min<index_t>(MC, M - ic);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+          for (index_t ir = 0; ir < mc; ir += MR)
+            pack_a<T, MR>(a, ic + ir, pc, std::min<index_t>(MR, mc - ir), kc, apk + ir * kc);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+          for (index_t jr = 0; jr < nc; jr += NR) {
+            const index_t cols = std::min<index_t>(NR, nc - jr);
+            for (index_t ir = 0; ir < mc; ir += MR) {
+              const index_t rows = std::min<index_t>(MR, mc - ir);
+              T* cp = c + (ic + ir) * ldc + jc + jr;
+              if (rows == MR && cols == NR) {
+                micro_kernel<T>(kc, apk + ir * kc, bpk + jr * kc, cp, ldc, acc);
+              } else {  // edge tile: compute a full tile aside, add the valid part
+                micro_kernel<T>(kc, apk + ir * kc, bpk + jr * kc, tile, NR, false);
+                for (index_t i = 0; i < rows; ++i)
+                  for (index_t j = 0; j < cols; ++j) cp[i * ldc + j] = acc ? cp[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace tessera::detail

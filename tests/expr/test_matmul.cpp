@@ -1,0 +1,136 @@
+// matmul against a plain triple loop: odd sizes, transposed and strided operands, float and double, both
+// CPU policies, products inside expressions, aliasing, shape errors.
+#include <catch2/catch.hpp>
+
+#include <tessera/tessera.hpp>
+#include <vector>
+
+namespace ts = tessera;
+using ts::dyn;
+using ts::index_t;
+using ts::Shape;
+
+namespace {
+template <class T, class P>
+using Mat = ts::Tensor<T, Shape<dyn, dyn>, P>;
+
+template <class T, class P>
+Mat<T, P> filled(index_t r, index_t c, int seed) {
+  Mat<T, P> m(r, c);
+  for (index_t i = 0; i < r; ++i)
+    for (index_t j = 0; j < c; ++j) m(i, j) = T((i * 7 + j * 3 + seed) % 17) / T(4) - T(2);
+  return m;
+}
+
+// Reference: C[i][j] = sum_k A(i, k) * B(k, j), read through any accessor.
+template <class FA, class FB>
+std::vector<double> reference(index_t m, index_t n, index_t k, FA a, FB b) {
+  std::vector<double> c(std::size_t(m * n), 0.0);
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (index_t p = 0; p < k; ++p) s += double(a(i, p)) * double(b(p, j));
+      c[std::size_t(i * n + j)] = s;
+    }
+  return c;
+}
+
+template <class T, class V>
+void check(const V& got, const std::vector<double>& want, index_t m, index_t n, index_t k) {
+  const double tol = (std::is_same_v<T, float> ? 1e-5 : 1e-12) * double(k + 1);
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      const double w = want[std::size_t(i * n + j)];
+      if (std::abs(double(got(i, j)) - w) > tol * (1 + std::abs(w))) {
+        FAIL("mismatch at (" << i << ", " << j << "): " << double(got(i, j)) << " vs " << w << " (m=" << m
+                             << " n=" << n << " k=" << k << ")");
+      }
+    }
+}
+}  // namespace
+
+TEMPLATE_PRODUCT_TEST_CASE("matmul matches a triple loop", "[matmul]", std::pair, ((float, ts::cpu), (float, ts::cpu_threads),
+                                                                                  (double, ts::cpu), (double, ts::cpu_threads))) {
+  using T = typename TestType::first_type;
+  using P = typename TestType::second_type;
+  ts::cpu_threads::set_num_threads(2);
+  const std::vector<index_t> sizes = {1, 7, 33, 65, 127};
+  for (index_t m : sizes)
+    for (index_t k : {index_t(1), index_t(33), index_t(127), index_t(400)})
+      for (index_t n : {index_t(1), index_t(65), index_t(127)}) {
+        auto a = filled<T, P>(m, k, 1);
+        auto b = filled<T, P>(k, n, 2);
+        Mat<T, P> c = ts::matmul(a, b);
+        REQUIRE(c.dims() == ts::dims_t<2>{m, n});
+        check<T>(c, reference(m, n, k, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), m, n, k);
+      }
+  // a product large enough to cross several K, M and N blocks of the GEMM
+  auto a = filled<T, P>(300, 900, 3);
+  auto b = filled<T, P>(900, 260, 4);
+  Mat<T, P> c = ts::matmul(a, b);
+  check<T>(c, reference(300, 260, 900, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), 300, 260, 900);
+}
+
+TEMPLATE_TEST_CASE("transposed and strided operands are read in place", "[matmul]", float, double) {
+  using T = TestType;
+  using P = ts::cpu_threads;
+  auto a = filled<T, P>(65, 33, 5);   // used as a^T: 33 x 65
+  auto b = filled<T, P>(127, 90, 6);  // every other column: 127 x 45
+  auto bs = ts::slice<1>(b, 0, 90, 2);
+  Mat<T, P> c = ts::matmul(ts::transpose(a), ts::slice<0>(bs, 0, 65));
+  check<T>(c, reference(33, 45, 65, [&](index_t i, index_t p) { return a(p, i); }, [&](index_t p, index_t j) { return b(p, 2 * j); }), 33, 45, 65);
+  // a strided destination (every other column of a wider tensor)
+  Mat<T, P> wide(33, 90);
+  wide = T(7);
+  ts::slice<1>(wide, 0, 90, 2) = ts::matmul(ts::transpose(a), ts::slice<0>(bs, 0, 65));
+  for (index_t i = 0; i < 33; ++i)
+    for (index_t j = 0; j < 45; ++j) {
+      REQUIRE(wide(i, 2 * j) == c(i, j));
+      REQUIRE(wide(i, 2 * j + 1) == T(7));
+    }
+}
+
+TEST_CASE("a product inside an expression, and of an expression", "[matmul]") {
+  using P = ts::cpu;
+  auto a = filled<float, P>(33, 65, 7);
+  auto b = filled<float, P>(65, 7, 8);
+  ts::Tensor<float, Shape<7>, P> bias;
+  for (int j = 0; j < 7; ++j) bias(j) = float(j) - 3.0f;
+  Mat<float, P> y = ts::relu(ts::matmul(a, b) + bias);
+  auto ref = reference(33, 7, 65, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); });
+  for (index_t i = 0; i < 33; ++i)
+    for (index_t j = 0; j < 7; ++j) {
+      const double v = ref[std::size_t(i * 7 + j)] + bias(j);
+      REQUIRE(y(i, j) == Approx(v > 0 ? v : 0).epsilon(1e-5).margin(1e-4));
+    }
+  // matmul(relu(matmul(a, b)), c): the inner product is materialised, the result stays right
+  auto c = filled<float, P>(7, 5, 9);
+  Mat<float, P> z = ts::matmul(ts::relu(ts::matmul(a, b)), c);
+  for (index_t i = 0; i < 33; ++i)
+    for (index_t j = 0; j < 5; ++j) {
+      double s = 0;
+      for (index_t p = 0; p < 7; ++p) {
+        const double h = ref[std::size_t(i * 7 + p)];
+        s += (h > 0 ? h : 0) * double(c(p, j));
+      }
+      REQUIRE(z(i, j) == Approx(s).epsilon(1e-5).margin(1e-3));
+    }
+}
+
+TEST_CASE("a product into one of its operands goes through a temporary", "[matmul][alias]") {
+  using P = ts::cpu;
+  auto a = filled<double, P>(33, 33, 1);
+  auto b = filled<double, P>(33, 33, 2);
+  const auto ref = reference(33, 33, 33, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); });
+  a = ts::matmul(a, b);
+  check<double>(a, ref, 33, 33, 33);
+}
+
+TEST_CASE("mismatched inner extents throw shape_error naming both shapes", "[matmul]") {
+  Mat<float, ts::cpu> a(4, 5), b(6, 3);
+  REQUIRE_THROWS_AS(ts::matmul(a, b), ts::shape_error);
+  REQUIRE_THROWS_WITH(ts::matmul(a, b), Catch::Contains("[4, 5]") && Catch::Contains("[6, 3]"));
+  static_assert(std::is_same_v<decltype(ts::matmul(std::declval<ts::Tensor<float, Shape<4, 5>>&>(),
+                                                  std::declval<ts::Tensor<float, Shape<5, dyn>>&>()))::shape_type,
+                               Shape<4, dyn>>);
+}
