@@ -29,15 +29,15 @@ struct gemm_blocking {
   static constexpr int lanes = 1, nv = 4, nr = 4, mr = 4;
 #endif
 #ifndef TESSERA_GEMM_KC
-#define TESSERA_GEMM_KC 384
+#define TESSERA_GEMM_KC 512
 #endif
 #ifndef TESSERA_GEMM_MC
-#define TESSERA_GEMM_MC 112
+#define TESSERA_GEMM_MC 224
 #endif
 #ifndef TESSERA_GEMM_NC
 #define TESSERA_GEMM_NC 4096
 #endif
-  static constexpr int kc = TESSERA_GEMM_KC;  // a B micro-panel (kc x nr) stays in L1 while A panels stream
+  static constexpr int kc = TESSERA_GEMM_KC;  // measured best on the 2-core test machine (KC 256..768, MC 112..336 tried)
   static constexpr int mc = TESSERA_GEMM_MC;  // an A block (mc x kc) stays in L2
   static constexpr int nc = TESSERA_GEMM_NC;  // a B block (kc x nc) stays in L3
 };
