@@ -68,6 +68,31 @@ void BM_eigen_sgemm(benchmark::State& st) {
 }
 #endif
 
+// Linear layer 256 x 1024 -> 1024: the bare product, the product with bias + ReLU as its epilogue, and the same
+// with the product written to memory first and the elementwise part as a second pass.
+enum class linear_mode { bare, fused, unfused };
+template <linear_mode Mode>
+void BM_linear(benchmark::State& st) {
+  ts::cpu_threads::set_num_threads(int(st.range(0)));
+  Mat<float> x(256, 1024), w(1024, 1024), y(256, 1024), t(256, 1024);
+  ts::Tensor<float, ts::Shape<ts::dyn>, ts::cpu_threads> bias(1024);
+  fill(x, 1), fill(w, 2);
+  bias = 0.1f;
+  for (auto _ : st) {
+    if constexpr (Mode == linear_mode::bare) y = ts::matmul(x, w);
+    else if constexpr (Mode == linear_mode::fused) y = ts::relu(ts::matmul(x, w) + bias);
+    else {
+      t = ts::matmul(x, w);
+      y = ts::relu(t + bias);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(2.0 * 256 * 1024 * 1024 * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_linear<linear_mode::bare>)->Name("BM_linear_bare")->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_linear<linear_mode::fused>)->Name("BM_linear_bias_relu_fused")->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_linear<linear_mode::unfused>)->Name("BM_linear_bias_relu_unfused")->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (long n : {64L, 128L, 256L, 512L, 1024L, 2048L, 4096L})
     for (long t : {1L, 2L}) b->Args({n, t});

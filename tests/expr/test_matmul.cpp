@@ -134,3 +134,33 @@ TEST_CASE("mismatched inner extents throw shape_error naming both shapes", "[mat
                                                   std::declval<ts::Tensor<float, Shape<5, dyn>>&>()))::shape_type,
                                Shape<4, dyn>>);
 }
+
+TEMPLATE_TEST_CASE("bias, activation and residual run as the GEMM's epilogue: one pass, no temporary", "[matmul][fusion]",
+                   ts::cpu, ts::cpu_threads) {
+  using P = TestType;
+  ts::cpu_threads::set_num_threads(2);
+  for (index_t m : {1, 7, 65, 127, 300}) {
+    const index_t k = 129, n = 97;
+    auto x = filled<float, P>(m, k, 1);
+    auto w = filled<float, P>(k, n, 2);
+    auto res = filled<float, P>(m, n, 3);
+    ts::Tensor<float, Shape<dyn>, P> bias(n);
+    for (index_t j = 0; j < n; ++j) bias(j) = 0.25f * float(j % 9) - 1.0f;
+    Mat<float, P> y(m, n);
+    ts::stats::reset();
+    y = ts::relu(ts::matmul(x, w) + bias) * 0.5f + res;
+    CHECK(ts::stats::read().passes == 1);
+    CHECK(ts::stats::read().allocations == 0);
+    const auto ref = reference(m, n, k, [&](index_t i, index_t p) { return x(i, p); }, [&](index_t p, index_t j) { return w(p, j); });
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = 0; j < n; ++j) {
+        const double v = ref[std::size_t(i * n + j)] + bias(j);
+        REQUIRE(y(i, j) == Approx((v > 0 ? v : 0) * 0.5 + res(i, j)).epsilon(1e-5).margin(1e-4));
+      }
+    // the residual is the destination itself: it must be read before the product overwrites it, so no fusion
+    Mat<float, P> r2 = res;
+    r2 = r2 + ts::matmul(x, w);
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = 0; j < n; ++j) REQUIRE(r2(i, j) == Approx(ref[std::size_t(i * n + j)] + res(i, j)).epsilon(1e-5).margin(1e-4));
+  }
+}

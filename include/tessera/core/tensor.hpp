@@ -70,6 +70,7 @@ class View {
   using policy = P;
   static constexpr int rank = S::rank;
   static constexpr bool is_tessera_expression = true;
+  static constexpr int contractions = 0;  ///< matmul/conv nodes in the tree (for epilogue fusion)
   static constexpr bool packable = simd::packable_v<value_type>;
   static constexpr std::size_t max_lane_size = sizeof(std::conditional_t<std::is_same_v<value_type, bool>, int, value_type>);
 

@@ -41,6 +41,7 @@ struct matmul_node {
   using policy = common_policy_t<typename A::policy, typename B::policy>;
   static constexpr int rank = 2;
   static constexpr bool is_tessera_expression = true;
+  static constexpr int contractions = 1;
   static constexpr bool is_contraction = true;
   static constexpr bool packable = simd::packable_v<value_type>;
   static constexpr std::size_t max_lane_size = sizeof(value_type);
@@ -49,6 +50,9 @@ struct matmul_node {
   B b;
   dims_t<2> dims_;
   mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
+  // Set by assign() while it builds an epilogue: the product is then read from the destination itself.
+  mutable const value_type* fuse_target = nullptr;
+  mutable dims_t<2> fuse_strides{};
 
   matmul_node(A a_, B b_) : a(std::move(a_)), b(std::move(b_)) {
     if (a.dims()[1] != b.dims()[0])
@@ -60,9 +64,12 @@ struct matmul_node {
 
   template <int R>
   auto evaluator(const dims_t<R>& out) const {
+    if (fuse_target) return make_leaf_eval<value_type, R>(fuse_target, dims_, fuse_strides, out);
     cache = std::make_shared<const Tensor<value_type, shape_type, policy>>(*this);
     return make_leaf_eval<value_type, R>(cache->data(), dims_, contiguous_strides(dims_), out);
   }
+  template <class F>
+  void for_each_contraction(F&& f) const { f(*this); }
   template <class F>
   void for_each_leaf(F&&) const {}
   template <class F>
@@ -71,9 +78,10 @@ struct matmul_node {
     f(b);
   }
 
-  /// dst = a * b (dst must not overlap a or b; assign() sees to that).
-  template <class DV>
-  void run_into(const DV& dst) const {
+  /// dst = a * b (dst must not overlap a or b; assign() sees to that). `epi(i0, j0, rows, cols)` runs on each
+  /// finished tile of dst while it is still in cache.
+  template <class DV, class Epi = no_epilogue>
+  void run_into(const DV& dst, const Epi& epi = {}) const {
     using P = typename DV::policy;
     static_assert(!P::on_device, "tessera: matmul on the cuda policy is not implemented yet");
     static_assert(std::is_floating_point_v<value_type>, "tessera: matmul supports float and double for now");
@@ -85,7 +93,7 @@ struct matmul_node {
     }
     cpu_gemm<value_type>(dims_[0], dims_[1], a.dims()[1], {a.data(), a.strides()[0], a.strides()[1]},
                          {b.data(), b.strides()[0], b.strides()[1]}, dst.data(), dst.strides()[0], false,
-                         P::num_threads());
+                         P::num_threads(), epi);
   }
 };
 

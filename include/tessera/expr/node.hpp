@@ -36,6 +36,7 @@ struct scalar_node {
   using policy = void;
   static constexpr int rank = 0;
   static constexpr bool is_tessera_expression = true;
+  static constexpr int contractions = 0;
   static constexpr bool packable = simd::packable_v<T>;
   static constexpr std::size_t max_lane_size = sizeof(std::conditional_t<std::is_same_v<T, bool>, int, T>);
   T value;
@@ -171,6 +172,7 @@ struct map_node {
   using policy = typename policy_of<Op, Cs...>::type;
   static constexpr int rank = shape_type::rank;
   static constexpr bool is_tessera_expression = true;
+  static constexpr int contractions = (0 + ... + Cs::contractions);
   static constexpr bool packable = simd::packable_v<value_type> && (Cs::packable && ...);
   static constexpr std::size_t max_lane_size =
       std::max({sizeof(std::conditional_t<std::is_same_v<value_type, bool>, int, value_type>), Cs::max_lane_size...});
@@ -190,6 +192,12 @@ struct map_node {
   template <class F>
   void for_each_leaf(F&& f) const {
     std::apply([&](const auto&... c) { (c.for_each_leaf(f), ...); }, children);
+  }
+  template <class F>
+  void for_each_contraction(F&& f) const {
+    std::apply([&](const auto&... c) {
+      ([&] { if constexpr (std::remove_cvref_t<decltype(c)>::contractions > 0) c.for_each_contraction(f); }(), ...);
+    }, children);
   }
 
  private:

@@ -109,6 +109,7 @@ struct reduce_node {
   static constexpr int rank = shape_type::rank;
   static constexpr int source_rank = C::rank;
   static constexpr bool is_tessera_expression = true;
+  static constexpr int contractions = 0;  // evaluated on its own before the outer loop
   static constexpr bool is_reduction = true;
   static constexpr bool packable = simd::packable_v<value_type>;
   static constexpr std::size_t max_lane_size = sizeof(value_type);

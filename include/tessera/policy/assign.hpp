@@ -66,6 +66,54 @@ bool contraction_overlaps(const DV& dst, const E& e) {
   return overlap;
 }
 
+/// The elementwise tree around one matrix product, run on each tile of the product as the GEMM finishes it.
+/// The product's leaf reads the destination itself (already holding the tile), so no intermediate exists.
+template <class T, class Ev, bool Packable, std::size_t MaxLane>
+struct tree_epilogue {
+  static constexpr bool active = true;
+  Ev ev;
+  T* dst;
+  index_t ld;
+  void operator()(index_t i0, index_t j0, index_t rows, index_t cols) const {
+    Ev e = ev;
+    for (index_t i = i0; i < i0 + rows; ++i) {
+      const index_t idx[1] = {i};
+      e.set_row(idx, 1);
+#if TESSERA_SIMD
+      if constexpr (Packable) {
+        constexpr int N = TESSERA_VECTOR_BYTES / int(MaxLane) > 0 ? TESSERA_VECTOR_BYTES / int(MaxLane) : 1;
+        packet_row<T, N, false>(e, dst + i * ld, j0, j0 + cols, false);
+      } else
+#endif
+      {
+        scalar_row<T>(e, dst + i * ld, 1, j0, j0 + cols);
+      }
+    }
+  }
+};
+
+/// Try to run `e` (an elementwise tree around one matmul) as the GEMM's epilogue; false if it does not fit.
+template <class T, class S, class P, class E>
+bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
+  if constexpr (S::rank != 2 || P::on_device) {
+    return false;
+  } else {
+    bool done = false;
+    e.for_each_contraction([&](const auto& node) {
+      if (node.expr_dims() != dst.dims() || dst.strides()[1] != 1) return;  // the product must fill dst exactly
+      if (reads_overlap(dst, e, false) || contraction_overlaps(dst, node)) return;  // dst is written before it is read
+      node.fuse_target = dst.data();
+      node.fuse_strides = dst.strides();
+      auto ev = e.template evaluator<2>(dst.dims());
+      node.fuse_target = nullptr;
+      using EE = std::remove_cvref_t<E>;
+      node.run_into(dst, tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
+      done = true;
+    });
+    return done;
+  }
+}
+
 template <class T, class S, class P, class E>
 void assign(const View<T, S, P>& dst, const E& e) {
   constexpr int R = S::rank;
@@ -92,6 +140,10 @@ void assign(const View<T, S, P>& dst, const E& e) {
     assign(tmp.view(), e);
     assign(dst, tmp.cview());
     return;
+  }
+
+  if constexpr (!Contraction<E> && std::remove_cvref_t<E>::contractions == 1) {
+    if (dst.size() > 0 && assign_with_epilogue(dst, e)) return;
   }
 
   if constexpr (Reduction<E>) {

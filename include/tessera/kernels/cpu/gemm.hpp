@@ -163,10 +163,16 @@ TS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* __restri
 #endif
 }
 
-/// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc.
-template <class T>
+struct no_epilogue {
+  static constexpr bool active = false;
+  void operator()(index_t, index_t, index_t, index_t) const {}
+};
+
+/// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc. An active epilogue
+/// is called as epi(i0, j0, rows, cols) on every tile of C once its last K block is in.
+template <class T, class Epi = no_epilogue>
 void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
-              int nthreads) {
+              int nthreads, const Epi& epi = {}) {
   using BL = gemm_blocking<T>;
   constexpr int MR = BL::mr, NR = BL::nr, KC = BL::kc, MC = BL::mc, NC = BL::nc;
   if (M == 0 || N == 0) return;
@@ -174,6 +180,7 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
   if (K == 0) {
     if (!accumulate)
       for (index_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
+    if constexpr (Epi::active) epi(0, 0, M, N);
     return;
   }
   const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
@@ -193,6 +200,7 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
       for (index_t pc = 0; pc < K; pc += KC) {
         const index_t kc = std::min<index_t>(KC, K - pc);
         const bool acc = accumulate || pc > 0;
+        const bool last = pc + kc == K;
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
@@ -205,11 +213,14 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
 #endif
           for (index_t ir = 0; ir < mc; ir += MR)
             pack_a<T, MR>(a, ic + ir, pc, std::min<index_t>(MR, mc - ir), kc, apk + ir * kc);
+          index_t j_lo = nc, j_hi = 0;  // this thread's columns of the block, for the epilogue
 #if defined(_OPENMP)
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
 #endif
           for (index_t jr = 0; jr < nc; jr += NR) {
             const index_t cols = std::min<index_t>(NR, nc - jr);
+            j_lo = std::min(j_lo, jr);
+            j_hi = std::max(j_hi, jr + cols);
             for (index_t ir = 0; ir < mc; ir += MR) {
               const index_t rows = std::min<index_t>(MR, mc - ir);
               T* cp = c + (ic + ir) * ldc + jc + jr;
@@ -222,6 +233,12 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
               }
             }
           }
+          // the block's rows of this thread's columns are final and still in L2: run the epilogue on them
+          if constexpr (Epi::active)
+            if (last && j_lo < j_hi) epi(ic, jc + j_lo, mc, j_hi - j_lo);
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
         }
       }
     }
