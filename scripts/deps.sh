@@ -3,7 +3,8 @@
 # Set TESSERA_SKIP_DEPS=1 to skip this step.
 set -euo pipefail
 
-TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev)
+# libopenblas-dev: the GEMM benchmark's peer (linked by bench/ only)
+TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenblas-dev)
 
 tessera_install_deps() {
   if [[ "${TESSERA_SKIP_DEPS:-0}" == 1 ]]; then
