@@ -9,6 +9,7 @@
 #include "tessera/expr/reduce.hpp"
 #include "tessera/expr/views.hpp"
 #include "tessera/expr/matmul.hpp"
+#include "tessera/expr/pool.hpp"
 #if defined(__CUDACC__)
 #include "tessera/policy/cuda.hpp"
 #endif

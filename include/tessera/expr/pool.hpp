@@ -1,0 +1,148 @@
+// max_pool2d and avg_pool2d over NCHW tensors as expression nodes. Kernel, stride and padding are template
+// arguments, so static heights and widths give a static output shape. At the top of an assignment the pool
+// writes the destination directly; inside a larger expression it is evaluated once into a temporary.
+#pragma once
+#include <limits>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "tessera/expr/matmul.hpp"
+
+namespace tessera {
+
+namespace op {
+struct max_pool2d {
+  static constexpr const char* name = "max_pool2d";
+  template <class T>
+  static constexpr bool accepts = !std::is_same_v<T, bool>;
+};
+/// Average over the window, padding counted as zeros (PyTorch's default count_include_pad=True).
+struct avg_pool2d {
+  static constexpr const char* name = "avg_pool2d";
+  template <class T>
+  static constexpr bool accepts = std::is_floating_point_v<T>;
+};
+}  // namespace op
+
+namespace detail {
+
+constexpr extent_t pooled_extent(extent_t e, int k, int s, int p) { return e == dyn ? dyn : (e + 2 * p - k) / s + 1; }
+
+template <class Op, class C, int K, int S, int P>
+struct pool_node {
+  using value_type = typename C::value_type;
+  using SS = typename C::shape_type;
+  using shape_type = Shape<SS::extents[0], SS::extents[1], pooled_extent(SS::extents[2], K, S, P),
+                           pooled_extent(SS::extents[3], K, S, P)>;
+  using policy = typename C::policy;
+  static constexpr int rank = 4;
+  static constexpr bool is_tessera_expression = true;
+  static constexpr bool is_contraction = true;  // evaluated by its own kernel, reads whole windows
+  static constexpr int contractions = 0;        // (no epilogue fusion yet)
+  static constexpr bool packable = simd::packable_v<value_type>;
+  static constexpr std::size_t max_lane_size = sizeof(value_type);
+
+  C src;
+  dims_t<4> dims_;
+  mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
+
+  explicit pool_node(C c) : src(std::move(c)) {
+    const auto d = src.dims();
+    if (d[2] + 2 * P < K || d[3] + 2 * P < K)
+      throw shape_error(std::string("tessera: ") + Op::name + ": the input " + format_dims(d) + " is smaller than the " +
+                        std::to_string(K) + "x" + std::to_string(K) + " window (padding " + std::to_string(P) + ")");
+    dims_ = {d[0], d[1], (d[2] + 2 * P - K) / S + 1, (d[3] + 2 * P - K) / S + 1};
+  }
+  const dims_t<4>& expr_dims() const { return dims_; }
+  template <int R>
+  auto evaluator(const dims_t<R>& out) const {
+    cache = std::make_shared<const Tensor<value_type, shape_type, policy>>(*this);
+    return make_leaf_eval<value_type, R>(cache->data(), dims_, contiguous_strides(dims_), out);
+  }
+  template <class F>
+  void for_each_leaf(F&&) const {}
+  template <class F>
+  void for_each_operand(F&& f) const { f(src); }
+
+  template <class DV>
+  void run_into(const DV& dst) const {
+    using Pol = typename DV::policy;
+    static_assert(!Pol::on_device, "tessera: pooling on the cuda policy is not implemented yet");
+    using T = value_type;
+    using A = std::conditional_t<std::is_same_v<Op, op::avg_pool2d>, double, T>;
+    const auto d = src.dims();
+    const auto ss = src.strides();
+    const auto os = dst.strides();
+    const index_t planes = d[0] * d[1], H = d[2], W = d[3], OH = dims_[2], OW = dims_[3];
+    if (planes * OH * OW == 0) return;
+    stats::count_pass();
+    const T* base = src.data();
+    T* out = dst.data();
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(Pol::num_threads()) schedule(static) if (planes * OH * OW * K * K >= 65536)
+#endif
+    for (index_t pl = 0; pl < planes; ++pl) {
+      const index_t n = pl / d[1], c = pl % d[1];
+      const T* in = base + n * ss[0] + c * ss[1];
+      T* o = out + n * os[0] + c * os[1];
+      for (index_t oh = 0; oh < OH; ++oh) {
+        const index_t h0 = oh * S - P;
+        const bool rows_inside = h0 >= 0 && h0 + K <= H;
+        for (index_t ow = 0; ow < OW; ++ow) {
+          const index_t w0 = ow * S - P;
+          A acc = std::is_same_v<Op, op::avg_pool2d> ? A(0)
+                  : std::numeric_limits<T>::has_infinity ? A(-std::numeric_limits<T>::infinity())
+                                                          : A(std::numeric_limits<T>::lowest());
+          if (rows_inside && w0 >= 0 && w0 + K <= W) {  // interior window: no bounds checks, K known at compile time
+            const T* q = in + h0 * ss[2] + w0 * ss[3];
+            for (int kh = 0; kh < K; ++kh)
+              for (int kw = 0; kw < K; ++kw) {
+                const T v = q[kh * ss[2] + kw * ss[3]];
+                if constexpr (std::is_same_v<Op, op::avg_pool2d>) acc += A(v);
+                else acc = v > acc ? v : acc;
+              }
+          } else {
+            for (index_t kh = 0; kh < K; ++kh) {
+              const index_t h = h0 + kh;
+              if (h < 0 || h >= H) continue;
+              for (index_t kw = 0; kw < K; ++kw) {
+                const index_t w = w0 + kw;
+                if (w < 0 || w >= W) continue;
+                const T v = in[h * ss[2] + w * ss[3]];
+                if constexpr (std::is_same_v<Op, op::avg_pool2d>) acc += A(v);
+                else acc = v > acc ? v : acc;
+              }
+            }
+          }
+          if constexpr (std::is_same_v<Op, op::avg_pool2d>) o[oh * os[2] + ow * os[3]] = T(acc / A(K * K));
+          else o[oh * os[2] + ow * os[3]] = acc;
+        }
+      }
+    }
+  }
+};
+
+template <class Op, int K, int S, int P, class X>
+auto make_pool(X&& x) {
+  static_assert(K >= 1 && S >= 1 && P >= 0 && 2 * P <= K, "tessera: pooling needs kernel >= 1, stride >= 1 and 0 <= padding <= kernel/2");
+  auto e = contraction_operand(std::forward<X>(x));
+  using E = decltype(e);
+  static_assert(E::rank == 4, "tessera: pooling takes an NCHW tensor (rank 4)");
+  (void)error::element_type_not_supported<Op, typename E::value_type>::ok;
+  return pool_node<Op, E, K, S, P>(std::move(e));
+}
+}  // namespace detail
+
+/// Max over K x K windows of an NCHW tensor, stride S (default K), padding P (padded cells never win).
+template <int K, int S = K, int P = 0, detail::TensorLike X>
+auto max_pool2d(X&& x) {
+  return detail::make_pool<op::max_pool2d, K, S, P>(std::forward<X>(x));
+}
+/// Mean over K x K windows of an NCHW tensor, stride S (default K), padding P counted as zeros.
+template <int K, int S = K, int P = 0, detail::TensorLike X>
+auto avg_pool2d(X&& x) {
+  return detail::make_pool<op::avg_pool2d, K, S, P>(std::forward<X>(x));
+}
+
+}  // namespace tessera
