@@ -65,8 +65,7 @@ struct matmul_node {
   template <int R>
   auto evaluator(const dims_t<R>& out) const {
     if (fuse_target) return make_leaf_eval<value_type, R>(fuse_target, dims_, fuse_strides, out);
-    cache = std::make_shared<const Tensor<value_type, shape_type, policy>>(*this);
-    return make_leaf_eval<value_type, R>(cache->data(), dims_, contiguous_strides(dims_), out);
+    return materialize_as_leaf<R>(*this, cache, out);
   }
   template <class F>
   void for_each_contraction(F&& f) const { f(*this); }

@@ -209,6 +209,17 @@ struct map_node {
   }
 };
 
+/// A node that has its own kernel (reduction, product, pooling) read as a leaf of a larger expression: evaluated
+/// afresh into `cache` at each assignment (its operands may have changed since the last one), then read like a
+/// tensor. (So one expression object holding such a node must not be assigned from two threads at once.)
+template <int R, class Node, class Cache>
+auto materialize_as_leaf(const Node& node, Cache& cache, const dims_t<R>& out) {
+  using N = std::remove_cvref_t<Node>;
+  cache = std::make_shared<const Tensor<typename N::value_type, typename N::shape_type, typename N::policy>>(node);
+  const auto& d = node.expr_dims();
+  return make_leaf_eval<typename N::value_type, R>(cache->data(), d, contiguous_strides(d), out);
+}
+
 template <class Op, class... Cs>
 auto make_map(Cs... cs) {
   return map_node<Op, Cs...>(std::move(cs)...);

@@ -57,8 +57,7 @@ struct pool_node {
   const dims_t<4>& expr_dims() const { return dims_; }
   template <int R>
   auto evaluator(const dims_t<R>& out) const {
-    cache = std::make_shared<const Tensor<value_type, shape_type, policy>>(*this);
-    return make_leaf_eval<value_type, R>(cache->data(), dims_, contiguous_strides(dims_), out);
+    return materialize_as_leaf<R>(*this, cache, out);
   }
   template <class F>
   void for_each_leaf(F&&) const {}

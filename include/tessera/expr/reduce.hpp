@@ -138,13 +138,9 @@ struct reduce_node {
   const dims_t<rank>& expr_dims() const { return dims_; }
   const C& source() const { return child; }
 
-  // As a leaf of a larger expression: evaluated once per assignment, then read like a tensor. (So one
-  // expression object holding a reduction must not be assigned from two threads at once.)
   template <int R>
   auto evaluator(const dims_t<R>& out) const {
-    // evaluated afresh at every assignment (the operands may have changed since the last one)
-    cache = std::make_shared<const Tensor<value_type, shape_type, policy>>(*this);
-    return make_leaf_eval<value_type, R>(cache->data(), dims_, contiguous_strides(dims_), out);
+    return materialize_as_leaf<R>(*this, cache, out);
   }
   template <class F>
   void for_each_leaf(F&&) const {}
