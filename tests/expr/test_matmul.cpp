@@ -164,3 +164,57 @@ TEMPLATE_TEST_CASE("bias, activation and residual run as the GEMM's epilogue: on
       for (index_t j = 0; j < n; ++j) REQUIRE(r2(i, j) == Approx(ref[std::size_t(i * n + j)] + res(i, j)).epsilon(1e-5).margin(1e-4));
   }
 }
+
+TEMPLATE_TEST_CASE("batched products broadcast their batch dimensions; matrix-vector products", "[matmul][batched]",
+                   ts::cpu, ts::cpu_threads) {
+  using P = TestType;
+  ts::cpu_threads::set_num_threads(2);
+  using T3 = ts::Tensor<double, Shape<dyn, dyn, dyn>, P>;
+  const index_t B = 5, m = 33, k = 65, n = 7;
+  T3 a(B, m, k), b(B, k, n), b1(1, k, n);
+  for (index_t q = 0; q < B; ++q)
+    for (index_t i = 0; i < m; ++i)
+      for (index_t p = 0; p < k; ++p) a(q, i, p) = double((q * 13 + i * 7 + p * 3) % 19) - 9;
+  for (index_t q = 0; q < B; ++q)
+    for (index_t p = 0; p < k; ++p)
+      for (index_t j = 0; j < n; ++j) b(q, p, j) = double((q * 5 + p * 11 + j) % 17) - 8;
+  for (index_t p = 0; p < k; ++p)
+    for (index_t j = 0; j < n; ++j) b1(0, p, j) = double((p * 3 + j * 5) % 7) - 3;
+  auto expect = [&](auto&& got, auto&& bat, bool bcast) {
+    for (index_t q = 0; q < B; ++q)
+      for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (index_t p = 0; p < k; ++p) s += a(q, i, p) * bat(bcast ? 0 : q, p, j);
+          REQUIRE(got(q, i, j) == Approx(s).epsilon(1e-12));
+        }
+  };
+  T3 c = ts::matmul(a, b);
+  REQUIRE(c.dims() == ts::dims_t<3>{B, m, n});
+  expect(c, b, false);
+  T3 c1 = ts::matmul(a, b1);  // the right operand's batch of 1 is broadcast
+  expect(c1, b1, true);
+  auto w = ts::select<0>(b1, 0);  // one matrix for every batch: [k, n]
+  T3 c2 = ts::matmul(a, w);
+  expect(c2, b1, true);
+  // matrix-vector: [m, k] x [k] -> [m], and a batch of them
+  ts::Tensor<double, Shape<dyn>, P> v(k);
+  for (index_t p = 0; p < k; ++p) v(p) = double(p % 5) - 2;
+  auto a0 = ts::select<0>(a, 2);
+  ts::Tensor<double, Shape<dyn>, P> mv = ts::matmul(a0, v);
+  ts::Tensor<double, Shape<dyn, dyn>, P> bmv = ts::matmul(a, v);
+  for (index_t i = 0; i < m; ++i) {
+    double s = 0;
+    for (index_t p = 0; p < k; ++p) s += a(2, i, p) * v(p);
+    REQUIRE(mv(i) == Approx(s).epsilon(1e-12));
+    REQUIRE(bmv(2, i) == Approx(s).epsilon(1e-12));
+  }
+  T3 bad(3, k, n);
+  REQUIRE_THROWS_WITH(ts::matmul(a, bad), Catch::Contains("batch") && Catch::Contains("[5, 33, 65]"));
+  static_assert(std::is_same_v<decltype(ts::matmul(std::declval<ts::Tensor<float, Shape<8, 1, 4, 5>>&>(),
+                                                  std::declval<ts::Tensor<float, Shape<3, 5, 6>>&>()))::shape_type,
+                               Shape<8, 3, 4, 6>>);
+  static_assert(std::is_same_v<decltype(ts::matmul(std::declval<ts::Tensor<float, Shape<4, 5>>&>(),
+                                                  std::declval<ts::Tensor<float, Shape<5>>&>()))::shape_type,
+                               Shape<4>>);
+}

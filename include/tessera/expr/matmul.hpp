@@ -8,6 +8,7 @@
 
 #include "tessera/expr/node.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
+#include "tessera/kernels/cpu/loop.hpp"
 
 namespace tessera {
 
@@ -21,46 +22,101 @@ namespace error {
 /// Instantiated when the inner extents of a matrix product differ: names both shapes.
 template <class A, class B>
 struct matmul_inner_extents_differ {
-  static constexpr extent_t ka = A::extents[A::rank - 1], kb = B::extents[0];
+  static constexpr extent_t ka = A::extents[A::rank - 1], kb = B::extents[B::rank >= 2 ? B::rank - 2 : 0];
   static constexpr bool ok = ka == dyn || kb == dyn || ka == kb;
   static_assert(ok, "tessera: matmul: the columns of the left operand must equal the rows of the right operand");
 };
 template <class A, class B>
-struct matmul_needs_matrices {
-  static constexpr bool ok = A::rank == 2 && B::rank == 2;
-  static_assert(ok, "tessera: matmul takes two rank-2 operands (batched matmul is not implemented yet)");
+struct matmul_ranks_not_supported {
+  static constexpr bool ok = A::rank >= 2 && B::rank >= 1;
+  static_assert(ok, "tessera: matmul takes a left operand of rank 2 or more (matrices, batches of them) and a right "
+                    "operand of rank 1 (a vector) or more");
 };
 }  // namespace error
 
 namespace detail {
 
+/// NumPy's matmul shapes: batch dims broadcast, then [M, N] (or [M] when the right operand is a vector).
+template <class SA, class SB>
+struct matmul_shapes {
+  static constexpr int ra = SA::rank, rb = SB::rank;
+  static constexpr bool vec = rb == 1;
+  static constexpr int bra = ra - 2, brb = vec ? 0 : rb - 2;
+  static constexpr auto batch_a() {
+    std::array<extent_t, bra> e{};
+    for (int i = 0; i < bra; ++i) e[i] = SA::extents[i];
+    return e;
+  }
+  static constexpr auto batch_b() {
+    std::array<extent_t, brb> e{};
+    for (int i = 0; i < brb; ++i) e[i] = SB::extents[i];
+    return e;
+  }
+  using batch = broadcast_t<op::matmul, shape_from_array_t<batch_a()>, shape_from_array_t<batch_b()>>;
+  static constexpr int nb = batch::rank;
+  static constexpr int rank = nb + (vec ? 1 : 2);
+  static constexpr auto result() {
+    std::array<extent_t, rank> e{};
+    for (int i = 0; i < nb; ++i) e[i] = batch::extents[i];
+    e[nb] = SA::extents[ra - 2];
+    if constexpr (!vec) e[nb + 1] = SB::extents[rb - 1];
+    return e;
+  }
+  using type = shape_from_array_t<result()>;
+};
+
 template <class A, class B>
 struct matmul_node {
+  using MS = matmul_shapes<typename A::shape_type, typename B::shape_type>;
   using value_type = typename A::value_type;
-  using shape_type = Shape<A::shape_type::extents[0], B::shape_type::extents[1]>;
+  using shape_type = typename MS::type;
   using policy = common_policy_t<typename A::policy, typename B::policy>;
-  static constexpr int rank = 2;
+  static constexpr int rank = MS::rank;
+  static constexpr int nb = MS::nb;  // batch dims of the result
   static constexpr bool is_tessera_expression = true;
   static constexpr int contractions = 1;
   static constexpr bool is_contraction = true;
+  static constexpr bool epilogue_ok = A::rank == 2 && B::rank == 2;  // the epilogue works in (row, column) of one GEMM
   static constexpr bool packable = simd::packable_v<value_type>;
   static constexpr std::size_t max_lane_size = sizeof(value_type);
 
   A a;  // Views (leaves) or materialised operands
   B b;
-  dims_t<2> dims_;
+  dims_t<rank> dims_;
+  dims_t<nb> batch_;
+  index_t m_, n_, k_;
   mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
   // Set by assign() while it builds an epilogue: the product is then read from the destination itself.
   mutable const value_type* fuse_target = nullptr;
-  mutable dims_t<2> fuse_strides{};
+  mutable dims_t<rank> fuse_strides{};
 
   matmul_node(A a_, B b_) : a(std::move(a_)), b(std::move(b_)) {
-    if (a.dims()[1] != b.dims()[0])
-      throw shape_error("tessera: matmul: shapes " + format_dims(a.dims()) + " and " + format_dims(b.dims()) +
+    const auto& da = a.dims();
+    const auto& db = b.dims();
+    m_ = da[A::rank - 2];
+    k_ = da[A::rank - 1];
+    const index_t kb = db[MS::vec ? 0 : B::rank - 2];
+    n_ = MS::vec ? 1 : db[B::rank - 1];
+    if (k_ != kb)
+      throw shape_error("tessera: matmul: shapes " + format_dims(da) + " and " + format_dims(db) +
                         " do not fit (the columns of the left must equal the rows of the right)");
-    dims_ = {a.dims()[0], b.dims()[1]};
+    dims_t<MS::bra> ba{};
+    dims_t<MS::brb> bb{};
+    for (int i = 0; i < MS::bra; ++i) ba[i] = da[i];
+    for (int i = 0; i < MS::brb; ++i) bb[i] = db[i];
+    if constexpr (nb > 0) {
+      try {
+        batch_ = broadcast_dims(ba, bb, "matmul");
+      } catch (const shape_error&) {
+        throw shape_error("tessera: matmul: the batch dimensions of " + format_dims(da) + " and " + format_dims(db) +
+                          " cannot be broadcast together");
+      }
+    }
+    for (int i = 0; i < nb; ++i) dims_[i] = batch_[i];
+    dims_[nb] = m_;
+    if constexpr (!MS::vec) dims_[nb + 1] = n_;
   }
-  const dims_t<2>& expr_dims() const { return dims_; }
+  const dims_t<rank>& expr_dims() const { return dims_; }
 
   template <int R>
   auto evaluator(const dims_t<R>& out) const {
@@ -78,21 +134,49 @@ struct matmul_node {
   }
 
   /// dst = a * b (dst must not overlap a or b; assign() sees to that). `epi(i0, j0, rows, cols)` runs on each
-  /// finished tile of dst while it is still in cache.
+  /// finished tile of dst while it is still in cache (2-D products only).
   template <class DV, class Epi = no_epilogue>
   void run_into(const DV& dst, const Epi& epi = {}) const {
     using P = typename DV::policy;
     static_assert(!P::on_device, "tessera: matmul on the cuda policy is not implemented yet");
     static_assert(std::is_floating_point_v<value_type>, "tessera: matmul supports float and double for now");
-    if (dst.strides()[1] != 1 && dst.dims()[1] > 1) {  // GEMM writes rows: go through a contiguous temporary
-      Tensor<value_type, shape_type, P> t(*this);
-      DV d = dst;
-      d = t.cview();
-      return;
+    const auto& ds = dst.strides();
+    if constexpr (!MS::vec) {
+      if (ds[rank - 1] != 1 && n_ > 1) {  // the GEMM writes rows: go through a contiguous temporary
+        Tensor<value_type, shape_type, P> t(*this);
+        DV d = dst;
+        d = t.cview();
+        return;
+      }
     }
-    cpu_gemm<value_type>(dims_[0], dims_[1], a.dims()[1], {a.data(), a.strides()[0], a.strides()[1]},
-                         {b.data(), b.strides()[0], b.strides()[1]}, dst.data(), dst.strides()[0], false,
-                         P::num_threads(), epi);
+    const index_t ldc = MS::vec ? ds[rank - 1] : ds[rank - 2];
+    const mat_ref<value_type> am0{a.data(), a.strides()[A::rank - 2], a.strides()[A::rank - 1]};
+    const mat_ref<value_type> bm0{b.data(), b.strides()[MS::vec ? 0 : B::rank - 2], MS::vec ? 1 : b.strides()[B::rank - 1]};
+    if constexpr (nb == 0) {
+      cpu_gemm<value_type>(m_, n_, k_, am0, bm0, dst.data(), ldc, false, P::num_threads(), epi);
+    } else {
+      // batch strides of each operand aligned to the result's batch dims (0 where broadcast)
+      dims_t<MS::bra> ba{}, sa{};
+      dims_t<MS::brb> bb{}, sb{};
+      for (int i = 0; i < MS::bra; ++i) { ba[i] = a.dims()[i]; sa[i] = a.strides()[i]; }
+      for (int i = 0; i < MS::brb; ++i) { bb[i] = b.dims()[i]; sb[i] = b.strides()[i]; }
+      const auto as = aligned_strides<nb>(ba, sa, batch_);
+      const auto bs = aligned_strides<nb>(bb, sb, batch_);
+      const index_t batches = product(batch_);
+      const bool small = 2.0 * double(m_) * double(n_) * double(k_) < 2e6;
+      const int outer = small && batches > 1 ? P::num_threads() : 1;  // many small products: one per thread
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(outer) schedule(static) if (outer > 1)
+#endif
+      for (index_t q = 0; q < batches; ++q) {
+        index_t idx[nb > 0 ? nb : 1];
+        unflatten(q, idx, batch_.data(), nb);
+        index_t oa = 0, ob = 0, oc = 0;
+        for (int i = 0; i < nb; ++i) { oa += idx[i] * as[i]; ob += idx[i] * bs[i]; oc += idx[i] * ds[i]; }
+        cpu_gemm<value_type>(m_, n_, k_, {am0.p + oa, am0.rs, am0.cs}, {bm0.p + ob, bm0.rs, bm0.cs}, dst.data() + oc, ldc,
+                             false, outer > 1 ? 1 : P::num_threads());
+      }
+    }
   }
 };
 
@@ -107,15 +191,16 @@ auto contraction_operand(X&& x) {
 }
 }  // namespace detail
 
-/// The matrix product of two rank-2 tensors, views or expressions (transposed views are read in place).
+/// NumPy's matmul: matrices, batches of matrices (batch dims broadcast) and matrix-vector products, of tensors,
+/// views (transposed and strided views are read in place) or expressions (evaluated first).
 template <detail::TensorLike A, detail::TensorLike B>
 auto matmul(A&& a, B&& b) {
   auto ea = detail::contraction_operand(std::forward<A>(a));
   auto eb = detail::contraction_operand(std::forward<B>(b));
   using EA = decltype(ea);
   using EB = decltype(eb);
-  (void)error::matmul_needs_matrices<typename EA::shape_type, typename EB::shape_type>::ok;
-  if constexpr (EA::rank == 2 && EB::rank == 2) {
+  (void)error::matmul_ranks_not_supported<typename EA::shape_type, typename EB::shape_type>::ok;
+  if constexpr (EA::rank >= 2 && EB::rank >= 1) {
     (void)error::matmul_inner_extents_differ<typename EA::shape_type, typename EB::shape_type>::ok;
     (void)error::element_types_differ<op::matmul, typename EA::value_type, typename EB::value_type>::ok;
     return detail::matmul_node<EA, EB>(std::move(ea), std::move(eb));

@@ -100,6 +100,8 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
   } else {
     bool done = false;
     e.for_each_contraction([&](const auto& node) {
+      if constexpr (!std::remove_cvref_t<decltype(node)>::epilogue_ok) return;
+      else {
       if (node.expr_dims() != dst.dims() || dst.strides()[1] != 1) return;  // the product must fill dst exactly
       if (reads_overlap(dst, e, false) || contraction_overlaps(dst, node)) return;  // dst is written before it is read
       node.fuse_target = dst.data();
@@ -109,6 +111,7 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
       using EE = std::remove_cvref_t<E>;
       node.run_into(dst, tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
       done = true;
+      }
     });
     return done;
   }
