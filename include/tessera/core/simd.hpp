@@ -43,6 +43,10 @@ using lane_t = std::conditional_t<std::is_same_v<T, bool>, std::int32_t, T>;
 template <class T, int N>
 using packet = vec<lane_t<T>, N>;
 
+/// Lanes of a packet when the widest lane in an expression is MaxLane bytes (one vector register for it).
+template <std::size_t MaxLane>
+inline constexpr int lanes_for = TESSERA_VECTOR_BYTES / int(MaxLane) > 0 ? TESSERA_VECTOR_BYTES / int(MaxLane) : 1;
+
 /// Can expressions over T take the SIMD path? (bfloat16 computes lane by lane in float.)
 template <class T>
 inline constexpr bool packable_v = !std::is_same_v<T, bfloat16>;

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "tessera/expr/matmul.hpp"
+#include "tessera/expr/reduce.hpp"
 
 namespace tessera {
 
@@ -69,7 +70,8 @@ struct pool_node {
     using Pol = typename DV::policy;
     static_assert(!Pol::on_device, "tessera: pooling on the cuda policy is not implemented yet");
     using T = value_type;
-    using A = std::conditional_t<std::is_same_v<Op, op::avg_pool2d>, double, T>;
+    constexpr bool is_avg = std::is_same_v<Op, op::avg_pool2d>;
+    using A = std::conditional_t<is_avg, double, T>;
     const auto d = src.dims();
     const auto ss = src.strides();
     const auto os = dst.strides();
@@ -90,31 +92,26 @@ struct pool_node {
         const bool rows_inside = h0 >= 0 && h0 + K <= H;
         for (index_t ow = 0; ow < OW; ++ow) {
           const index_t w0 = ow * S - P;
-          A acc = std::is_same_v<Op, op::avg_pool2d> ? A(0)
-                  : std::numeric_limits<T>::has_infinity ? A(-std::numeric_limits<T>::infinity())
-                                                          : A(std::numeric_limits<T>::lowest());
+          A acc = is_avg ? A(0) : op::max_reduce::identity<A>();
+          auto take = [&acc](T v) {
+            if constexpr (is_avg) acc += A(v);
+            else acc = op::max_reduce::combine(acc, v);
+          };
           if (rows_inside && w0 >= 0 && w0 + K <= W) {  // interior window: no bounds checks, K known at compile time
             const T* q = in + h0 * ss[2] + w0 * ss[3];
             for (int kh = 0; kh < K; ++kh)
-              for (int kw = 0; kw < K; ++kw) {
-                const T v = q[kh * ss[2] + kw * ss[3]];
-                if constexpr (std::is_same_v<Op, op::avg_pool2d>) acc += A(v);
-                else acc = v > acc ? v : acc;
-              }
+              for (int kw = 0; kw < K; ++kw) take(q[kh * ss[2] + kw * ss[3]]);
           } else {
             for (index_t kh = 0; kh < K; ++kh) {
               const index_t h = h0 + kh;
               if (h < 0 || h >= H) continue;
               for (index_t kw = 0; kw < K; ++kw) {
                 const index_t w = w0 + kw;
-                if (w < 0 || w >= W) continue;
-                const T v = in[h * ss[2] + w * ss[3]];
-                if constexpr (std::is_same_v<Op, op::avg_pool2d>) acc += A(v);
-                else acc = v > acc ? v : acc;
+                if (w >= 0 && w < W) take(in[h * ss[2] + w * ss[3]]);
               }
             }
           }
-          if constexpr (std::is_same_v<Op, op::avg_pool2d>) o[oh * os[2] + ow * os[3]] = T(acc / A(K * K));
+          if constexpr (is_avg) o[oh * os[2] + ow * os[3]] = T(acc / A(K * K));
           else o[oh * os[2] + ow * os[3]] = acc;
         }
       }

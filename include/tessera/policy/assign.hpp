@@ -81,7 +81,7 @@ struct tree_epilogue {
       e.set_row(idx, 1);
 #if TESSERA_SIMD
       if constexpr (Packable) {
-        constexpr int N = TESSERA_VECTOR_BYTES / int(MaxLane) > 0 ? TESSERA_VECTOR_BYTES / int(MaxLane) : 1;
+        constexpr int N = simd::lanes_for<MaxLane>;
         packet_row<T, N, false>(e, dst + i * ld, j0, j0 + cols, false);
       } else
 #endif

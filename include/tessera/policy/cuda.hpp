@@ -87,14 +87,6 @@ struct memory<cuda> {
 
 namespace detail {
 
-template <int R>
-__device__ inline void unflatten_dev(index_t flat, index_t* idx, const index_t* dims, int n) {
-  for (int d = n - 1; d >= 0; --d) {
-    idx[d] = flat % dims[d];
-    flat /= dims[d];
-  }
-}
-
 /// One thread an element (grid-stride). nd == 1 plans (most expressions, after coalescing) skip index arithmetic.
 template <class T, int R, class Ev>
 __global__ void elementwise_kernel(T* dst, loop_plan<R> p, Ev ev) {
@@ -107,7 +99,7 @@ __global__ void elementwise_kernel(T* dst, loop_plan<R> p, Ev ev) {
   index_t idx[loop_plan<R>::cap];
   for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     const index_t j = i % n;
-    unflatten_dev<R>(i / n, idx, p.dims, p.nd - 1);
+    unflatten(i / n, idx, p.dims, p.nd - 1);
     Ev e = ev;
     e.set_row(idx, p.nd - 1);
     T* out = dst;

@@ -87,7 +87,7 @@ void cpu_elementwise(T* dst, const loop_plan<R>& p, const Ev& ev, int nthreads) 
       for (int d = 0; d + 1 < nd; ++d) out += idx[d] * p.dst_s[d];
 #if TESSERA_SIMD
       if constexpr (Packable) {
-        constexpr int N = TESSERA_VECTOR_BYTES / int(MaxLane) > 0 ? TESSERA_VECTOR_BYTES / int(MaxLane) : 1;
+        constexpr int N = simd::lanes_for<MaxLane>;
         if (ds == 1) {
           if (contig) packet_row<T, N, true>(e, out, j0, j1, stream);
           else packet_row<T, N, false>(e, out, j0, j1, stream);

@@ -85,13 +85,13 @@ bool all_leaves_contiguous(Ev& ev) {
 }
 
 /// Advance a row-major multi-index over the first n dims.
-inline void next_index(index_t* idx, const index_t* dims, int n) {
+TS_HD inline void next_index(index_t* idx, const index_t* dims, int n) {
   for (int d = n - 1; d >= 0; --d) {
     if (++idx[d] < dims[d]) return;
     idx[d] = 0;
   }
 }
-inline void unflatten(index_t flat, index_t* idx, const index_t* dims, int n) {
+TS_HD inline void unflatten(index_t flat, index_t* idx, const index_t* dims, int n) {
   for (int d = n - 1; d >= 0; --d) {
     idx[d] = flat % dims[d];
     flat /= dims[d];

@@ -27,7 +27,7 @@ void reduce_block(A* out, const index_t* out_s, const loop_plan<R>& p, Ev e, ind
     index_t j = j0;
 #if TESSERA_SIMD
     if constexpr (Packable) {
-      constexpr int N = TESSERA_VECTOR_BYTES / int(MaxLane) > 0 ? TESSERA_VECTOR_BYTES / int(MaxLane) : 1;
+      constexpr int N = simd::lanes_for<MaxLane>;
       using SrcT = std::remove_cvref_t<decltype(e.scalar(0))>;
       if (os == 0) {
         auto acc0 = simd::splat<A, N>(Op::template identity<A>());
