@@ -10,6 +10,7 @@
 #include "tessera/expr/views.hpp"
 #include "tessera/expr/matmul.hpp"
 #include "tessera/expr/pool.hpp"
+#include "tessera/expr/conv.hpp"
 #if defined(__CUDACC__)
 #include "tessera/policy/cuda.hpp"
 #endif

@@ -1,6 +1,7 @@
 // max_pool2d and avg_pool2d over NCHW tensors as expression nodes. Kernel, stride and padding are template
 // arguments, so static heights and widths give a static output shape. At the top of an assignment the pool
-// writes the destination directly; inside a larger expression it is evaluated once into a temporary.
+// writes the destination directly, and an elementwise tree around it runs on each plane as it is finished;
+// inside any other expression it is evaluated once into a temporary.
 #pragma once
 #include <limits>
 #include <memory>
@@ -40,13 +41,16 @@ struct pool_node {
   static constexpr int rank = 4;
   static constexpr bool is_tessera_expression = true;
   static constexpr bool is_contraction = true;  // evaluated by its own kernel, reads whole windows
-  static constexpr int contractions = 0;        // (no epilogue fusion yet)
+  static constexpr int contractions = 1;
+  static constexpr bool nchw_epilogue_ok = true;  // an elementwise tree around it runs on each finished plane
   static constexpr bool packable = simd::packable_v<value_type>;
   static constexpr std::size_t max_lane_size = sizeof(value_type);
 
   C src;
   dims_t<4> dims_;
   mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
+  mutable const value_type* fuse_target = nullptr;
+  mutable dims_t<4> fuse_strides{};
 
   explicit pool_node(C c) : src(std::move(c)) {
     const auto d = src.dims();
@@ -58,15 +62,19 @@ struct pool_node {
   const dims_t<4>& expr_dims() const { return dims_; }
   template <int R>
   auto evaluator(const dims_t<R>& out) const {
+    if (fuse_target) return make_leaf_eval<value_type, R>(fuse_target, dims_, fuse_strides, out);
     return materialize_as_leaf<R>(*this, cache, out);
   }
+  template <class F>
+  void for_each_contraction(F&& f) const { f(*this); }
   template <class F>
   void for_each_leaf(F&&) const {}
   template <class F>
   void for_each_operand(F&& f) const { f(src); }
 
-  template <class DV>
-  void run_into(const DV& dst) const {
+  /// dst = pool(src); `epi(n, c, 1, 0, OH*OW)` runs on each finished plane (the epilogue needs contiguous planes).
+  template <class DV, class Epi = no_epilogue>
+  void run_into(const DV& dst, const Epi& epi = {}) const {
     using Pol = typename DV::policy;
     static_assert(!Pol::on_device, "tessera: pooling on the cuda policy is not implemented yet");
     using T = value_type;
@@ -115,6 +123,7 @@ struct pool_node {
           else o[oh * os[2] + ow * os[3]] = acc;
         }
       }
+      if constexpr (Epi::active) epi(n, c, 1, 0, OH * OW);
     }
   }
 };

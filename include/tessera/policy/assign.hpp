@@ -92,15 +92,85 @@ struct tree_epilogue {
   }
 };
 
-/// Try to run `e` (an elementwise tree around one matmul) as the GEMM's epilogue; false if it does not fit.
+/// The elementwise tree around one NCHW contraction (convolution, pooling), run on each finished block of
+/// its output: images n, channels [k0, k0+krows), flattened (h, w) positions [p0, p0+pcols) of a destination
+/// whose planes are contiguous. When every leaf walks the plane as one run (bias broadcast over it, or a
+/// contiguous residual), a block's rows are whole plane spans; otherwise the tree is walked row by row.
+template <class T, class Ev, bool Packable, std::size_t MaxLane>
+struct nchw_tree_epilogue {
+  static constexpr bool active = true;
+  Ev ev;
+  T* dst;
+  index_t s0, s1, OW;
+  bool flat_plane;
+  void run(Ev& e, const index_t* idx, int nouter, T* row, index_t j0, index_t j1) const {
+    e.set_row(idx, nouter);
+#if TESSERA_SIMD
+    if constexpr (Packable) packet_row<T, simd::lanes_for<MaxLane>, false>(e, row, j0, j1, false);
+    else
+#endif
+      scalar_row<T>(e, row, 1, j0, j1);
+  }
+  void operator()(index_t n, index_t k0, index_t krows, index_t p0, index_t pcols) const {
+    Ev e = ev;
+    for (index_t k = k0; k < k0 + krows; ++k) {
+      T* plane = dst + n * s0 + k * s1;
+      if (flat_plane) {
+        const index_t idx[2] = {n, k};
+        run(e, idx, 2, plane, p0, p0 + pcols);
+        continue;
+      }
+      for (index_t p = p0, end = p0 + pcols; p < end;) {
+        const index_t h = p / OW, w0 = p - h * OW, w1 = std::min(OW, w0 + (end - p));
+        const index_t idx[3] = {n, k, h};
+        run(e, idx, 3, plane + h * OW, w0, w1);
+        p += w1 - w0;
+      }
+    }
+  }
+};
+
 template <class T, class S, class P, class E>
-bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
-  if constexpr (S::rank != 2 || P::on_device) {
+bool assign_with_nchw_epilogue(const View<T, S, P>& dst, const E& e) {
+  if constexpr (S::rank != 4 || P::on_device) {
     return false;
   } else {
     bool done = false;
     e.for_each_contraction([&](const auto& node) {
-      if constexpr (!std::remove_cvref_t<decltype(node)>::epilogue_ok) return;
+      if constexpr (!requires { requires std::remove_cvref_t<decltype(node)>::nchw_epilogue_ok; }) return;
+      else {
+        const auto& d = dst.dims();
+        const auto& s = dst.strides();
+        if (node.expr_dims() != d || !(s[3] == 1 || d[3] == 1) || !(s[2] == d[3] || d[2] == 1)) return;
+        if (reads_overlap(dst, e, false) || contraction_overlaps(dst, node)) return;
+        node.fuse_target = dst.data();
+        node.fuse_strides = s;
+        node.fuse_strides[2] = d[3];  // unit extents may carry any stride: make the plane's layout explicit
+        node.fuse_strides[3] = 1;
+        auto ev = e.template evaluator<4>(d);
+        node.fuse_target = nullptr;
+        bool flat = true;  // does every leaf step through (h, w) as one run?
+        ev.visit([&](auto& leaf) { flat = flat && (d[2] == 1 || leaf.s[2] == leaf.s[3] * d[3]); });
+        using EE = std::remove_cvref_t<E>;
+        node.run_into(dst, nchw_tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), s[0], s[1], d[3], flat});
+        done = true;
+      }
+    });
+    return done;
+  }
+}
+
+/// Try to run `e` (an elementwise tree around one matmul) as the GEMM's epilogue; false if it does not fit.
+template <class T, class S, class P, class E>
+bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
+  if constexpr (S::rank == 4 && !P::on_device) {
+    return assign_with_nchw_epilogue(dst, e);
+  } else if constexpr (S::rank != 2 || P::on_device) {
+    return false;
+  } else {
+    bool done = false;
+    e.for_each_contraction([&](const auto& node) {
+      if constexpr (!requires { requires std::remove_cvref_t<decltype(node)>::epilogue_ok; }) return;
       else {
       if (node.expr_dims() != dst.dims() || dst.strides()[1] != 1) return;  // the product must fill dst exactly
       if (reads_overlap(dst, e, false) || contraction_overlaps(dst, node)) return;  // dst is written before it is read

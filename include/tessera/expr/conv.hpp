@@ -1,0 +1,185 @@
+// conv2d(x, w, options) over NCHW tensors as an expression node. At the top of an assignment it writes the
+// destination directly; an elementwise tree around it (bias, activation, residual add...) runs as the
+// convolution's epilogue on each finished block; inside any other expression it is evaluated once into a
+// temporary. With the options as a template argument, conv2d<conv2d_options{.padding = 1}>(x, w), static
+// input shapes give a static output shape and channel mismatches are compile errors.
+#pragma once
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "tessera/expr/matmul.hpp"
+#include "tessera/kernels/cpu/conv.hpp"
+
+namespace tessera {
+
+/// Square stride, zero padding and dilation, and channel groups (PyTorch's Conv2d arguments).
+struct conv2d_options {
+  int stride = 1;
+  int padding = 0;
+  int dilation = 1;
+  int groups = 1;
+};
+
+namespace op {
+struct conv2d {
+  static constexpr const char* name = "conv2d";
+};
+}  // namespace op
+
+namespace error {
+/// Instantiated when the input's channels differ from the weights' input channels times the groups.
+template <class XShape, class WShape, int Groups>
+struct conv2d_input_channels_differ {
+  static constexpr extent_t c = XShape::extents[1], cw = WShape::extents[1];
+  static constexpr bool ok = c == dyn || cw == dyn || c == cw * Groups;
+  static_assert(ok, "tessera: conv2d: the input's channels (dim 1 of x) must equal the weights' input channels (dim 1 "
+                    "of w) times the groups");
+};
+template <class WShape, int Groups>
+struct conv2d_output_channels_not_divisible_by_groups {
+  static constexpr bool ok = WShape::extents[0] == dyn || WShape::extents[0] % Groups == 0;
+  static_assert(ok, "tessera: conv2d: the output channels (dim 0 of w) must be a multiple of the groups");
+};
+template <class XShape, class WShape, int Pad, int Dilation>
+struct conv2d_input_smaller_than_kernel {
+  static constexpr auto fits = [](extent_t in, extent_t k) { return in == dyn || k == dyn || in + 2 * Pad >= Dilation * (k - 1) + 1; };
+  static constexpr bool ok = fits(XShape::extents[2], WShape::extents[2]) && fits(XShape::extents[3], WShape::extents[3]);
+  static_assert(ok, "tessera: conv2d: the padded input is smaller than the (dilated) kernel");
+};
+template <class XShape, class WShape>
+struct conv2d_needs_nchw {
+  static constexpr bool ok = XShape::rank == 4 && WShape::rank == 4;
+  static_assert(ok, "tessera: conv2d takes an NCHW input (rank 4) and weights [out channels, in channels / groups, "
+                    "kernel height, kernel width] (rank 4)");
+};
+}  // namespace error
+
+namespace detail {
+
+constexpr extent_t conv_extent(extent_t in, extent_t k, int stride, int pad, int dilation) {
+  return in == dyn || k == dyn ? dyn : (in + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+}
+
+/// Static: the options are known at compile time (O), so the output's height and width can be too.
+template <class X, class Wt, bool Static, conv2d_options O>
+struct conv2d_node {
+  using value_type = typename X::value_type;
+  using XS = typename X::shape_type;
+  using WS = typename Wt::shape_type;
+  using shape_type = Shape<XS::extents[0], WS::extents[0],
+                           Static ? conv_extent(XS::extents[2], WS::extents[2], O.stride, O.padding, O.dilation) : dyn,
+                           Static ? conv_extent(XS::extents[3], WS::extents[3], O.stride, O.padding, O.dilation) : dyn>;
+  using policy = common_policy_t<typename X::policy, typename Wt::policy>;
+  static constexpr int rank = 4;
+  static constexpr bool is_tessera_expression = true;
+  static constexpr int contractions = 1;
+  static constexpr bool is_contraction = true;
+  static constexpr bool epilogue_ok = false;      // not a (row, column) matrix epilogue...
+  static constexpr bool nchw_epilogue_ok = true;  // ...but one over (image, channel, plane)
+  static constexpr bool packable = simd::packable_v<value_type>;
+  static constexpr std::size_t max_lane_size = sizeof(value_type);
+
+  X x;
+  Wt w;
+  conv2d_options opt;
+  conv_geometry geo{};
+  dims_t<4> dims_;
+  mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
+  mutable const value_type* fuse_target = nullptr;
+  mutable dims_t<4> fuse_strides{};
+
+  conv2d_node(X x_, Wt w_, conv2d_options o) : x(std::move(x_)), w(std::move(w_)), opt(o) {
+    const auto& dx = x.dims();
+    const auto& dw = w.dims();
+    auto fail = [&](const std::string& why) {
+      throw shape_error("tessera: conv2d: input " + format_dims(dx) + " and weights " + format_dims(dw) + ": " + why);
+    };
+    if (o.stride < 1 || o.padding < 0 || o.dilation < 1 || o.groups < 1)
+      fail("needs stride >= 1, padding >= 0, dilation >= 1 and groups >= 1");
+    if (dx[1] != dw[1] * o.groups)
+      fail("the input has " + std::to_string(dx[1]) + " channels but the weights take " + std::to_string(dw[1]) + " x " +
+           std::to_string(o.groups) + " group(s)");
+    if (dw[0] % o.groups != 0) fail("the output channels are not a multiple of the " + std::to_string(o.groups) + " groups");
+    for (int i = 2; i < 4; ++i)
+      if (dx[i] + 2 * o.padding < o.dilation * (dw[i] - 1) + 1) fail("the padded input is smaller than the kernel");
+    geo = {dx[0], dx[1], dx[2], dx[3], dw[0], dw[2], dw[3],
+           conv_out_extent(dx[2], dw[2], o.stride, o.padding, o.dilation),
+           conv_out_extent(dx[3], dw[3], o.stride, o.padding, o.dilation),
+           o.stride, o.padding, o.dilation, o.groups};
+    dims_ = {geo.N, geo.K, geo.OH, geo.OW};
+  }
+  const dims_t<4>& expr_dims() const { return dims_; }
+  const conv_geometry& geometry() const { return geo; }
+
+  template <int R>
+  auto evaluator(const dims_t<R>& out) const {
+    if (fuse_target) return make_leaf_eval<value_type, R>(fuse_target, dims_, fuse_strides, out);
+    return materialize_as_leaf<R>(*this, cache, out);
+  }
+  template <class F>
+  void for_each_contraction(F&& f) const { f(*this); }
+  template <class F>
+  void for_each_leaf(F&&) const {}
+  template <class F>
+  void for_each_operand(F&& f) const {
+    f(x);
+    f(w);
+  }
+
+  /// dst = conv2d(x, w) (dst must not overlap x or w; assign() sees to that). `epi(n, k0, krows, p0, pcols)`
+  /// runs on each finished block of dst, p indexing the flattened (h, w) plane.
+  template <class DV, class Epi = no_epilogue>
+  void run_into(const DV& dst, const Epi& epi = {}) const {
+    using P = typename DV::policy;
+    static_assert(!P::on_device, "tessera: conv2d on the cuda policy is not wired into expressions yet");
+    static_assert(std::is_floating_point_v<value_type>, "tessera: conv2d supports float and double");
+    const auto& ds = dst.strides();
+    if (!(ds[3] == 1 || geo.OW == 1) || !(ds[2] == geo.OW || geo.OH == 1)) {  // the kernel writes whole planes
+      Tensor<value_type, dyn_shape_t<4>, P> t(dims_);
+      run_into(t.view());
+      DV d = dst;
+      d = t.cview();
+      return;
+    }
+    cpu_conv2d<value_type>(geo, x.data(), x.strides().data(), w.data(), w.strides().data(), dst.data(), ds[0], ds[1],
+                           P::num_threads(), epi);
+  }
+};
+
+template <bool Static, conv2d_options O, class X, class Wt>
+auto make_conv2d(X&& x, Wt&& w, conv2d_options o) {
+  auto ex = contraction_operand(std::forward<X>(x));
+  auto ew = contraction_operand(std::forward<Wt>(w));
+  using EX = decltype(ex);
+  using EW = decltype(ew);
+  (void)error::conv2d_needs_nchw<typename EX::shape_type, typename EW::shape_type>::ok;
+  if constexpr (EX::rank == 4 && EW::rank == 4) {
+    (void)error::element_types_differ<op::conv2d, typename EX::value_type, typename EW::value_type>::ok;
+    if constexpr (Static) {
+      (void)error::conv2d_input_channels_differ<typename EX::shape_type, typename EW::shape_type, O.groups>::ok;
+      (void)error::conv2d_output_channels_not_divisible_by_groups<typename EW::shape_type, O.groups>::ok;
+      (void)error::conv2d_input_smaller_than_kernel<typename EX::shape_type, typename EW::shape_type, O.padding, O.dilation>::ok;
+    }
+    return conv2d_node<EX, EW, Static, O>(std::move(ex), std::move(ew), o);
+  }
+}
+}  // namespace detail
+
+/// 2-D convolution (cross-correlation, as in PyTorch) of an NCHW input with weights [K, C/groups, R, S]:
+/// conv2d(x, w, {.padding = 1}). The output's height and width are dynamic; see the overload below.
+template <detail::TensorLike X, detail::TensorLike Wt>
+auto conv2d(X&& x, Wt&& w, conv2d_options o = {}) {
+  return detail::make_conv2d<false, conv2d_options{}>(std::forward<X>(x), std::forward<Wt>(w), o);
+}
+
+/// conv2d with the options fixed at compile time, conv2d<conv2d_options{.padding = 1}>(x, w): static input shapes
+/// give a static output shape, and channel mismatches fail to compile.
+template <conv2d_options O, detail::TensorLike X, detail::TensorLike Wt>
+auto conv2d(X&& x, Wt&& w) {
+  static_assert(O.stride >= 1 && O.padding >= 0 && O.dilation >= 1 && O.groups >= 1,
+                "tessera: conv2d needs stride >= 1, padding >= 0, dilation >= 1 and groups >= 1");
+  return detail::make_conv2d<true, O>(std::forward<X>(x), std::forward<Wt>(w), O);
+}
+
+}  // namespace tessera

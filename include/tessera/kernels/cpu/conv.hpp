@@ -1,0 +1,254 @@
+// CPU conv2d (NCHW) as an implicit GEMM: per image and group, Y^T[P x Kg] = col^T[P x Cg*R*S] * W^T (P = OH*OW).
+// The weights are packed once per call into the GEMM's NR-wide panels; the im2col matrix is never formed as a
+// whole: each thread gathers a block of its image's pixels straight into the micro-kernel's MR-tall panels
+// (a block that stays in L2), then runs the same register-blocked micro-kernel as the GEMM. The output of an
+// image (all channels of a block of pixels) is finished while in cache, which is when the epilogue runs.
+#pragma once
+#include <algorithm>
+#include <vector>
+
+#include "tessera/kernels/cpu/gemm.hpp"
+
+namespace tessera::detail {
+
+/// Sizes of one convolution. Input N x C x H x W, weights K x C/groups x R x S, output N x K x OH x OW.
+struct conv_geometry {
+  index_t N, C, H, W;
+  index_t K, R, S;
+  index_t OH, OW;
+  index_t stride, pad, dilation, groups;
+};
+
+inline index_t conv_out_extent(index_t in, index_t k, index_t stride, index_t pad, index_t dilation) {
+  return (in + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+}
+
+/// d[0 .. N) = s[0 .. N): masked vector moves where AVX-512 has them (they never touch memory past N).
+template <class T, int N>
+TS_INLINE void copy_run(T* __restrict d, const T* __restrict s) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && N <= 16) {
+    const __mmask16 m = __mmask16((1u << N) - 1u);
+    _mm512_mask_storeu_ps(d, m, _mm512_maskz_loadu_ps(m, s));
+    return;
+  } else if constexpr (std::is_same_v<T, double> && N > 8 && N <= 16) {
+    const __mmask8 m = __mmask8((1u << (N - 8)) - 1u);
+    _mm512_storeu_pd(d, _mm512_loadu_pd(s));
+    _mm512_mask_storeu_pd(d + 8, m, _mm512_maskz_loadu_pd(m, s + 8));
+    return;
+  }
+#endif
+  for (int i = 0; i < N; ++i) d[i] = s[i];
+}
+
+/// One MR-tall panel of im2col^T whose pixels are consecutive in the padded input: for each tap k, MR values
+/// from src0 + ko[k] (hoisted into a function of restrict pointers so that the loop keeps them in registers).
+template <class T, int MR>
+void gather_panel_run(T* __restrict d, const T* __restrict src0, const index_t* __restrict ko, index_t kc) {
+  for (index_t k = 0; k < kc; ++k) copy_run<T, MR>(d + k * MR, src0 + ko[k]);
+}
+/// The same for pixels at any offsets (stride > 1, or a panel that wraps to the next output row).
+template <class T, int MR>
+void gather_panel(T* __restrict d, const T* __restrict base, const index_t* __restrict off, const index_t* __restrict ko,
+                  index_t kc) {
+  for (index_t k = 0; k < kc; ++k) {
+    const T* src = base + ko[k];
+    for (int i = 0; i < MR; ++i) d[k * MR + i] = src[off[i]];
+  }
+}
+
+/// y[j*ld + i] (+)= tile[i*NR + j] for i < rows, j < cols: a micro-tile of (pixel, channel) written to channel
+/// planes. With AVX-512 floats, 16 x 16 blocks are transposed in registers (64 shuffles) and stored with masks.
+template <class T, int MR, int NR>
+TS_INLINE void store_transposed(const T* __restrict tile, T* __restrict y, index_t ld, index_t rows, index_t cols, bool acc) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && MR <= 16 && NR % 16 == 0) {
+    const __mmask16 m = __mmask16((1u << rows) - 1u);
+    for (int h = 0; h * 16 < cols; ++h) {
+      __m512 r[16], t[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < MR ? _mm512_load_ps(tile + i * NR + 16 * h) : _mm512_setzero_ps();
+      for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+      }
+      for (int i = 0; i < 16; i += 4) {  // r[i + b]: rows i..i+3 of columns 4L + b (L the 128-bit lane)
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+      }
+      const int jn = std::min<int>(16, int(cols) - 16 * h);
+      T* yh = y + 16 * h * ld;
+      for (int b = 0; b < 4; ++b) {
+        const __m512 v0 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0x88), v1 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0xDD);
+        const __m512 v2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0x88), v3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0xDD);
+        const __m512 c[4] = {_mm512_shuffle_f32x4(v0, v2, 0x88), _mm512_shuffle_f32x4(v1, v3, 0x88),
+                             _mm512_shuffle_f32x4(v0, v2, 0xDD), _mm512_shuffle_f32x4(v1, v3, 0xDD)};
+        for (int L = 0; L < 4; ++L) {  // column 4L + b
+          const int j = 4 * L + b;
+          if (j >= jn) continue;
+          T* dst = yh + j * ld;
+          __m512 v = c[L];
+          if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, dst));
+          _mm512_mask_storeu_ps(dst, m, v);
+        }
+      }
+    }
+    return;
+  }
+#endif
+  for (index_t j = 0; j < cols; ++j)
+    for (index_t i = 0; i < rows; ++i) y[j * ld + i] = acc ? y[j * ld + i] + tile[i * NR + j] : tile[i * NR + j];
+}
+
+template <class T>
+struct conv_scratch {
+  T* p = nullptr;
+  std::size_t size = 0;
+  ~conv_scratch() { std::free(p); }
+  static conv_scratch& of_this_thread() {
+    thread_local conv_scratch s;
+    return s;
+  }
+};
+
+/// y = conv2d(x, w) with y's (h, w) plane contiguous: element (n, k, p) at y[n*ys0 + k*ys1 + p], p = oh*OW + ow.
+/// An active epilogue is called as epi(n, k0, krows, p0, pcols) on each finished block of the output.
+///
+/// The product is arranged with output pixels as the micro-kernel's MR rows and output channels as its NR
+/// columns (Y^T = col^T * W^T per image and group): channel counts are usually multiples of the vector width and
+/// plane sizes of MR (14 x 14, 28 x 28), so no lane is wasted. The input is first copied once with its zero
+/// border (skipped when there is no padding and it is contiguous); then every im2col value is
+/// xp[pixel offset + k offset], and a panel of pixels on one output row is a contiguous copy for each k.
+template <class T, class Epi = no_epilogue>
+void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* w, const index_t* ws, T* y, index_t ys0,
+                index_t ys1, int nthreads, const Epi& epi = {}) {
+  using BL = gemm_blocking<T>;
+  constexpr int MR = BL::mr, NR = BL::nr, KC = BL::kc;
+  const index_t P = g.OH * g.OW;
+  if (g.N == 0 || g.K == 0 || P == 0) return;
+  stats::count_pass();
+  const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS;
+  if (Kd == 0) {  // no input channels: the sum is empty
+    for (index_t n = 0; n < g.N; ++n)
+      for (index_t k = 0; k < g.K; ++k) std::fill(y + n * ys0 + k * ys1, y + n * ys0 + k * ys1 + P, T(0));
+    if constexpr (Epi::active)
+      for (index_t n = 0; n < g.N; ++n) epi(n, 0, g.K, 0, P);
+    return;
+  }
+  const double flops = 2.0 * double(g.N) * double(g.K) * double(P) * double(Kd);
+  const int nt = flops < 2e6 ? 1 : std::max(1, nthreads);
+
+  // weights -> NR-wide panels of W^T; block (grp, pc) at wpk + grp*Kp*Kd + Kp*pc, its panel jr at + jr*kc
+  const index_t Kp = (Kg + NR - 1) / NR * NR;
+  auto& mine = pack_buffers<T>::of_this_thread();
+  T* const wpk = pack_buffers<T>::grow(mine.b, mine.b_size, std::size_t(g.groups * Kp * Kd));
+  for (index_t grp = 0; grp < g.groups; ++grp)
+    for (index_t pc = 0; pc < Kd; pc += KC) {
+      const index_t kc = std::min<index_t>(KC, Kd - pc);
+      T* out = wpk + grp * Kp * Kd + Kp * pc;
+      for (index_t jr = 0; jr < Kp; jr += NR)
+        for (index_t k = pc; k < pc + kc; ++k) {
+          const index_t ci = k / RS, r = k % RS, kh = r / g.S, kw = r % g.S;
+          for (index_t j = 0; j < NR; ++j) {
+            const index_t co = jr + j;
+            *out++ = co < Kg ? w[(grp * Kg + co) * ws[0] + ci * ws[1] + kh * ws[2] + kw * ws[3]] : T(0);
+          }
+        }
+    }
+
+  // the input with its zero border, contiguous: [N][C][Hp][Wp]
+  const index_t Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, plane = Hp * Wp;
+  const bool contiguous = xs[3] == 1 && xs[2] == g.W && xs[1] == g.H * g.W && xs[0] == g.C * g.H * g.W;
+  const T* xp = x;
+  if (g.pad != 0 || !contiguous) {
+    T* buf = pack_buffers<T>::grow(mine.a, mine.a_size, std::size_t(g.N * g.C * plane));
+    const index_t planes = g.N * g.C;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && planes * plane >= 65536)
+#endif
+    for (index_t q = 0; q < planes; ++q) {
+      const index_t n = q / g.C, c = q % g.C;
+      const T* src = x + n * xs[0] + c * xs[1];
+      T* dst = buf + q * plane;
+      std::fill(dst, dst + g.pad * Wp, T(0));
+      for (index_t h = 0; h < g.H; ++h) {
+        T* row = dst + (h + g.pad) * Wp;
+        std::fill(row, row + g.pad, T(0));
+        if (xs[3] == 1) std::copy(src + h * xs[2], src + h * xs[2] + g.W, row + g.pad);
+        else
+          for (index_t q2 = 0; q2 < g.W; ++q2) row[g.pad + q2] = src[h * xs[2] + q2 * xs[3]];
+        std::fill(row + g.pad + g.W, row + Wp, T(0));
+      }
+      std::fill(dst + (g.H + g.pad) * Wp, dst + plane, T(0));
+    }
+    xp = buf;
+  }
+  // k -> offset of its (channel, kh, kw) tap in the padded input
+  std::vector<index_t> koff(static_cast<std::size_t>(Kd));
+  for (index_t k = 0; k < Kd; ++k) {
+    const index_t ci = k / RS, r = k % RS, kh = r / g.S, kw = r % g.S;
+    koff[std::size_t(k)] = ci * plane + kh * g.dilation * Wp + kw * g.dilation;
+  }
+
+  // pixels per work item: an A block of at most ~256 KiB, fewer when the images alone cannot feed the threads
+  const index_t kcmax = std::min<index_t>(KC, Kd);
+  index_t ncols = std::max<index_t>(MR, index_t(256 * 1024 / (kcmax * index_t(sizeof(T)))) / MR * MR);
+  ncols = std::min(ncols, (P + MR - 1) / MR * MR);
+  if (g.N < nt) {
+    const index_t per = (g.N * P + nt - 1) / nt;
+    ncols = std::min(ncols, std::max<index_t>(MR, (per + MR - 1) / MR * MR));
+  }
+  const index_t chunks = (P + ncols - 1) / ncols, items = g.N * chunks;
+  const index_t* const ko = koff.data();
+
+  auto run_item = [&](index_t item) {
+    // each thread's own im2col block (the calling thread's pack buffers hold the weights and the padded input)
+    auto& scratch = conv_scratch<T>::of_this_thread();
+    T* const apk = pack_buffers<T>::grow(scratch.p, scratch.size, std::size_t(kcmax * ncols));
+    alignas(64) T tile[MR * NR];
+    index_t off[MR];
+    const index_t n = item / chunks, j0 = (item % chunks) * ncols, np = std::min(ncols, P - j0);
+    for (index_t grp = 0; grp < g.groups; ++grp) {
+      const T* base = xp + (n * g.C + grp * Cg) * plane;
+      for (index_t pc = 0; pc < Kd; pc += KC) {
+        const index_t kc = std::min<index_t>(KC, Kd - pc);
+        // im2col^T of pixels [j0, j0+np) x taps [pc, pc+kc) into MR-tall panels, k-major inside a panel
+        for (index_t ir = 0; ir < np; ir += MR) {
+          const index_t rows = std::min<index_t>(MR, np - ir);
+          for (index_t i = 0; i < MR; ++i) {  // rows past the end repeat the last pixel (their results are dropped)
+            const index_t p = j0 + ir + std::min<index_t>(i, rows - 1), oh = p / g.OW, ow = p - oh * g.OW;
+            off[i] = oh * g.stride * Wp + ow * g.stride;
+          }
+          bool run = true;
+          for (index_t i = 1; i < MR; ++i) run = run && off[i] == off[0] + i;
+          T* d = apk + ir * kc;
+          if (run) gather_panel_run<T, MR>(d, base + off[0], ko + pc, kc);
+          else gather_panel<T, MR>(d, base, off, ko + pc, kc);
+        }
+        const T* wblk = wpk + grp * Kp * Kd + Kp * pc;
+        for (index_t jr = 0; jr < Kg; jr += NR) {
+          const index_t cols = std::min<index_t>(NR, Kg - jr);
+          for (index_t ir = 0; ir < np; ir += MR) {
+            const index_t rows = std::min<index_t>(MR, np - ir);
+            micro_kernel<T>(kc, apk + ir * kc, wblk + jr * kc, tile, NR, false);
+            T* yc = y + n * ys0 + (grp * Kg + jr) * ys1 + j0 + ir;  // the tile is (pixel, channel): store it transposed
+            store_transposed<T, MR, NR>(tile, yc, ys1, rows, cols, pc > 0);
+          }
+        }
+      }
+    }
+    if constexpr (Epi::active) epi(n, 0, g.K, j0, np);  // this block of the output is final and still in cache
+  };
+
+  if (nt > 1 && items > 1) {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(std::min<index_t>(nt, items)) schedule(dynamic, 1)
+#endif
+    for (index_t it = 0; it < items; ++it) run_item(it);
+  } else {
+    for (index_t it = 0; it < items; ++it) run_item(it);
+  }
+}
+
+}  // namespace tessera::detail
