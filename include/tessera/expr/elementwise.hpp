@@ -168,6 +168,9 @@ TS_FLOAT_FN(tanh, math::tanh(x))
 TS_FLOAT_FN(sigmoid, math::sigmoid(x))
 // GELU as PyTorch's default: x * Phi(x), with the exact error function.
 TS_FLOAT_FN(gelu, x * simd::elem_t<X>(0.5) * (simd::elem_t<X>(1) + math::erf(x * simd::elem_t<X>(0.70710678118654752440))))
+// d/dx of GELU: Phi(x) + x * phi(x) (for the backward pass).
+TS_FLOAT_FN(gelu_grad, simd::elem_t<X>(0.5) * (simd::elem_t<X>(1) + math::erf(x * simd::elem_t<X>(0.70710678118654752440))) +
+                           x * simd::elem_t<X>(0.39894228040143267794) * math::exp(x * x * simd::elem_t<X>(-0.5)))
 #undef TS_FLOAT_FN
 
 struct clamp : numeric_base {
@@ -312,6 +315,7 @@ TS_UNARY_FN(rsqrt, rsqrt)
 TS_UNARY_FN(tanh, tanh)
 TS_UNARY_FN(sigmoid, sigmoid)
 TS_UNARY_FN(gelu, gelu)
+TS_UNARY_FN(gelu_grad, gelu_grad)
 #undef TS_UNARY_FN
 
 /// Elementwise clamp to [lo, hi] (scalars or tensors, broadcast).

@@ -1,0 +1,207 @@
+// Differentiable operations on Vars: elementwise arithmetic with broadcasting (gradients summed over the
+// broadcast dimensions), activations, reductions, matmul and views. Forward and backward each run as fused
+// expressions: tanh's backward, for instance, is one pass computing g * (1 - y*y) into the input's gradient.
+#pragma once
+#include <type_traits>
+
+#include "tessera/autodiff/var.hpp"
+#include "tessera/expr/matmul.hpp"
+#include "tessera/expr/views.hpp"
+
+namespace tessera::ad {
+
+namespace detail {
+/// grad += t summed down to grad's shape (t's dims broadcast from grad's, aligned right).
+template <class G, class Src>
+void add_reduced(G& grad, const Src& t) {
+  using T = typename G::value_type;
+  constexpr int R = G::rank, RT = Src::rank;
+  static_assert(R <= RT);
+  const auto& gd = grad.dims();
+  const auto& td = t.dims();
+  dims_t<RT> gs{};  // grad's stride for each of t's dims (0 where grad is broadcast)
+  const auto cs = tessera::contiguous_strides(gd);
+  for (int i = 0; i < R; ++i) gs[RT - R + i] = gd[i] == td[RT - R + i] ? cs[i] : 0;
+  T* g = grad.data();
+  const T* src = t.data();
+  index_t idx[RT > 0 ? RT : 1] = {};
+  const index_t n = t.size();
+  for (index_t k = 0; k < n; ++k) {
+    index_t off = 0;
+    for (int i = 0; i < RT; ++i) off += idx[i] * gs[i];
+    g[off] += src[k];
+    for (int d = RT - 1; d >= 0; --d) {
+      if (++idx[d] < td[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+/// v.grad += g (an expression of the output's dims), reduced over dims where v was broadcast.
+template <class T, int R, class P, class E>
+void accumulate(const Var<T, R, P>& v, const E& g) {
+  if (!v.requires_grad()) return;
+  auto& gb = v.node().grad_buffer();
+  using EE = std::remove_cvref_t<E>;
+  if constexpr (EE::rank == R) {
+    if (g.expr_dims() == gb.dims()) {
+      gb = gb + g;
+      return;
+    }
+  }
+  Tensor<T, dyn_shape_t<EE::rank>, P> t(g);
+  add_reduced(gb, t);
+}
+
+template <int RA, int RB>
+inline constexpr int max_rank = RA > RB ? RA : RB;
+}  // namespace detail
+
+// ---- binary arithmetic (broadcasting) ----
+
+template <class T, int RA, int RB, class P>
+auto operator+(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
+  using V = Var<T, detail::max_rank<RA, RB>, P>;
+  return V::make(typename V::tensor(a.value() + b.value()), [a, b](const auto& g) {
+    detail::accumulate(a, g.cview());
+    detail::accumulate(b, g.cview());
+  }, a, b);
+}
+template <class T, int RA, int RB, class P>
+auto operator-(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
+  using V = Var<T, detail::max_rank<RA, RB>, P>;
+  return V::make(typename V::tensor(a.value() - b.value()), [a, b](const auto& g) {
+    detail::accumulate(a, g.cview());
+    detail::accumulate(b, -g);
+  }, a, b);
+}
+template <class T, int RA, int RB, class P>
+auto operator*(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
+  using V = Var<T, detail::max_rank<RA, RB>, P>;
+  return V::make(typename V::tensor(a.value() * b.value()), [a, b](const auto& g) {
+    detail::accumulate(a, g * b.value());
+    detail::accumulate(b, g * a.value());
+  }, a, b);
+}
+template <class T, int RA, int RB, class P>
+auto operator/(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
+  using V = Var<T, detail::max_rank<RA, RB>, P>;
+  return V::make(typename V::tensor(a.value() / b.value()), [a, b](const auto& g) {
+    detail::accumulate(a, g / b.value());
+    detail::accumulate(b, -(g * a.value()) / (b.value() * b.value()));
+  }, a, b);
+}
+
+// ---- with a constant scalar ----
+
+template <class T, int R, class P, class S>
+  requires std::is_arithmetic_v<S>
+auto operator*(const Var<T, R, P>& a, S s) {
+  const T c = T(s);
+  return Var<T, R, P>::make(typename Var<T, R, P>::tensor(a.value() * c), [a, c](const auto& g) { detail::accumulate(a, g * c); }, a);
+}
+template <class T, int R, class P, class S>
+  requires std::is_arithmetic_v<S>
+auto operator*(S s, const Var<T, R, P>& a) { return a * s; }
+template <class T, int R, class P, class S>
+  requires std::is_arithmetic_v<S>
+auto operator/(const Var<T, R, P>& a, S s) { return a * (T(1) / T(s)); }
+template <class T, int R, class P, class S>
+  requires std::is_arithmetic_v<S>
+auto operator+(const Var<T, R, P>& a, S s) {
+  const T c = T(s);
+  return Var<T, R, P>::make(typename Var<T, R, P>::tensor(a.value() + c), [a](const auto& g) { detail::accumulate(a, g.cview()); }, a);
+}
+template <class T, int R, class P, class S>
+  requires std::is_arithmetic_v<S>
+auto operator+(S s, const Var<T, R, P>& a) { return a + s; }
+template <class T, int R, class P, class S>
+  requires std::is_arithmetic_v<S>
+auto operator-(const Var<T, R, P>& a, S s) { return a + (-T(s)); }
+template <class T, int R, class P, class S>
+  requires std::is_arithmetic_v<S>
+auto operator-(S s, const Var<T, R, P>& a) { return -a + s; }
+
+template <class T, int R, class P>
+auto operator-(const Var<T, R, P>& a) {
+  return Var<T, R, P>::make(typename Var<T, R, P>::tensor(-a.value()), [a](const auto& g) { detail::accumulate(a, -g); }, a);
+}
+
+// ---- unary functions: y = f(x), x.grad += g * f'(x, y) ----
+
+#define TS_AD_UNARY(NAME, FWD, DERIV)                                                                       \
+  template <class T, int R, class P>                                                                        \
+  auto NAME(const Var<T, R, P>& a) {                                                                        \
+    using V = Var<T, R, P>;                                                                                 \
+    return V::make(typename V::tensor(FWD), [a](const auto& g, const auto& out) {                           \
+      const auto& x = a.value();                                                                            \
+      (void)x;                                                                                              \
+      (void)out;                                                                                            \
+      detail::accumulate(a, DERIV);                                                                         \
+    }, a);                                                                                                  \
+  }
+TS_AD_UNARY(exp, tessera::exp(a.value()), g * out)
+TS_AD_UNARY(log, tessera::log(a.value()), g / x)
+TS_AD_UNARY(sqrt, tessera::sqrt(a.value()), g * T(0.5) / out)
+TS_AD_UNARY(tanh, tessera::tanh(a.value()), g * (T(1) - out * out))
+TS_AD_UNARY(sigmoid, tessera::sigmoid(a.value()), g * out * (T(1) - out))
+TS_AD_UNARY(relu, tessera::relu(a.value()), tessera::where(out > T(0), g, T(0)))
+TS_AD_UNARY(gelu, tessera::gelu(a.value()), g * tessera::gelu_grad(x))
+TS_AD_UNARY(square, a.value() * a.value(), g * T(2) * x)
+TS_AD_UNARY(abs, tessera::abs(a.value()), tessera::where(x > T(0), g, tessera::where(x < T(0), -g, T(0))))
+#undef TS_AD_UNARY
+
+// ---- reductions ----
+
+/// The sum of all elements (rank 0).
+template <class T, int R, class P>
+auto sum(const Var<T, R, P>& a) {
+  using V = Var<T, 0, P>;
+  return V::make(typename V::tensor(tessera::sum(a.value())), [a](const auto& g) {
+    detail::accumulate(a, tessera::broadcast_to<dyn_shape_t<R>>(g.cview(), a.dims()));
+  }, a);
+}
+/// The mean of all elements (rank 0).
+template <class T, int R, class P>
+auto mean(const Var<T, R, P>& a) {
+  return sum(a) * (1.0 / double(a.size()));
+}
+
+// ---- products and views ----
+
+/// The matrix product of two rank-2 Vars.
+template <class T, class P>
+auto matmul(const Var<T, 2, P>& a, const Var<T, 2, P>& b) {
+  using V = Var<T, 2, P>;
+  return V::make(typename V::tensor(tessera::matmul(a.value(), b.value())), [a, b](const auto& g) {
+    if (a.requires_grad()) detail::accumulate(a, tessera::matmul(g, tessera::transpose(b.value())));
+    if (b.requires_grad()) detail::accumulate(b, tessera::matmul(tessera::transpose(a.value()), g));
+  }, a, b);
+}
+
+/// The same elements under new dims (row-major order); the gradient is reshaped back.
+template <int R2, class T, int R, class P>
+auto reshape(const Var<T, R, P>& a, const dims_t<R2>& dims) {
+  using V = Var<T, R2, P>;
+  return V::make(typename V::tensor(tessera::reshape<dyn_shape_t<R2>>(a.value(), dims)), [a](const auto& g) {
+    detail::accumulate(a, tessera::reshape<dyn_shape_t<R>>(g, a.dims()));
+  }, a);
+}
+/// [N, ...] -> [N, rest]: the batch dimension kept, the others flattened.
+template <class T, int R, class P>
+auto flatten_batch(const Var<T, R, P>& a) {
+  const auto& d = a.dims();
+  index_t rest = 1;
+  for (int i = 1; i < R; ++i) rest *= d[i];
+  return reshape<2>(a, dims_t<2>{d[0], rest});
+}
+/// The transpose of a matrix.
+template <class T, class P>
+auto transpose(const Var<T, 2, P>& a) {
+  using V = Var<T, 2, P>;
+  return V::make(typename V::tensor(tessera::transpose(a.value())), [a](const auto& g) {
+    detail::accumulate(a, tessera::transpose(g));
+  }, a);
+}
+
+}  // namespace tessera::ad

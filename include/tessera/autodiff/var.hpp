@@ -1,0 +1,196 @@
+// Reverse-mode automatic differentiation: Var<T, R, P> is a tensor of rank R that remembers how it was made.
+// Each operation on Vars runs its (fused) forward kernel at once and, when gradients are wanted, records a node
+// whose backward function turns the gradient of its output into gradients of its inputs, again with fused
+// kernels. backward() on a scalar walks the recorded graph in reverse topological order; leaves that require
+// gradients (parameters) accumulate them in grad() until zero_grad(). Inside a no_grad scope nothing is recorded.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "tessera/expr/elementwise.hpp"
+#include "tessera/expr/reduce.hpp"
+#include "tessera/policy/assign.hpp"
+#include "tessera/policy/policy.hpp"
+
+namespace tessera::ad {
+
+/// Is the current thread recording operations for backward()?
+inline bool& grad_mode() {
+  thread_local bool on = true;
+  return on;
+}
+
+/// While alive, operations on this thread record nothing (inference, optimizer steps, evaluation).
+class no_grad {
+ public:
+  no_grad() : prev_(grad_mode()) { grad_mode() = false; }
+  ~no_grad() { grad_mode() = prev_; }
+  no_grad(const no_grad&) = delete;
+  no_grad& operator=(const no_grad&) = delete;
+
+ private:
+  bool prev_;
+};
+
+namespace detail {
+struct node_base {
+  std::vector<std::shared_ptr<node_base>> inputs;  ///< the nodes this one was computed from (kept alive for backward)
+  std::function<void()> backward_fn;               ///< adds this node's gradient into its inputs' gradients
+  bool requires_grad = false;
+  bool is_leaf = true;
+  virtual ~node_base() = default;
+  virtual void drop_grad() = 0;
+};
+
+template <class T, int R, class P>
+struct var_node final : node_base {
+  using tensor = Tensor<T, dyn_shape_t<R>, P>;
+  tensor value;
+  tensor grad;
+  bool has_grad = false;
+  explicit var_node(tensor v) : value(std::move(v)) {}
+  /// The gradient buffer, zero-filled on first use.
+  tensor& grad_buffer() {
+    if (!has_grad) {
+      grad = tensor(value.dims());
+      grad = T(0);
+      has_grad = true;
+    }
+    return grad;
+  }
+  void drop_grad() override {
+    grad = tensor();
+    has_grad = false;
+  }
+};
+}  // namespace detail
+
+template <class T, int R, class P = cpu>
+class Var {
+ public:
+  using value_type = T;
+  using policy = P;
+  using tensor = Tensor<T, dyn_shape_t<R>, P>;
+  using node_type = detail::var_node<T, R, P>;
+  static constexpr int rank = R;
+
+  Var() = default;
+  /// A leaf holding `value`; with requires_grad its gradient is accumulated by backward().
+  explicit Var(tensor value, bool requires_grad = false) : n_(std::make_shared<node_type>(std::move(value))) {
+    n_->requires_grad = requires_grad;
+  }
+  template <class S>
+  explicit Var(const Tensor<T, S, P>& value, bool requires_grad = false)
+      : Var(tensor(value), requires_grad) {}
+
+  bool defined() const { return bool(n_); }
+  const tensor& value() const { return node().value; }
+  /// The value, for in-place updates that must not be recorded (optimizer steps, initialisation).
+  tensor& mutable_value() { return node().value; }
+  const dims_t<R>& dims() const { return value().dims(); }
+  index_t size() const { return value().size(); }
+  bool requires_grad() const { return node().requires_grad; }
+  void set_requires_grad(bool on) {
+    if (!node().is_leaf) throw std::logic_error("tessera: set_requires_grad: only leaves (not results of operations) can change it");
+    node().requires_grad = on;
+  }
+  bool has_grad() const { return node().has_grad; }
+  /// The accumulated gradient (zeros when backward() has not reached this Var yet).
+  const tensor& grad() const { return node().grad_buffer(); }
+  tensor& mutable_grad() { return node().grad_buffer(); }
+  void zero_grad() {
+    if (node().has_grad) node().grad = T(0);
+  }
+  /// The same value, cut from the graph (no gradient flows through it).
+  Var detach() const { return Var(value(), false); }
+
+  /// Gradients of this scalar with respect to every Var it was computed from that requires them.
+  void backward() const {
+    static_assert(R == 0, "tessera: backward() without a seed needs a scalar (rank 0); pass the output's gradient: backward(seed)");
+    tensor one{};
+    one = T(1);
+    backward(one);
+  }
+  /// Backward with `seed` as the gradient of this Var (same shape).
+  void backward(const tensor& seed) const;
+
+  // ---- for operation implementers ----
+  node_type& node() const {
+    if (!n_) throw std::logic_error("tessera: use of an empty Var");
+    return *n_;
+  }
+  const std::shared_ptr<node_type>& ptr() const { return n_; }
+
+  /// A result of an operation: records `backward`, called as backward(grad) or backward(grad, value) once this
+  /// node's gradient is complete, when gradients are on and any input requires them.
+  template <class... In, class Back>
+  static Var make(tensor value, Back&& backward, const In&... inputs) {
+    Var out(std::move(value), false);
+    const bool need = grad_mode() && (inputs.requires_grad() || ...);
+    if (need) {
+      auto& nd = out.node();
+      nd.requires_grad = true;
+      nd.is_leaf = false;
+      (nd.inputs.push_back(inputs.ptr()), ...);
+      nd.backward_fn = [self = out.n_.get(), b = std::forward<Back>(backward)]() {
+        if constexpr (std::is_invocable_v<Back&, tensor&, const tensor&>) b(self->grad_buffer(), self->value);
+        else b(self->grad_buffer());
+      };
+    }
+    return out;
+  }
+
+ private:
+  std::shared_ptr<node_type> n_;
+};
+
+template <class T, int R, class P>
+void Var<T, R, P>::backward(const tensor& seed) const {
+  if (!requires_grad()) throw std::logic_error("tessera: backward(): this Var does not depend on anything that requires gradients");
+  if (seed.dims() != dims())
+    throw shape_error("tessera: backward: the seed " + tessera::detail::format_dims(seed.dims()) + " does not match the output " +
+                      tessera::detail::format_dims(dims()));
+  // reverse topological order of the recorded nodes reachable from here (owning pointers: clearing a node's
+  // inputs below may drop the last other reference to an interior node still waiting its turn)
+  std::vector<std::shared_ptr<detail::node_base>> order;
+  std::unordered_set<detail::node_base*> seen;
+  std::vector<std::pair<std::shared_ptr<detail::node_base>, std::size_t>> stack;
+  stack.emplace_back(n_, 0);
+  seen.insert(n_.get());
+  while (!stack.empty()) {
+    auto& top = stack.back();
+    if (top.second < top.first->inputs.size()) {
+      std::shared_ptr<detail::node_base> in = top.first->inputs[top.second++];
+      if (in->requires_grad && !in->is_leaf && seen.insert(in.get()).second) stack.emplace_back(std::move(in), 0);
+    } else {
+      order.push_back(std::move(top.first));
+      stack.pop_back();
+    }
+  }
+  auto& root = node().grad_buffer();
+  root = root + seed;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    detail::node_base* nd = it->get();
+    if (nd->backward_fn) nd->backward_fn();
+    // the graph is used once: free what backward needed, and the interior gradients
+    nd->backward_fn = nullptr;
+    nd->inputs.clear();
+    if (nd != static_cast<detail::node_base*>(n_.get())) nd->drop_grad();
+  }
+}
+
+/// A leaf that requires gradients (a parameter or an input to differentiate with respect to).
+template <class T, class S, class P>
+auto parameter(const Tensor<T, S, P>& value) {
+  return Var<T, S::rank, P>(value, true);
+}
+/// A leaf that does not require gradients (data).
+template <class T, class S, class P>
+auto constant(const Tensor<T, S, P>& value) {
+  return Var<T, S::rank, P>(value, false);
+}
+
+}  // namespace tessera::ad
