@@ -11,9 +11,9 @@ namespace ts = tessera;
 namespace ad = tessera::ad;
 
 /// Deterministic values in [-1, 1) away from 0 (kinks of relu/abs), varied by salt.
-template <int R>
-ts::Tensor<double, ts::dyn_shape_t<R>> values(const ts::dims_t<R>& d, int salt, double lo = -1.0, double hi = 1.0) {
-  ts::Tensor<double, ts::dyn_shape_t<R>> t(d);
+template <int R, class P = ts::cpu>
+ts::Tensor<double, ts::dyn_shape_t<R>, P> values(const ts::dims_t<R>& d, int salt, double lo = -1.0, double hi = 1.0) {
+  ts::Tensor<double, ts::dyn_shape_t<R>, P> t(d);
   for (ts::index_t i = 0; i < t.size(); ++i) {
     double u = double((i * 7919 + salt * 104729 + 17) % 1000) / 1000.0;  // [0, 1)
     double v = lo + (hi - lo) * u;

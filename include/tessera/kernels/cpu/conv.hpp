@@ -251,4 +251,117 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
   }
 }
 
+/// dx = the gradient of conv2d's input for output gradient dy (all NCHW and contiguous; dx is overwritten).
+/// Stride 1 is again a convolution: of dy with the weights flipped in space and transposed in channels, padded
+/// by dilation*(R-1) - pad, so it runs on the fast kernel above. Other strides form each image's column matrix
+/// W^T * dy with the GEMM and add it back into the input positions it came from (col2im).
+template <class T>
+void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T* dx, int nthreads) {
+  const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
+  const index_t pad2 = g.dilation * (g.R - 1) - g.pad, pad2w = g.dilation * (g.S - 1) - g.pad;
+  if (g.stride == 1 && pad2 >= 0 && pad2 == pad2w) {
+    std::vector<T> wt(static_cast<std::size_t>(g.K * Cg * RS));  // [C][Kg][R][S], flipped
+    for (index_t grp = 0; grp < g.groups; ++grp)
+      for (index_t k = 0; k < Kg; ++k)
+        for (index_t c = 0; c < Cg; ++c)
+          for (index_t r = 0; r < g.R; ++r)
+            for (index_t q = 0; q < g.S; ++q)
+              wt[std::size_t((((grp * Cg + c) * Kg + k) * g.R + (g.R - 1 - r)) * g.S + (g.S - 1 - q))] =
+                  w[(((grp * Kg + k) * Cg + c) * g.R + r) * g.S + q];
+    const conv_geometry t{g.N, g.K, g.OH, g.OW, g.C, g.R, g.S, g.H, g.W, 1, pad2, g.dilation, g.groups};
+    const index_t ys[4] = {g.K * P, P, g.OW, 1};
+    const index_t ws[4] = {Kg * RS, RS, g.S, 1};
+    cpu_conv2d<T>(t, dy, ys, wt.data(), ws, dx, g.C * g.H * g.W, g.H * g.W, nthreads);
+    return;
+  }
+  const index_t Kd = Cg * RS;
+  const int nt = std::max(1, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1 && g.N > 1)
+#endif
+  for (index_t n = 0; n < g.N; ++n) {
+    std::vector<T> col(static_cast<std::size_t>(Kd * P));
+    T* dxn = dx + n * g.C * g.H * g.W;
+    std::fill(dxn, dxn + g.C * g.H * g.W, T(0));
+    for (index_t grp = 0; grp < g.groups; ++grp) {
+      // col[Kd x P] = W_g^T [Kd x Kg] * dy_n,g [Kg x P]
+      cpu_gemm<T>(Kd, P, Kg, {w + grp * Kg * Kd, 1, Kd}, {dy + (n * g.K + grp * Kg) * P, P, 1}, col.data(), P, false,
+                  g.N > 1 ? 1 : nt);
+      for (index_t kd = 0; kd < Kd; ++kd) {
+        const index_t c = grp * Cg + kd / RS, r = (kd % RS) / g.S, q = kd % g.S;
+        T* plane = dxn + c * g.H * g.W;
+        const T* cr = col.data() + kd * P;
+        for (index_t oh = 0; oh < g.OH; ++oh) {
+          const index_t ih = oh * g.stride - g.pad + r * g.dilation;
+          if (ih < 0 || ih >= g.H) continue;
+          for (index_t ow = 0; ow < g.OW; ++ow) {
+            const index_t iw = ow * g.stride - g.pad + q * g.dilation;
+            if (iw >= 0 && iw < g.W) plane[ih * g.W + iw] += cr[oh * g.OW + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/// dw (+)= the gradient of conv2d's weights, db += the bias gradient (sum of dy over images and pixels), in one
+/// pass over dy: each thread takes whole images, forms the image's transposed column matrix [P x C*R*S] and
+/// accumulates dy_n [K x P] times it into its own partial sums, which are added at the end. x, dy contiguous.
+template <class T>
+void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy, T* dw, T* db, bool accumulate, int nthreads) {
+  const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS, P = g.OH * g.OW;
+  const index_t wsize = g.K * Kd;
+  const int nt = std::max(1, std::min<int>(nthreads, int(g.N)));
+  std::vector<std::vector<T>> part(static_cast<std::size_t>(nt));
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+#if defined(_OPENMP)
+    const int me = omp_get_thread_num();
+#else
+    const int me = 0;
+#endif
+    auto& acc = part[std::size_t(me)];
+    acc.assign(static_cast<std::size_t>(wsize + g.K), T(0));  // weights, then bias
+    std::vector<T> colT(static_cast<std::size_t>(P * Kd));
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (index_t n = 0; n < g.N; ++n) {
+      for (index_t grp = 0; grp < g.groups; ++grp) {
+        const T* xn = x + (n * g.C + grp * Cg) * g.H * g.W;
+        for (index_t p = 0; p < P; ++p) {  // colT[p][kd] = x[c][oh*st - pad + r*dil][ow*st - pad + q*dil]
+          const index_t oh = p / g.OW, ow = p % g.OW;
+          T* row = colT.data() + p * Kd;
+          for (index_t c = 0; c < Cg; ++c)
+            for (index_t r = 0; r < g.R; ++r) {
+              const index_t ih = oh * g.stride - g.pad + r * g.dilation;
+              for (index_t q = 0; q < g.S; ++q) {
+                const index_t iw = ow * g.stride - g.pad + q * g.dilation;
+                row[(c * g.R + r) * g.S + q] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? xn[(c * g.H + ih) * g.W + iw] : T(0);
+              }
+            }
+        }
+        const T* dyn_ = dy + (n * g.K + grp * Kg) * P;
+        cpu_gemm<T>(Kg, Kd, P, {dyn_, P, 1}, {colT.data(), Kd, 1}, acc.data() + grp * Kg * Kd, Kd, true, 1);
+        if (db)
+          for (index_t k = 0; k < Kg; ++k) {
+            T s = 0;
+            for (index_t p = 0; p < P; ++p) s += dyn_[k * P + p];
+            acc[std::size_t(wsize + grp * Kg + k)] += s;
+          }
+      }
+    }
+  }
+  for (index_t i = 0; i < wsize; ++i) {
+    T s = accumulate ? dw[i] : T(0);
+    for (auto& a : part) s += a.empty() ? T(0) : a[std::size_t(i)];
+    dw[i] = s;
+  }
+  if (db)
+    for (index_t k = 0; k < g.K; ++k)
+      for (auto& a : part) db[k] += a.empty() ? T(0) : a[std::size_t(wsize + k)];
+}
+
 }  // namespace tessera::detail
