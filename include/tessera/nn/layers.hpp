@@ -1,0 +1,299 @@
+// Layers as types. Each layer type is a description: its hyper-parameters are template arguments, and it says at
+// compile time which input shapes it accepts (`accepts<S>`), what it expects (`expected<S>`, for error messages)
+// and what it produces (`output<S>`). `state<T, P>` holds its parameters and runs it on Vars; Sequential strings
+// them together (nn/sequential.hpp).
+#pragma once
+#include <cmath>
+#include <string>
+
+#include "tessera/autodiff/nn_ops.hpp"
+#include "tessera/nn/parameter.hpp"
+
+namespace tessera::nn {
+
+/// What a forward pass needs besides the input: the mode and the random numbers (dropout).
+struct context {
+  bool training = true;
+  Rng* rng = nullptr;
+};
+
+namespace detail {
+template <class S>
+constexpr extent_t ext(int i) {
+  return i < S::rank ? S::extents[std::size_t(i)] : dyn;
+}
+constexpr bool fits(extent_t have, extent_t want) { return have == dyn || have == want; }
+
+/// A leaf Var of the given dims filled with U(-bound, bound) (PyTorch's default for Linear and Conv2d, bound =
+/// 1/sqrt(fan_in)).
+template <class T, int R, class P>
+ad::Var<T, R, P> uniform_parameter(const dims_t<R>& d, double bound, Rng& rng) {
+  Tensor<T, dyn_shape_t<R>, P> t(d);
+  for (index_t i = 0; i < t.size(); ++i) t.data()[i] = T(rng.uniform_double() * 2 * bound - bound);
+  return ad::Var<T, R, P>(std::move(t), true);
+}
+template <class T, int R, class P>
+ad::Var<T, R, P> filled_parameter(const dims_t<R>& d, T v) {
+  Tensor<T, dyn_shape_t<R>, P> t(d);
+  t = v;
+  return ad::Var<T, R, P>(std::move(t), true);
+}
+}  // namespace detail
+
+/// Activations that a preceding Conv2d or Linear runs as its epilogue (and whose backward it fuses).
+template <class L>
+inline constexpr bool is_fusable_activation = requires { L::fused_activation; };
+
+// ---- convolution and linear ----
+
+/// 2-D convolution, In -> Out channels, K x K kernel; options as PyTorch's: Conv2d<1, 32, 3, {.padding = 1}>.
+template <int In, int Out, int K, conv2d_options O = conv2d_options{}>
+struct Conv2d {
+  static_assert(In > 0 && Out > 0 && K > 0, "tessera::nn::Conv2d: channels and kernel size must be positive");
+  static_assert(In % O.groups == 0 && Out % O.groups == 0, "tessera::nn::Conv2d: channels must be multiples of the groups");
+  static constexpr bool fuses_activation = true;
+  template <class S>
+  static constexpr bool accepts = S::rank == 4 && detail::fits(detail::ext<S>(1), In) &&
+                                  (detail::ext<S>(2) == dyn || detail::ext<S>(2) + 2 * O.padding >= O.dilation * (K - 1) + 1) &&
+                                  (detail::ext<S>(3) == dyn || detail::ext<S>(3) + 2 * O.padding >= O.dilation * (K - 1) + 1);
+  template <class S>
+  using expected = Shape<detail::ext<S>(0), In, detail::ext<S>(2), detail::ext<S>(3)>;
+  template <class S>
+  using output = Shape<S::extents[0], Out, tessera::detail::conv_extent(S::extents[2], K, O.stride, O.padding, O.dilation),
+                       tessera::detail::conv_extent(S::extents[3], K, O.stride, O.padding, O.dilation)>;
+
+  template <class T, class P>
+  struct state {
+    ad::Var<T, 4, P> weight;
+    ad::Var<T, 1, P> bias;
+    explicit state(Rng& rng) {
+      const double bound = 1.0 / std::sqrt(double(In / O.groups * K * K));
+      weight = detail::uniform_parameter<T, 4, P>({Out, In / O.groups, K, K}, bound, rng);
+      bias = detail::uniform_parameter<T, 1, P>({Out}, bound, rng);
+    }
+    template <class F>
+    void for_each_parameter(const std::string& prefix, F&& f) {
+      f(prefix + "weight", weight);
+      f(prefix + "bias", bias);
+    }
+    template <class F>
+    void for_each_buffer(const std::string&, F&&) {}
+    ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context&, ad::activation act = ad::activation::none) const {
+      return ad::conv2d(x, weight, bias, O, act);
+    }
+  };
+};
+
+/// y = x W^T + b with W [Out, In].
+template <int In, int Out, bool Bias = true>
+struct Linear {
+  static_assert(In > 0 && Out > 0, "tessera::nn::Linear: features must be positive");
+  static constexpr bool fuses_activation = true;
+  template <class S>
+  static constexpr bool accepts = S::rank == 2 && detail::fits(detail::ext<S>(1), In);
+  template <class S>
+  using expected = Shape<detail::ext<S>(0), In>;
+  template <class S>
+  using output = Shape<S::extents[0], Out>;
+
+  template <class T, class P>
+  struct state {
+    ad::Var<T, 2, P> weight;
+    ad::Var<T, 1, P> bias;
+    explicit state(Rng& rng) {
+      const double bound = 1.0 / std::sqrt(double(In));
+      weight = detail::uniform_parameter<T, 2, P>({Out, In}, bound, rng);
+      if constexpr (Bias) bias = detail::uniform_parameter<T, 1, P>({Out}, bound, rng);
+    }
+    template <class F>
+    void for_each_parameter(const std::string& prefix, F&& f) {
+      f(prefix + "weight", weight);
+      if constexpr (Bias) f(prefix + "bias", bias);
+    }
+    template <class F>
+    void for_each_buffer(const std::string&, F&&) {}
+    ad::Var<T, 2, P> forward(const ad::Var<T, 2, P>& x, context&, ad::activation act = ad::activation::none) const {
+      return ad::linear(x, weight, bias, act);
+    }
+  };
+};
+
+// ---- shape-preserving layers without parameters ----
+
+namespace detail {
+template <class Self>
+struct stateless {
+  template <class S>
+  static constexpr bool accepts = true;
+  template <class S>
+  using expected = S;
+  template <class S>
+  using output = S;
+  template <class T, class P>
+  struct state {
+    explicit state(Rng&) {}
+    template <class F>
+    void for_each_parameter(const std::string&, F&&) {}
+    template <class F>
+    void for_each_buffer(const std::string&, F&&) {}
+    template <int R>
+    ad::Var<T, R, P> forward(const ad::Var<T, R, P>& x, context& ctx) const {
+      return Self::apply(x, ctx);
+    }
+  };
+};
+}  // namespace detail
+
+struct ReLU : detail::stateless<ReLU> {
+  static constexpr ad::activation fused_activation = ad::activation::relu;
+  template <class V>
+  static V apply(const V& x, context&) { return ad::relu(x); }
+};
+struct Tanh : detail::stateless<Tanh> {
+  static constexpr ad::activation fused_activation = ad::activation::tanh;
+  template <class V>
+  static V apply(const V& x, context&) { return ad::tanh(x); }
+};
+struct Sigmoid : detail::stateless<Sigmoid> {
+  static constexpr ad::activation fused_activation = ad::activation::sigmoid;
+  template <class V>
+  static V apply(const V& x, context&) { return ad::sigmoid(x); }
+};
+struct GELU : detail::stateless<GELU> {
+  template <class V>
+  static V apply(const V& x, context&) { return ad::gelu(x); }
+};
+/// Zeroes each element with probability P in training (scaling the rest by 1/(1-P)); the identity in evaluation.
+template <double P>
+struct Dropout : detail::stateless<Dropout<P>> {
+  static_assert(P >= 0.0 && P < 1.0, "tessera::nn::Dropout: the probability must be in [0, 1)");
+  template <class V>
+  static V apply(const V& x, context& ctx) {
+    if (!ctx.training || P == 0.0) return x;
+    if (!ctx.rng) throw std::logic_error("tessera::nn::Dropout: no random number generator in the context");
+    return ad::dropout(x, P, *ctx.rng, true);
+  }
+};
+
+// ---- shape-changing layers without parameters ----
+
+template <class Op, int K, int S, int Pd>
+struct pool_layer {
+  template <class Sh>
+  static constexpr bool accepts = Sh::rank == 4 && (detail::ext<Sh>(2) == dyn || detail::ext<Sh>(2) + 2 * Pd >= K) &&
+                                  (detail::ext<Sh>(3) == dyn || detail::ext<Sh>(3) + 2 * Pd >= K);
+  template <class Sh>
+  using expected = Shape<detail::ext<Sh>(0), detail::ext<Sh>(1), dyn, dyn>;
+  template <class Sh>
+  using output = Shape<Sh::extents[0], Sh::extents[1], tessera::detail::pooled_extent(Sh::extents[2], K, S, Pd),
+                       tessera::detail::pooled_extent(Sh::extents[3], K, S, Pd)>;
+  template <class T, class P>
+  struct state {
+    explicit state(Rng&) {}
+    template <class F>
+    void for_each_parameter(const std::string&, F&&) {}
+    template <class F>
+    void for_each_buffer(const std::string&, F&&) {}
+    ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context&) const {
+      if constexpr (std::is_same_v<Op, op::max_pool2d>) return ad::max_pool2d<K, S, Pd>(x);
+      else return ad::avg_pool2d<K, S, Pd>(x);
+    }
+  };
+};
+/// Max over K x K windows, stride S (default K), padding Pd.
+template <int K, int S = K, int Pd = 0>
+struct MaxPool2d : pool_layer<op::max_pool2d, K, S, Pd> {};
+/// Mean over K x K windows, stride S (default K), padding Pd counted as zeros.
+template <int K, int S = K, int Pd = 0>
+struct AvgPool2d : pool_layer<op::avg_pool2d, K, S, Pd> {};
+
+/// [N, d1, d2, ...] -> [N, d1*d2*...].
+struct Flatten {
+  template <class S>
+  static constexpr bool accepts = S::rank >= 2;
+  template <class S>
+  using expected = Shape<detail::ext<S>(0), dyn>;
+  template <class S>
+  static constexpr extent_t rest() {
+    extent_t p = 1;
+    for (int i = 1; i < S::rank; ++i) {
+      if (S::extents[std::size_t(i)] == dyn) return dyn;
+      p *= S::extents[std::size_t(i)];
+    }
+    return p;
+  }
+  template <class S>
+  using output = Shape<S::extents[0], rest<S>()>;
+  template <class T, class P>
+  struct state {
+    explicit state(Rng&) {}
+    template <class F>
+    void for_each_parameter(const std::string&, F&&) {}
+    template <class F>
+    void for_each_buffer(const std::string&, F&&) {}
+    template <int R>
+    ad::Var<T, 2, P> forward(const ad::Var<T, R, P>& x, context&) const { return ad::flatten_batch(x); }
+  };
+};
+
+/// softmax / log-softmax over the features of [N, C].
+template <bool Log>
+struct softmax_layer {
+  template <class S>
+  static constexpr bool accepts = S::rank == 2;
+  template <class S>
+  using expected = Shape<detail::ext<S>(0), dyn>;
+  template <class S>
+  using output = S;
+  template <class T, class P>
+  struct state {
+    explicit state(Rng&) {}
+    template <class F>
+    void for_each_parameter(const std::string&, F&&) {}
+    template <class F>
+    void for_each_buffer(const std::string&, F&&) {}
+    ad::Var<T, 2, P> forward(const ad::Var<T, 2, P>& x, context&) const {
+      if constexpr (Log) return ad::log_softmax(x);
+      else return ad::softmax(x);
+    }
+  };
+};
+struct Softmax : softmax_layer<false> {};
+struct LogSoftmax : softmax_layer<true> {};
+
+/// Batch normalisation of C channels (NCHW): weight (gamma) and bias (beta) parameters, running_mean and
+/// running_var buffers updated in training with momentum 0.1, as PyTorch's BatchNorm2d.
+template <int C>
+struct BatchNorm2d {
+  template <class S>
+  static constexpr bool accepts = S::rank == 4 && detail::fits(detail::ext<S>(1), C);
+  template <class S>
+  using expected = Shape<detail::ext<S>(0), C, detail::ext<S>(2), detail::ext<S>(3)>;
+  template <class S>
+  using output = S;
+  template <class T, class P>
+  struct state {
+    ad::Var<T, 1, P> weight, bias;
+    Tensor<T, Shape<dyn>, P> running_mean, running_var;
+    explicit state(Rng&) : weight(detail::filled_parameter<T, 1, P>({C}, T(1))), bias(detail::filled_parameter<T, 1, P>({C}, T(0))),
+                           running_mean(C), running_var(C) {
+      running_mean = T(0);
+      running_var = T(1);
+    }
+    template <class F>
+    void for_each_parameter(const std::string& prefix, F&& f) {
+      f(prefix + "weight", weight);
+      f(prefix + "bias", bias);
+    }
+    template <class F>
+    void for_each_buffer(const std::string& prefix, F&& f) {
+      f(prefix + "running_mean", running_mean);
+      f(prefix + "running_var", running_var);
+    }
+    ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context& ctx) {
+      return ad::batch_norm2d(x, weight, bias, running_mean, running_var, ctx.training);
+    }
+  };
+};
+
+}  // namespace tessera::nn
