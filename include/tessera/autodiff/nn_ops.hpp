@@ -32,12 +32,53 @@ void assign_activated(Dst& y, const E& e, activation act) {
   }
 }
 
-/// dz = g * act'(y) over [outer, C, inner] and db[c] += sum of dz over outer and inner, in one pass.
-/// With no activation and no bias, dz is g itself (returns false: nothing written).
-template <class T>
-bool activation_backward(const T* g, const T* y, T* dz, T* db, index_t outer, index_t C, index_t inner, activation act,
-                         int nthreads) {
-  if (act == activation::none && !db) return false;
+template <activation A, class T>
+TS_INLINE T activation_derivative(T g, T y) {
+  if constexpr (A == activation::relu) return y > T(0) ? g : T(0);
+  else if constexpr (A == activation::tanh) return g * (T(1) - y * y);
+  else if constexpr (A == activation::sigmoid) return g * y * (T(1) - y);
+  else return g;
+}
+
+/// dz[i] = g[i] * act'(y[i]) over one contiguous run; returns the run's sum (vectorised with several lanes).
+template <activation A, class T>
+T activation_backward_run(const T* __restrict g, const T* __restrict y, T* __restrict dz, index_t n) {
+  index_t i = 0;
+  T s = 0;
+#if TESSERA_SIMD
+  constexpr int N = simd::lanes_for<sizeof(T)>;
+  using V = simd::vec<T, N>;
+  V acc{};
+  for (; i + N <= n; i += N) {
+    const V gv = simd::load<T, N>(g + i);
+    V d;
+    if constexpr (A == activation::relu) {
+      const V yv = simd::load<T, N>(y + i);
+      d = yv > V{} ? gv : V{};
+    } else if constexpr (A == activation::tanh) {
+      const V yv = simd::load<T, N>(y + i);
+      d = gv * (T(1) - yv * yv);
+    } else if constexpr (A == activation::sigmoid) {
+      const V yv = simd::load<T, N>(y + i);
+      d = gv * yv * (T(1) - yv);
+    } else {
+      d = gv;
+    }
+    simd::store<T, N>(dz + i, d);
+    acc += d;
+  }
+  for (int l = 0; l < N; ++l) s += acc[l];
+#endif
+  for (; i < n; ++i) {
+    const T d = activation_derivative<A>(g[i], y[i]);
+    dz[i] = d;
+    s += d;
+  }
+  return s;
+}
+
+template <activation A, class T>
+void activation_backward_impl(const T* g, const T* y, T* dz, T* db, index_t outer, index_t C, index_t inner, int nthreads) {
   const int nt = outer * C * inner >= 65536 ? std::max(1, nthreads) : 1;
   std::vector<T> part(static_cast<std::size_t>(db ? nt * C : 0), T(0));
 #if defined(_OPENMP)
@@ -50,31 +91,44 @@ bool activation_backward(const T* g, const T* y, T* dz, T* db, index_t outer, in
     const int me = 0;
 #endif
     T* mine = db ? part.data() + me * C : nullptr;
+    if (inner == 1) {  // [outer, C]: bias per column
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index_t o = 0; o < outer; ++o)
-      for (index_t c = 0; c < C; ++c) {
-        const index_t base = (o * C + c) * inner;
-        T s = 0;
-        for (index_t i = base; i < base + inner; ++i) {
-          const T yv = y[i];
-          T d = g[i];
-          switch (act) {
-            case activation::none: break;
-            case activation::relu: d = yv > T(0) ? d : T(0); break;
-            case activation::tanh: d = d * (T(1) - yv * yv); break;
-            case activation::sigmoid: d = d * yv * (T(1) - yv); break;
-          }
-          dz[i] = d;
-          s += d;
-        }
-        if (mine) mine[c] += s;
+      for (index_t o = 0; o < outer; ++o) {
+        activation_backward_run<A>(g + o * C, y + o * C, dz + o * C, C);
+        if (mine)
+          for (index_t c = 0; c < C; ++c) mine[c] += dz[o * C + c];
       }
+    } else {
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (index_t oc = 0; oc < outer * C; ++oc) {
+        const T s = activation_backward_run<A>(g + oc * inner, y + oc * inner, dz + oc * inner, inner);
+        if (mine) mine[oc % C] += s;
+      }
+    }
   }
   if (db)
     for (int t = 0; t < nt; ++t)
       for (index_t c = 0; c < C; ++c) db[c] += part[std::size_t(t * C + c)];
+}
+
+/// dz = g * act'(y) over [outer, C, inner] and db[c] += sum of dz over outer and inner, in one pass.
+/// With no activation and no bias, dz is g itself (returns false: nothing written).
+template <class T>
+bool activation_backward(const T* g, const T* y, T* dz, T* db, index_t outer, index_t C, index_t inner, activation act,
+                         int nthreads) {
+  switch (act) {
+    case activation::none:
+      if (!db) return false;
+      activation_backward_impl<activation::none>(g, y, dz, db, outer, C, inner, nthreads);
+      break;
+    case activation::relu: activation_backward_impl<activation::relu>(g, y, dz, db, outer, C, inner, nthreads); break;
+    case activation::tanh: activation_backward_impl<activation::tanh>(g, y, dz, db, outer, C, inner, nthreads); break;
+    case activation::sigmoid: activation_backward_impl<activation::sigmoid>(g, y, dz, db, outer, C, inner, nthreads); break;
+  }
   return true;
 }
 
@@ -212,7 +266,7 @@ namespace detail {
 /// output's gradient to the first maximum of its window, avg spreads it evenly (padding counted, as forward).
 template <bool Max, class T>
 void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t H, index_t W, index_t OH, index_t OW, int K, int S,
-                   int Pd, int nthreads) {
+                   int Pd, bool accumulate, int nthreads) {
   const index_t planes = N * C;
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(std::max(1, nthreads)) schedule(static) if (planes * H * W >= 65536)
@@ -221,6 +275,30 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
     const T* xp = x + pl * H * W;
     const T* gp = g + pl * OH * OW;
     T* dp = dx + pl * H * W;
+    if constexpr (Max) {
+      if (K == 2 && S == 2 && Pd == 0 && !accumulate) {  // the common case: each input cell in at most one window
+        for (index_t oh = 0; oh < OH; ++oh) {
+          const T* r0 = xp + 2 * oh * W;
+          const T* r1 = r0 + W;
+          T* d0 = dp + 2 * oh * W;
+          T* d1 = d0 + W;
+          for (index_t ow = 0; ow < OW; ++ow) {
+            const index_t j = 2 * ow;
+            const T a = r0[j], b = r0[j + 1], c = r1[j], d = r1[j + 1], go = gp[oh * OW + ow];
+            // the first maximum in window order a, b, c, d (as the forward's scan)
+            const int arg = (b > a) ? ((c > b) ? ((d > c) ? 3 : 2) : ((d > b) ? 3 : 1)) : ((c > a) ? ((d > c) ? 3 : 2) : ((d > a) ? 3 : 0));
+            d0[j] = arg == 0 ? go : T(0);
+            d0[j + 1] = arg == 1 ? go : T(0);
+            d1[j] = arg == 2 ? go : T(0);
+            d1[j + 1] = arg == 3 ? go : T(0);
+          }
+          for (index_t j = 2 * OW; j < W; ++j) d0[j] = d1[j] = T(0);  // columns no window covers
+        }
+        for (index_t i = 2 * OH * W; i < H * W; ++i) dp[i] = T(0);  // rows no window covers
+        continue;
+      }
+    }
+    if (!accumulate) std::fill(dp, dp + H * W, T(0));
     for (index_t oh = 0; oh < OH; ++oh)
       for (index_t ow = 0; ow < OW; ++ow) {
         const T go = gp[oh * OW + ow];
@@ -253,9 +331,8 @@ Var<T, 4, P> pool(const Var<T, 4, P>& x) {
   return V::make(std::move(y), [x](const auto& g, const auto& out) {
     bool acc;
     auto& gx = fresh_or_grad(x, acc);
-    if (!acc) gx = T(0);
     const auto& d = x.dims();
-    pool_backward<Max, T>(x.value().data(), g.data(), gx.data(), d[0], d[1], d[2], d[3], out.dims()[2], out.dims()[3], K, S, Pd,
+    pool_backward<Max, T>(x.value().data(), g.data(), gx.data(), d[0], d[1], d[2], d[3], out.dims()[2], out.dims()[3], K, S, Pd, acc,
                           P::num_threads());
   }, x);
 }
@@ -338,8 +415,9 @@ Var<T, 2, P> softmax(const Var<T, 2, P>& z) {
 
 /// Mean over the batch of -log(softmax(logits)[label]): log-softmax and the negative log-likelihood in one pass;
 /// the backward is (softmax - one_hot(label)) / B. Labels are class indices in [0, C).
-template <class T, class P, class L, class SL>
-Var<T, 0, P> cross_entropy(const Var<T, 2, P>& logits, const Tensor<L, SL, P>& labels) {
+template <class T, class P, class L, class SL, class PL>
+Var<T, 0, P> cross_entropy(const Var<T, 2, P>& logits, const Tensor<L, SL, PL>& labels) {
+  static_assert(!PL::on_device, "tessera: cross_entropy reads the labels on the host");
   static_assert(std::is_integral_v<L>, "tessera: cross_entropy takes integer class labels");
   static_assert(SL::rank == 1, "tessera: cross_entropy takes one label per row of the logits (a rank-1 tensor)");
   const index_t B = logits.dims()[0], C = logits.dims()[1];

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tessera/nn/layers.hpp"
+#include "tessera/policy/transfer.hpp"
 
 namespace tessera::nn {
 
@@ -81,11 +82,12 @@ class basic_sequential {
     context ctx{training_, &rng_};
     return run<0>(x, ctx);
   }
-  /// The forward pass on a tensor of the input shape.
-  template <class S>
-  output_var forward(const Tensor<T, S, P>& x) {
+  /// The forward pass on a tensor of the input shape (a host tensor of another CPU policy is copied over).
+  template <class S, class P2>
+  output_var forward(const Tensor<T, S, P2>& x) {
     (void)error::model_input_does_not_fit<In, S>::ok;
-    return forward(input_var(x, false));
+    if constexpr (std::is_same_v<P2, P>) return forward(input_var(x, false));
+    else return forward(input_var(tessera::to<P>(x), false));
   }
   /// Inference: the forward pass with nothing recorded.
   template <class X>

@@ -4,6 +4,8 @@
 //   cuda         device memory, one CUDA kernel per fused expression (needs nvcc; see policy/cuda.hpp)
 #pragma once
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <cstring>
 #include <new>
 #include <type_traits>
@@ -53,6 +55,73 @@ concept Policy = std::is_same_v<P, cpu> || std::is_same_v<P, cpu_threads> || std
 template <class P>
 inline constexpr bool is_host_policy_v = std::is_same_v<P, cpu> || std::is_same_v<P, cpu_threads>;
 
+namespace detail {
+/// Freed host blocks of 256 KiB and more kept for reuse, by exact size (training allocates the same activation
+/// and gradient sizes every step; returning them to the system and faulting them in again costs more than the
+/// work on small models). At most 1 GiB is kept. Every block carries its size in a 64-byte header.
+class host_block_cache {
+ public:
+  static constexpr std::size_t header = 64;
+  static constexpr std::size_t min_bytes = std::size_t(1) << 18;
+  static constexpr std::size_t max_cached = std::size_t(1) << 30;
+  static host_block_cache& instance() {
+    static host_block_cache* c = new host_block_cache;  // never destroyed: tensors may outlive static destruction
+    return *c;
+  }
+  void* allocate(std::size_t bytes) {
+    const std::size_t total = bytes + header;
+    if (total >= min_bytes) {
+      std::lock_guard<std::mutex> lock(m_);
+      auto it = blocks_.find(total);
+      if (it != blocks_.end()) {
+        void* p = it->second;
+        blocks_.erase(it);
+        cached_ -= total;
+        return static_cast<char*>(p) + header;
+      }
+    }
+    void* p = std::aligned_alloc(header, total);
+    if (!p) {
+      release_all();  // cached blocks may be what is missing
+      p = std::aligned_alloc(header, total);
+      if (!p) throw std::bad_alloc();
+    }
+    *static_cast<std::size_t*>(p) = total;
+    return static_cast<char*>(p) + header;
+  }
+  void deallocate(void* q) {
+    if (!q) return;
+    void* p = static_cast<char*>(q) - header;
+    const std::size_t total = *static_cast<std::size_t*>(p);
+    if (total >= min_bytes) {
+      std::lock_guard<std::mutex> lock(m_);
+      if (cached_ + total <= max_cached) {
+        blocks_.emplace(total, p);
+        cached_ += total;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  /// Return every cached block to the system.
+  void release_all() {
+    std::lock_guard<std::mutex> lock(m_);
+    for (auto& b : blocks_) std::free(b.second);
+    blocks_.clear();
+    cached_ = 0;
+  }
+  std::size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(m_);
+    return cached_;
+  }
+
+ private:
+  std::mutex m_;
+  std::multimap<std::size_t, void*> blocks_;
+  std::size_t cached_ = 0;
+};
+}  // namespace detail
+
 /// Memory of a policy: allocate, free, copy. The cuda specialisation is in policy/cuda.hpp.
 template <class P>
 struct memory {
@@ -63,12 +132,10 @@ struct memory {
     if (n == 0) return nullptr;
     stats::count_allocation();
     const std::size_t bytes = (n * sizeof(T) + alignment - 1) / alignment * alignment;
-    void* p = std::aligned_alloc(alignment, bytes);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
+    return static_cast<T*>(detail::host_block_cache::instance().allocate(bytes));
   }
   template <class T>
-  static void deallocate(T* p) { std::free(p); }
+  static void deallocate(T* p) { detail::host_block_cache::instance().deallocate(const_cast<std::remove_const_t<T>*>(p)); }
 };
 
 namespace detail {

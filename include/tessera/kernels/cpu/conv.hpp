@@ -304,64 +304,73 @@ void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T
   }
 }
 
-/// dw (+)= the gradient of conv2d's weights, db += the bias gradient (sum of dy over images and pixels), in one
-/// pass over dy: each thread takes whole images, forms the image's transposed column matrix [P x C*R*S] and
-/// accumulates dy_n [K x P] times it into its own partial sums, which are added at the end. x, dy contiguous.
+/// dw (+)= the gradient of conv2d's weights, db += the bias gradient (sum of dy over images and pixels). x, dy
+/// contiguous. Per group and block of images: the column matrix col [C*R*S x images*P] (rows gathered as runs of
+/// input rows) and dy transposed to [images*P x K] make one tall GEMM, dw^T += col * dy^T, run by all threads.
 template <class T>
 void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy, T* dw, T* db, bool accumulate, int nthreads) {
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS, P = g.OH * g.OW;
-  const index_t wsize = g.K * Kd;
-  const int nt = std::max(1, std::min<int>(nthreads, int(g.N)));
-  std::vector<std::vector<T>> part(static_cast<std::size_t>(nt));
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-  {
-#if defined(_OPENMP)
-    const int me = omp_get_thread_num();
-#else
-    const int me = 0;
-#endif
-    auto& acc = part[std::size_t(me)];
-    acc.assign(static_cast<std::size_t>(wsize + g.K), T(0));  // weights, then bias
-    std::vector<T> colT(static_cast<std::size_t>(P * Kd));
-#if defined(_OPENMP)
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (index_t n = 0; n < g.N; ++n) {
-      for (index_t grp = 0; grp < g.groups; ++grp) {
-        const T* xn = x + (n * g.C + grp * Cg) * g.H * g.W;
-        for (index_t p = 0; p < P; ++p) {  // colT[p][kd] = x[c][oh*st - pad + r*dil][ow*st - pad + q*dil]
-          const index_t oh = p / g.OW, ow = p % g.OW;
-          T* row = colT.data() + p * Kd;
-          for (index_t c = 0; c < Cg; ++c)
-            for (index_t r = 0; r < g.R; ++r) {
-              const index_t ih = oh * g.stride - g.pad + r * g.dilation;
-              for (index_t q = 0; q < g.S; ++q) {
-                const index_t iw = ow * g.stride - g.pad + q * g.dilation;
-                row[(c * g.R + r) * g.S + q] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? xn[(c * g.H + ih) * g.W + iw] : T(0);
-              }
-            }
-        }
-        const T* dyn_ = dy + (n * g.K + grp * Kg) * P;
-        cpu_gemm<T>(Kg, Kd, P, {dyn_, P, 1}, {colT.data(), Kd, 1}, acc.data() + grp * Kg * Kd, Kd, true, 1);
-        if (db)
-          for (index_t k = 0; k < Kg; ++k) {
-            T s = 0;
-            for (index_t p = 0; p < P; ++p) s += dyn_[k * P + p];
-            acc[std::size_t(wsize + grp * Kg + k)] += s;
-          }
+  const int nt = std::max(1, nthreads);
+  if (db) {
+    for (index_t k = 0; k < g.K; ++k) {
+      T s = 0;
+      for (index_t n = 0; n < g.N; ++n) {
+        const T* r = dy + (n * g.K + k) * P;
+        for (index_t p = 0; p < P; ++p) s += r[p];
       }
+      db[k] += s;
     }
   }
-  for (index_t i = 0; i < wsize; ++i) {
-    T s = accumulate ? dw[i] : T(0);
-    for (auto& a : part) s += a.empty() ? T(0) : a[std::size_t(i)];
-    dw[i] = s;
+  if (!accumulate) std::fill(dw, dw + g.K * Kd, T(0));
+  if (g.N == 0 || P == 0 || Kd == 0) return;
+  // images per block: the column matrix at most ~32 MiB
+  const index_t per_image = Kd * P;
+  const index_t nb = std::clamp<index_t>(index_t((std::size_t(32) << 20) / sizeof(T)) / std::max<index_t>(per_image, 1), 1, g.N);
+  std::vector<T> col(static_cast<std::size_t>(nb * per_image)), dyt(static_cast<std::size_t>(nb * P * Kg)),
+      tmp(static_cast<std::size_t>(Kd * Kg));
+  for (index_t grp = 0; grp < g.groups; ++grp) {
+    std::fill(tmp.begin(), tmp.end(), T(0));
+    for (index_t n0 = 0; n0 < g.N; n0 += nb) {
+      const index_t m = std::min(nb, g.N - n0), NP = m * P;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && Kd * NP >= 65536)
+#endif
+      for (index_t kd = 0; kd < Kd; ++kd) {  // col[kd][(n, oh, ow)] = x[n][c][oh*st - pad + r*dil][ow*st - pad + q*dil]
+        const index_t c = grp * Cg + kd / RS, r = (kd % RS) / g.S, q = kd % g.S;
+        const index_t off = q * g.dilation - g.pad;
+        const index_t lo = std::clamp<index_t>(off >= 0 ? 0 : (-off + g.stride - 1) / g.stride, 0, g.OW);
+        const index_t hi = std::clamp<index_t>(g.W - 1 - off < 0 ? 0 : (g.W - 1 - off) / g.stride + 1, lo, g.OW);
+        T* row = col.data() + kd * NP;
+        for (index_t n = 0; n < m; ++n)
+          for (index_t oh = 0; oh < g.OH; ++oh) {
+            T* d = row + (n * g.OH + oh) * g.OW;
+            const index_t ih = oh * g.stride - g.pad + r * g.dilation;
+            if (ih < 0 || ih >= g.H) {
+              std::fill(d, d + g.OW, T(0));
+              continue;
+            }
+            const T* src = x + (((n0 + n) * g.C + c) * g.H + ih) * g.W;
+            std::fill(d, d + lo, T(0));
+            if (g.stride == 1) std::copy(src + lo + off, src + hi + off, d + lo);
+            else
+              for (index_t ow = lo; ow < hi; ++ow) d[ow] = src[ow * g.stride + off];
+            std::fill(d + hi, d + g.OW, T(0));
+          }
+      }
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && NP * Kg >= 65536)
+#endif
+      for (index_t n = 0; n < m; ++n)  // dyt[(n, p)][k] = dy[n][grp*Kg + k][p]
+        for (index_t k = 0; k < Kg; ++k) {
+          const T* src = dy + ((n0 + n) * g.K + grp * Kg + k) * P;
+          T* d = dyt.data() + n * P * Kg + k;
+          for (index_t p = 0; p < P; ++p) d[p * Kg] = src[p];
+        }
+      cpu_gemm<T>(Kd, Kg, NP, {col.data(), NP, 1}, {dyt.data(), Kg, 1}, tmp.data(), Kg, true, nt);
+    }
+    for (index_t k = 0; k < Kg; ++k)
+      for (index_t kd = 0; kd < Kd; ++kd) dw[(grp * Kg + k) * Kd + kd] += tmp[std::size_t(kd * Kg + k)];
   }
-  if (db)
-    for (index_t k = 0; k < g.K; ++k)
-      for (auto& a : part) db[k] += a.empty() ? T(0) : a[std::size_t(wsize + k)];
 }
 
 }  // namespace tessera::detail

@@ -1,0 +1,111 @@
+// Trains the SimpleCNN on Fashion-MNIST: batch 64, SGD with momentum (lr 0.05, momentum 0.9, as the PyTorch
+// peer ../shared/peers/fmnist_torch.py), a live progress line, test accuracy after each epoch, a checkpoint of
+// the model and optimizer, and the inference time over the 10k test images.
+//   fashion_mnist [epochs = 3] [threads = 2] [checkpoint = simplecnn.ckpt]
+// The data comes from Debian's dataset-fashion-mnist (or $TESSERA_FASHION_MNIST_DIR).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <tessera/data/idx.hpp>
+#include <tessera/data/loader.hpp>
+#include <tessera/io/checkpoint.hpp>
+#include <tessera/nn/sequential.hpp>
+#include <tessera/optim/optim.hpp>
+#include <tessera/tessera.hpp>
+
+namespace ts = tessera;
+namespace nn = tessera::nn;
+namespace ad = tessera::ad;
+using ts::dyn;
+
+using Policy = ts::cpu_threads;  // the model's policy: the only line a CUDA build changes
+
+using SimpleCNN = nn::Sequential<ts::Shape<dyn, 1, 28, 28>,
+    nn::Conv2d<1, 32, 3, {.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
+    nn::Conv2d<32, 64, 3, {.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
+    nn::Flatten, nn::Linear<64 * 7 * 7, 128>, nn::ReLU, nn::Linear<128, 10>>::on<Policy>;
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Accuracy of `net` over a dataset, in batches of 500 (inference: no graph is recorded).
+double accuracy(SimpleCNN& net, const ts::idx_dataset& d, double& secs) {
+  net.eval();
+  const auto t0 = std::chrono::steady_clock::now();
+  const ts::index_t n = d.images.dims()[0], bs = 500;
+  ts::index_t correct = 0;
+  for (ts::index_t i = 0; i < n; i += bs) {
+    const ts::index_t m = std::min(bs, n - i);
+    auto logits = net.predict(ts::to<Policy>(ts::slice<0>(d.images, i, i + m)));
+    auto pred = ts::eval(ts::argmax<1>(logits));
+    for (ts::index_t j = 0; j < m; ++j) correct += pred(j) == d.labels(i + j);
+  }
+  secs = seconds_since(t0);
+  return double(correct) / double(n);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int epochs = argc > 1 ? std::atoi(argv[1]) : 3;
+  const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
+  const std::string ckpt = argc > 3 ? argv[3] : "simplecnn.ckpt";
+  ts::cpu_threads::set_num_threads(threads);
+
+  auto train = ts::load_fashion_mnist(ts::fashion_mnist_split::train);
+  auto test = ts::load_fashion_mnist(ts::fashion_mnist_split::test);
+  std::printf("Fashion-MNIST: %lld training and %lld test images; batch 64, %d thread(s)\n", (long long)train.size(),
+              (long long)test.size(), threads);
+
+  SimpleCNN net(/*seed=*/0);
+  ts::optim::SGD<float> opt(net.parameters(), {.lr = 0.05, .momentum = 0.9});
+  ts::DataLoader loader(std::move(train.images), std::move(train.labels), {.batch_size = 64, .shuffle = true, .seed = 0});
+  std::printf("SimpleCNN: %lld parameters\n", (long long)net.num_parameters());
+
+  for (int e = 0; e < epochs; ++e) {
+    net.train();
+    const auto t0 = std::chrono::steady_clock::now();
+    const ts::index_t batches = ts::index_t(loader.size());
+    ts::index_t b = 0, seen = 0;
+    double loss_sum = 0;
+    ts::index_t loss_n = 0;
+    for (auto& [x, y] : loader.epoch(std::uint64_t(e))) {
+      opt.zero_grad();
+      auto loss = ad::cross_entropy(net.forward(x), y);
+      loss.backward();
+      opt.step();
+      loss_sum += loss.value()();
+      ++loss_n;
+      seen += x.dims()[0];
+      if (++b % 50 == 0 || b == batches) {
+        const double t = seconds_since(t0);
+        std::printf("\repoch %d  %4lld/%lld batches  %7.0f images/s  loss %.4f  ETA %5.1f s   ", e + 1, (long long)b,
+                    (long long)batches, double(seen) / t, loss_sum / double(loss_n), t / double(b) * double(batches - b));
+        std::fflush(stdout);
+        loss_sum = 0;
+        loss_n = 0;
+      }
+    }
+    const double train_s = seconds_since(t0);
+    double infer_s = 0;
+    const double acc = accuracy(net, test, infer_s);
+    std::printf("\nepoch %d: train %.1f s (%.0f images/s)  test accuracy %.2f%%  (inference over %lld images: %.2f s)\n", e + 1,
+                train_s, double(seen) / train_s, 100 * acc, (long long)test.size(), infer_s);
+  }
+
+  // checkpoint: parameters and optimizer state, written atomically; then read back and checked
+  ts::checkpoint_writer w;
+  net.for_each_parameter([&](const std::string& name, auto& v) { w.add(name, v.value()); });
+  net.for_each_buffer([&](const std::string& name, auto& t) { w.add(name, t); });
+  opt.for_each_state([&](const std::string& name, auto& t) { w.add("optimizer." + name, t); });
+  w.write(ckpt);
+  SimpleCNN restored(/*seed=*/123);
+  ts::checkpoint_reader r(ckpt);
+  restored.for_each_parameter([&](const std::string& name, auto& v) { r.read_into(name, v.mutable_value()); });
+  double infer_s = 0;
+  const double acc = accuracy(restored, test, infer_s);
+  std::printf("checkpoint %s: %zu entries; the restored model scores %.2f%% (inference over the 10k test images: %.2f s)\n",
+              ckpt.c_str(), r.names().size(), 100 * acc, infer_s);
+}
