@@ -132,12 +132,23 @@ struct conv2d_node {
   template <class DV, class Epi = no_epilogue>
   void run_into(const DV& dst, const Epi& epi = {}) const {
     using P = typename DV::policy;
-    static_assert(!P::on_device, "tessera: conv2d on the cuda policy is not wired into expressions yet");
     static_assert(std::is_floating_point_v<value_type>, "tessera: conv2d supports float and double");
+    if constexpr (P::on_device) {
+      static_assert(requires { device_contractions<P>::enabled; },
+                    "tessera: conv2d on the cuda policy runs cuDNN: compile this file with nvcc (a .cu file)");
+      device_contractions<P>::conv2d(*this, dst);
+    } else {
+      run_on_host(dst, epi);
+    }
+  }
+
+  template <class DV, class Epi>
+  void run_on_host(const DV& dst, const Epi& epi) const {
+    using P = typename DV::policy;
     const auto& ds = dst.strides();
     if (!(ds[3] == 1 || geo.OW == 1) || !(ds[2] == geo.OW || geo.OH == 1)) {  // the kernel writes whole planes
       Tensor<value_type, dyn_shape_t<4>, P> t(dims_);
-      run_into(t.view());
+      run_on_host(t.view(), no_epilogue{});
       DV d = dst;
       d = t.cview();
       return;

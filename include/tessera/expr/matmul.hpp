@@ -138,8 +138,19 @@ struct matmul_node {
   template <class DV, class Epi = no_epilogue>
   void run_into(const DV& dst, const Epi& epi = {}) const {
     using P = typename DV::policy;
-    static_assert(!P::on_device, "tessera: matmul on the cuda policy is not implemented yet");
     static_assert(std::is_floating_point_v<value_type>, "tessera: matmul supports float and double for now");
+    if constexpr (P::on_device) {
+      static_assert(requires { device_contractions<P>::enabled; },
+                    "tessera: matmul on the cuda policy runs cuBLASLt: compile this file with nvcc (a .cu file)");
+      device_contractions<P>::matmul(*this, dst);
+    } else {
+      run_on_host(dst, epi);
+    }
+  }
+
+  template <class DV, class Epi>
+  void run_on_host(const DV& dst, const Epi& epi) const {
+    using P = typename DV::policy;
     const auto& ds = dst.strides();
     if constexpr (!MS::vec) {
       if (ds[rank - 1] != 1 && n_ > 1) {  // the GEMM writes rows: go through a contiguous temporary

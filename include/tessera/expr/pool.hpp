@@ -76,7 +76,18 @@ struct pool_node {
   template <class DV, class Epi = no_epilogue>
   void run_into(const DV& dst, const Epi& epi = {}) const {
     using Pol = typename DV::policy;
-    static_assert(!Pol::on_device, "tessera: pooling on the cuda policy is not implemented yet");
+    if constexpr (Pol::on_device) {
+      static_assert(requires { device_contractions<Pol>::enabled; },
+                    "tessera: pooling on the cuda policy: compile this file with nvcc (a .cu file)");
+      device_contractions<Pol>::template pool<std::is_same_v<Op, op::max_pool2d>>(*this, dst, K, S, P);
+    } else {
+      run_on_host(dst, epi);
+    }
+  }
+
+  template <class DV, class Epi>
+  void run_on_host(const DV& dst, const Epi& epi) const {
+    using Pol = typename DV::policy;
     using T = value_type;
     constexpr bool is_avg = std::is_same_v<Op, op::avg_pool2d>;
     using A = std::conditional_t<is_avg, double, T>;

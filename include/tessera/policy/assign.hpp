@@ -12,6 +12,9 @@ namespace tessera::detail {
 /// Implemented by policy/cuda.hpp, which nvcc compiles.
 template <class P>
 struct device_kernels;
+/// Matmul, conv2d and pooling on a device policy: policy/cuda_contractions.hpp.
+template <class P>
+struct device_contractions;
 
 template <class V>
 std::pair<const char*, const char*> byte_range(const V& v) {
@@ -163,7 +166,10 @@ bool assign_with_nchw_epilogue(const View<T, S, P>& dst, const E& e) {
 /// Try to run `e` (an elementwise tree around one matmul) as the GEMM's epilogue; false if it does not fit.
 template <class T, class S, class P, class E>
 bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
-  if constexpr (S::rank == 4 && !P::on_device) {
+  if constexpr (P::on_device) {
+    if constexpr (requires { device_contractions<P>::enabled; }) return device_contractions<P>::epilogue(dst, e);
+    else return false;
+  } else if constexpr (S::rank == 4) {
     return assign_with_nchw_epilogue(dst, e);
   } else if constexpr (S::rank != 2 || P::on_device) {
     return false;

@@ -194,4 +194,5 @@ struct device_kernels<cuda> {
 
 }  // namespace detail
 }  // namespace tessera
+#include "tessera/policy/cuda_contractions.hpp"
 #endif  // __CUDACC__

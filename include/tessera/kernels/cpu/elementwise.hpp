@@ -59,6 +59,7 @@ void cpu_elementwise(T* dst, const loop_plan<R>& p, const Ev& ev, int nthreads) 
   const int nd = p.nd;
   const index_t ds = p.dst_s[nd - 1];
   const bool stream = ds == 1 && total * index_t(sizeof(T)) >= index_t(stream_store_bytes);
+  (void)stream;  // (only the SIMD path streams)
   const index_t cpr = n > chunk_elements ? (n + chunk_elements - 1) / chunk_elements : 1;  // chunks per row
   const index_t rpi = n >= chunk_elements ? 1 : (chunk_elements + n - 1) / n;              // rows per item
   const index_t items = cpr > 1 ? rows * cpr : (rows + rpi - 1) / rpi;
