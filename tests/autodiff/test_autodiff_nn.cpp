@@ -118,3 +118,29 @@ TEST_CASE("dropout and batch norm", "[autodiff][nn]") {
     CHECK(sd == Approx(gamma.value()(ch)).epsilon(1e-4));
   }
 }
+
+TEST_CASE("2x2 max-pool backward (the vectorised path) routes each gradient to the window's first maximum", "[autodiff][nn]") {
+  for (ts::index_t w : {2, 14, 28, 34, 66}) {  // rows of 1, 7, 14, 17 and 33 outputs: masked tails and full steps
+    const ts::index_t n = 2, c = 3, h = 6;
+    ts::Tensor<float, ts::dyn_shape_t<4>> xv(n, c, h, w);
+    for (ts::index_t i = 0; i < xv.size(); ++i) xv.data()[i] = float((i * 7) % 5);  // many ties
+    ad::Var<float, 4> x(xv, true);
+    auto y = ad::max_pool2d<2>(x);
+    ts::Tensor<float, ts::dyn_shape_t<4>> g(y.dims());
+    for (ts::index_t i = 0; i < g.size(); ++i) g.data()[i] = float(i % 11) - 5.0f;
+    y.backward(g);
+    ts::Tensor<float, ts::dyn_shape_t<4>> want(xv.dims());
+    want = 0.0f;
+    for (ts::index_t a = 0; a < n; ++a)
+      for (ts::index_t b = 0; b < c; ++b)
+        for (ts::index_t i = 0; i < h / 2; ++i)
+          for (ts::index_t j = 0; j < w / 2; ++j) {
+            ts::index_t bi = 2 * i, bj = 2 * j;
+            for (int p = 0; p < 2; ++p)
+              for (int q = 0; q < 2; ++q)
+                if (xv(a, b, 2 * i + p, 2 * j + q) > xv(a, b, bi, bj)) { bi = 2 * i + p; bj = 2 * j + q; }
+            want(a, b, bi, bj) += g(a, b, i, j);
+          }
+    for (ts::index_t i = 0; i < want.size(); ++i) REQUIRE(x.grad().data()[i] == want.data()[i]);
+  }
+}

@@ -262,6 +262,43 @@ Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1
 }
 
 namespace detail {
+#if defined(__AVX512F__)
+/// One output row of the 2x2 stride-2 max-pool backward, 16 outputs a step (masked at the end of the row, so rows
+/// of 14 or 7 are one step): the window's cells deinterleaved from the two input rows, the first maximum found
+/// with three comparisons, the gradient interleaved back.
+inline void max_pool2x2_backward_row(const float* r0, const float* r1, const float* go, float* d0, float* d1, index_t OW) {
+  alignas(64) static constexpr int even_i[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+  alignas(64) static constexpr int odd_i[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+  alignas(64) static constexpr int lo_i[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  alignas(64) static constexpr int hi_i[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i even = _mm512_load_si512(even_i), odd = _mm512_load_si512(odd_i);
+  const __m512i lo = _mm512_load_si512(lo_i), hi = _mm512_load_si512(hi_i);
+  for (index_t ow = 0; ow < OW; ow += 16) {
+    const int cnt = int(std::min<index_t>(16, OW - ow)), in = 2 * cnt;
+    const __mmask16 mo = __mmask16((1u << cnt) - 1u), ml = __mmask16(in >= 16 ? 0xFFFFu : (1u << in) - 1u),
+                    mh = __mmask16(in > 16 ? (1u << (in - 16)) - 1u : 0u);
+    const __m512 v0 = _mm512_maskz_loadu_ps(ml, r0 + 2 * ow), v1 = _mm512_maskz_loadu_ps(mh, r0 + 2 * ow + 16);
+    const __m512 w0 = _mm512_maskz_loadu_ps(ml, r1 + 2 * ow), w1 = _mm512_maskz_loadu_ps(mh, r1 + 2 * ow + 16);
+    const __m512 a = _mm512_permutex2var_ps(v0, even, v1), b = _mm512_permutex2var_ps(v0, odd, v1);
+    const __m512 c = _mm512_permutex2var_ps(w0, even, w1), d = _mm512_permutex2var_ps(w0, odd, w1);
+    const __m512 g = _mm512_maskz_loadu_ps(mo, go + ow);
+    const __mmask16 bw = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ);
+    const __m512 m1 = _mm512_mask_mov_ps(a, bw, b);
+    const __mmask16 cw = _mm512_cmp_ps_mask(c, m1, _CMP_GT_OQ);
+    const __m512 m2 = _mm512_mask_mov_ps(m1, cw, c);
+    const __mmask16 dw = _mm512_cmp_ps_mask(d, m2, _CMP_GT_OQ);
+    const __m512 gd = _mm512_maskz_mov_ps(dw, g);
+    const __m512 gc = _mm512_maskz_mov_ps(__mmask16(cw & ~dw), g);
+    const __m512 gb = _mm512_maskz_mov_ps(__mmask16(bw & ~cw & ~dw), g);
+    const __m512 ga = _mm512_maskz_mov_ps(__mmask16(~bw & ~cw & ~dw), g);
+    _mm512_mask_storeu_ps(d0 + 2 * ow, ml, _mm512_permutex2var_ps(ga, lo, gb));
+    _mm512_mask_storeu_ps(d0 + 2 * ow + 16, mh, _mm512_permutex2var_ps(ga, hi, gb));
+    _mm512_mask_storeu_ps(d1 + 2 * ow, ml, _mm512_permutex2var_ps(gc, lo, gd));
+    _mm512_mask_storeu_ps(d1 + 2 * ow + 16, mh, _mm512_permutex2var_ps(gc, hi, gd));
+  }
+}
+#endif
+
 /// The gradient of a K x K pooling (stride S, padding Pd) of x [N, C, H, W] for output gradient g: max routes each
 /// output's gradient to the first maximum of its window, avg spreads it evenly (padding counted, as forward).
 template <bool Max, class T>
@@ -282,15 +319,24 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
           const T* r1 = r0 + W;
           T* d0 = dp + 2 * oh * W;
           T* d1 = d0 + W;
-          for (index_t ow = 0; ow < OW; ++ow) {
+          index_t ow = 0;
+#if defined(__AVX512F__)
+          if constexpr (std::is_same_v<T, float>) {
+            max_pool2x2_backward_row(r0, r1, gp + oh * OW, d0, d1, OW);
+            ow = OW;
+          }
+#endif
+          for (; ow < OW; ++ow) {  // the first maximum in window order a, b, c, d (as the forward's scan), branch-free
             const index_t j = 2 * ow;
             const T a = r0[j], b = r0[j + 1], c = r1[j], d = r1[j + 1], go = gp[oh * OW + ow];
-            // the first maximum in window order a, b, c, d (as the forward's scan)
-            const int arg = (b > a) ? ((c > b) ? ((d > c) ? 3 : 2) : ((d > b) ? 3 : 1)) : ((c > a) ? ((d > c) ? 3 : 2) : ((d > a) ? 3 : 0));
-            d0[j] = arg == 0 ? go : T(0);
-            d0[j + 1] = arg == 1 ? go : T(0);
-            d1[j] = arg == 2 ? go : T(0);
-            d1[j + 1] = arg == 3 ? go : T(0);
+            const bool bw = b > a;
+            const T m1 = bw ? b : a;
+            const bool cw = c > m1;
+            const bool dw = d > (cw ? c : m1);
+            d0[j] = (!bw & !cw & !dw) ? go : T(0);
+            d0[j + 1] = (bw & !cw & !dw) ? go : T(0);
+            d1[j] = (cw & !dw) ? go : T(0);
+            d1[j + 1] = dw ? go : T(0);
           }
           for (index_t j = 2 * OW; j < W; ++j) d0[j] = d1[j] = T(0);  // columns no window covers
         }

@@ -101,7 +101,8 @@ TS_INLINE void store_transposed(const T* __restrict tile, T* __restrict y, index
     for (index_t i = 0; i < rows; ++i) y[j * ld + i] = acc ? y[j * ld + i] + tile[i * NR + j] : tile[i * NR + j];
 }
 
-template <class T>
+/// Per-thread scratch memory kept between calls (Slot tells the buffers of one call apart); not zeroed.
+template <class T, int Slot = 0>
 struct conv_scratch {
   T* p = nullptr;
   std::size_t size = 0;
@@ -109,6 +110,10 @@ struct conv_scratch {
   static conv_scratch& of_this_thread() {
     thread_local conv_scratch s;
     return s;
+  }
+  static T* get(std::size_t n) {
+    auto& s = of_this_thread();
+    return pack_buffers<T>::grow(s.p, s.size, n);
   }
 };
 
@@ -124,11 +129,13 @@ template <class T, class Epi = no_epilogue>
 void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* w, const index_t* ws, T* y, index_t ys0,
                 index_t ys1, int nthreads, const Epi& epi = {}) {
   using BL = gemm_blocking<T>;
-  constexpr int MR = BL::mr, NR = BL::nr, KC = BL::kc;
+  constexpr int MR = BL::mr, NR = BL::nr;
   const index_t P = g.OH * g.OW;
   if (g.N == 0 || g.K == 0 || P == 0) return;
   stats::count_pass();
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS;
+  // K blocks of equal size (576 taps: 288 + 288, not 512 + 64: a short last block costs a full pass over the output)
+  const index_t KC = Kd <= BL::kc ? std::max<index_t>(Kd, 1) : (Kd + (Kd + BL::kc - 1) / BL::kc - 1) / ((Kd + BL::kc - 1) / BL::kc);
   if (Kd == 0) {  // no input channels: the sum is empty
     for (index_t n = 0; n < g.N; ++n)
       for (index_t k = 0; k < g.K; ++k) std::fill(y + n * ys0 + k * ys1, y + n * ys0 + k * ys1 + P, T(0));
@@ -326,10 +333,11 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
   // images per block: the column matrix at most ~32 MiB
   const index_t per_image = Kd * P;
   const index_t nb = std::clamp<index_t>(index_t((std::size_t(32) << 20) / sizeof(T)) / std::max<index_t>(per_image, 1), 1, g.N);
-  std::vector<T> col(static_cast<std::size_t>(nb * per_image)), dyt(static_cast<std::size_t>(nb * P * Kg)),
-      tmp(static_cast<std::size_t>(Kd * Kg));
+  T* const col = conv_scratch<T, 1>::get(std::size_t(nb * per_image));
+  T* const dyt = conv_scratch<T, 2>::get(std::size_t(nb * P * Kg));
+  T* const tmp = conv_scratch<T, 3>::get(std::size_t(Kd * Kg));
   for (index_t grp = 0; grp < g.groups; ++grp) {
-    std::fill(tmp.begin(), tmp.end(), T(0));
+    std::fill(tmp, tmp + Kd * Kg, T(0));
     for (index_t n0 = 0; n0 < g.N; n0 += nb) {
       const index_t m = std::min(nb, g.N - n0), NP = m * P;
 #if defined(_OPENMP)
@@ -340,7 +348,7 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
         const index_t off = q * g.dilation - g.pad;
         const index_t lo = std::clamp<index_t>(off >= 0 ? 0 : (-off + g.stride - 1) / g.stride, 0, g.OW);
         const index_t hi = std::clamp<index_t>(g.W - 1 - off < 0 ? 0 : (g.W - 1 - off) / g.stride + 1, lo, g.OW);
-        T* row = col.data() + kd * NP;
+        T* row = col + kd * NP;
         for (index_t n = 0; n < m; ++n)
           for (index_t oh = 0; oh < g.OH; ++oh) {
             T* d = row + (n * g.OH + oh) * g.OW;
@@ -363,13 +371,13 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
       for (index_t n = 0; n < m; ++n)  // dyt[(n, p)][k] = dy[n][grp*Kg + k][p]
         for (index_t k = 0; k < Kg; ++k) {
           const T* src = dy + ((n0 + n) * g.K + grp * Kg + k) * P;
-          T* d = dyt.data() + n * P * Kg + k;
+          T* d = dyt + n * P * Kg + k;
           for (index_t p = 0; p < P; ++p) d[p * Kg] = src[p];
         }
-      cpu_gemm<T>(Kd, Kg, NP, {col.data(), NP, 1}, {dyt.data(), Kg, 1}, tmp.data(), Kg, true, nt);
+      cpu_gemm<T>(Kd, Kg, NP, {col, NP, 1}, {dyt, Kg, 1}, tmp, Kg, true, nt);
     }
     for (index_t k = 0; k < Kg; ++k)
-      for (index_t kd = 0; kd < Kd; ++kd) dw[(grp * Kg + k) * Kd + kd] += tmp[std::size_t(kd * Kg + k)];
+      for (index_t kd = 0; kd < Kd; ++kd) dw[(grp * Kg + k) * Kd + kd] += tmp[kd * Kg + k];
   }
 }
 
