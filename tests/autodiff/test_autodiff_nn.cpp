@@ -144,3 +144,50 @@ TEST_CASE("2x2 max-pool backward (the vectorised path) routes each gradient to t
     for (ts::index_t i = 0; i < want.size(); ++i) REQUIRE(x.grad().data()[i] == want.data()[i]);
   }
 }
+
+TEST_CASE("conv2d gradients in float (the vectorised packing paths) against plain loops", "[autodiff][nn]") {
+  ts::cpu_threads::set_num_threads(2);
+  using V4 = ad::Var<float, 4, ts::cpu_threads>;
+  struct cfg { index_t n, c, h, k, r; int st, pad; };
+  for (auto t : {cfg{3, 5, 15, 7, 3, 1, 1}, cfg{2, 3, 30, 40, 3, 1, 1}, cfg{2, 4, 17, 33, 3, 2, 1}, cfg{1, 2, 20, 5, 5, 1, 2},
+                 cfg{5, 32, 14, 64, 3, 1, 1}}) {
+    INFO("n=" << t.n << " c=" << t.c << " h=" << t.h << " k=" << t.k << " r=" << t.r << " stride=" << t.st);
+    ts::Tensor<float, ts::dyn_shape_t<4>, ts::cpu_threads> xv(t.n, t.c, t.h, t.h), wv(t.k, t.c, t.r, t.r);
+    for (index_t i = 0; i < xv.size(); ++i) xv.data()[i] = float((i * 37) % 19) / 19.0f - 0.5f;
+    for (index_t i = 0; i < wv.size(); ++i) wv.data()[i] = float((i * 53) % 23) / 23.0f - 0.5f;
+    V4 x(xv, true), w(wv, true);
+    auto y = ad::conv2d(x, w, {}, {.stride = t.st, .padding = t.pad});
+    const index_t oh = y.dims()[2];
+    ts::Tensor<float, ts::dyn_shape_t<4>, ts::cpu_threads> g(y.dims());
+    for (index_t i = 0; i < g.size(); ++i) g.data()[i] = float((i * 29) % 17) / 17.0f - 0.5f;
+    y.backward(g);
+    for (index_t k = 0; k < t.k; ++k)
+      for (index_t c = 0; c < t.c; ++c)
+        for (index_t r = 0; r < t.r; ++r)
+          for (index_t q = 0; q < t.r; ++q) {
+            double s = 0;
+            for (index_t n = 0; n < t.n; ++n)
+              for (index_t i = 0; i < oh; ++i)
+                for (index_t j = 0; j < oh; ++j) {
+                  const index_t ih = i * t.st - t.pad + r, iw = j * t.st - t.pad + q;
+                  if (ih >= 0 && ih < t.h && iw >= 0 && iw < t.h) s += double(g(n, k, i, j)) * double(xv(n, c, ih, iw));
+                }
+            REQUIRE(w.grad()(k, c, r, q) == Approx(s).margin(2e-3));
+          }
+    for (index_t n = 0; n < t.n; ++n)
+      for (index_t c = 0; c < t.c; ++c)
+        for (index_t ih = 0; ih < t.h; ++ih)
+          for (index_t iw = 0; iw < t.h; ++iw) {
+            double s = 0;
+            for (index_t k = 0; k < t.k; ++k)
+              for (index_t r = 0; r < t.r; ++r)
+                for (index_t q = 0; q < t.r; ++q) {
+                  const index_t a = ih + t.pad - r, b = iw + t.pad - q;
+                  if (a % t.st || b % t.st) continue;
+                  const index_t i = a / t.st, j = b / t.st;
+                  if (a >= 0 && b >= 0 && i < oh && j < oh) s += double(g(n, k, i, j)) * double(wv(k, c, r, q));
+                }
+            REQUIRE(x.grad()(n, c, ih, iw) == Approx(s).margin(2e-3));
+          }
+  }
+}

@@ -57,41 +57,49 @@ void gather_panel(T* __restrict d, const T* __restrict base, const index_t* __re
   }
 }
 
+#if defined(__AVX512F__)
+/// r[i][j] -> r[j][i] for a 16 x 16 block of floats in registers (64 shuffles).
+TS_INLINE void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // r[i + b]: rows i..i+3 of columns 4L + b (L the 128-bit lane)
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int b = 0; b < 4; ++b) {
+    const __m512 v0 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0x88), v1 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0xDD);
+    const __m512 v2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0x88), v3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0xDD);
+    t[b] = _mm512_shuffle_f32x4(v0, v2, 0x88);       // column b
+    t[4 + b] = _mm512_shuffle_f32x4(v1, v3, 0x88);   // column 4 + b
+    t[8 + b] = _mm512_shuffle_f32x4(v0, v2, 0xDD);   // column 8 + b
+    t[12 + b] = _mm512_shuffle_f32x4(v1, v3, 0xDD);  // column 12 + b
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+#endif
+
 /// y[j*ld + i] (+)= tile[i*NR + j] for i < rows, j < cols: a micro-tile of (pixel, channel) written to channel
-/// planes. With AVX-512 floats, 16 x 16 blocks are transposed in registers (64 shuffles) and stored with masks.
+/// planes. With AVX-512 floats, 16 x 16 blocks are transposed in registers and stored with masks.
 template <class T, int MR, int NR>
 TS_INLINE void store_transposed(const T* __restrict tile, T* __restrict y, index_t ld, index_t rows, index_t cols, bool acc) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float> && MR <= 16 && NR % 16 == 0) {
     const __mmask16 m = __mmask16((1u << rows) - 1u);
     for (int h = 0; h * 16 < cols; ++h) {
-      __m512 r[16], t[16];
+      __m512 r[16];
       for (int i = 0; i < 16; ++i) r[i] = i < MR ? _mm512_load_ps(tile + i * NR + 16 * h) : _mm512_setzero_ps();
-      for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-      }
-      for (int i = 0; i < 16; i += 4) {  // r[i + b]: rows i..i+3 of columns 4L + b (L the 128-bit lane)
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-      }
+      transpose16x16(r);
       const int jn = std::min<int>(16, int(cols) - 16 * h);
       T* yh = y + 16 * h * ld;
-      for (int b = 0; b < 4; ++b) {
-        const __m512 v0 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0x88), v1 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0xDD);
-        const __m512 v2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0x88), v3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0xDD);
-        const __m512 c[4] = {_mm512_shuffle_f32x4(v0, v2, 0x88), _mm512_shuffle_f32x4(v1, v3, 0x88),
-                             _mm512_shuffle_f32x4(v0, v2, 0xDD), _mm512_shuffle_f32x4(v1, v3, 0xDD)};
-        for (int L = 0; L < 4; ++L) {  // column 4L + b
-          const int j = 4 * L + b;
-          if (j >= jn) continue;
-          T* dst = yh + j * ld;
-          __m512 v = c[L];
-          if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, dst));
-          _mm512_mask_storeu_ps(dst, m, v);
-        }
+      for (int j = 0; j < jn; ++j) {
+        __m512 v = r[j];
+        if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, yh + j * ld));
+        _mm512_mask_storeu_ps(yh + j * ld, m, v);
       }
     }
     return;
@@ -99,6 +107,41 @@ TS_INLINE void store_transposed(const T* __restrict tile, T* __restrict y, index
 #endif
   for (index_t j = 0; j < cols; ++j)
     for (index_t i = 0; i < rows; ++i) y[j * ld + i] = acc ? y[j * ld + i] + tile[i * NR + j] : tile[i * NR + j];
+}
+
+/// out[p*W + i] = rows[i][p] for i < nrows (zero up to W), p < n: a block of W rows (each contiguous over p) stored
+/// pixel-major, as the micro-kernel's panels want. AVX-512 floats: 16 pixels a step through a register transpose.
+template <class T, int W>
+TS_INLINE void pack_transposed(const T* const* rows, int nrows, index_t n, T* __restrict out) {
+  index_t p = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && W <= 16) {
+    constexpr __mmask16 wm = __mmask16((1u << W) - 1u);
+    for (; p < n; p += 16) {
+      const int cnt = int(std::min<index_t>(16, n - p));
+      const __mmask16 m = __mmask16((1u << cnt) - 1u);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < nrows ? _mm512_maskz_loadu_ps(m, rows[i] + p) : _mm512_setzero_ps();
+      transpose16x16(r);
+      for (int t = 0; t < cnt; ++t) _mm512_mask_storeu_ps(out + (p + t) * W, wm, r[t]);
+    }
+    return;
+  } else if constexpr (std::is_same_v<T, float> && W % 16 == 0) {
+    for (; p < n; p += 16) {
+      const int cnt = int(std::min<index_t>(16, n - p));
+      const __mmask16 m = __mmask16((1u << cnt) - 1u);
+      for (int h = 0; h < W / 16; ++h) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = 16 * h + i < nrows ? _mm512_maskz_loadu_ps(m, rows[16 * h + i] + p) : _mm512_setzero_ps();
+        transpose16x16(r);
+        for (int t = 0; t < cnt; ++t) _mm512_storeu_ps(out + (p + t) * W + 16 * h, r[t]);
+      }
+    }
+    return;
+  }
+#endif
+  for (; p < n; ++p)
+    for (int i = 0; i < W; ++i) out[p * W + i] = i < nrows ? rows[i][p] : T(0);
 }
 
 /// Per-thread scratch memory kept between calls (Slot tells the buffers of one call apart); not zeroed.
@@ -116,6 +159,36 @@ struct conv_scratch {
     return pack_buffers<T>::grow(s.p, s.size, n);
   }
 };
+
+/// The input with its zero border as a contiguous [N][C][H+2*pad][W+2*pad] array (in the calling thread's pack
+/// buffer `.a`), or x itself when there is no padding and it is contiguous.
+template <class T>
+const T* padded_input(const conv_geometry& g, const T* x, const index_t* xs, pack_buffers<T>& mine, int nt) {
+  const index_t Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, plane = Hp * Wp;
+  const bool contiguous = xs[3] == 1 && xs[2] == g.W && xs[1] == g.H * g.W && xs[0] == g.C * g.H * g.W;
+  if (g.pad == 0 && contiguous) return x;
+  T* buf = pack_buffers<T>::grow(mine.a, mine.a_size, std::size_t(g.N * g.C * plane));
+  const index_t planes = g.N * g.C;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && planes * plane >= 65536)
+#endif
+  for (index_t q = 0; q < planes; ++q) {
+    const index_t n = q / g.C, c = q % g.C;
+    const T* src = x + n * xs[0] + c * xs[1];
+    T* dst = buf + q * plane;
+    std::fill(dst, dst + g.pad * Wp, T(0));
+    for (index_t h = 0; h < g.H; ++h) {
+      T* row = dst + (h + g.pad) * Wp;
+      std::fill(row, row + g.pad, T(0));
+      if (xs[3] == 1) std::copy(src + h * xs[2], src + h * xs[2] + g.W, row + g.pad);
+      else
+        for (index_t q2 = 0; q2 < g.W; ++q2) row[g.pad + q2] = src[h * xs[2] + q2 * xs[3]];
+      std::fill(row + g.pad + g.W, row + Wp, T(0));
+    }
+    std::fill(dst + (g.H + g.pad) * Wp, dst + plane, T(0));
+  }
+  return buf;
+}
 
 /// y = conv2d(x, w) with y's (h, w) plane contiguous: element (n, k, p) at y[n*ys0 + k*ys1 + p], p = oh*OW + ow.
 /// An active epilogue is called as epi(n, k0, krows, p0, pcols) on each finished block of the output.
@@ -166,31 +239,7 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
 
   // the input with its zero border, contiguous: [N][C][Hp][Wp]
   const index_t Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, plane = Hp * Wp;
-  const bool contiguous = xs[3] == 1 && xs[2] == g.W && xs[1] == g.H * g.W && xs[0] == g.C * g.H * g.W;
-  const T* xp = x;
-  if (g.pad != 0 || !contiguous) {
-    T* buf = pack_buffers<T>::grow(mine.a, mine.a_size, std::size_t(g.N * g.C * plane));
-    const index_t planes = g.N * g.C;
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && planes * plane >= 65536)
-#endif
-    for (index_t q = 0; q < planes; ++q) {
-      const index_t n = q / g.C, c = q % g.C;
-      const T* src = x + n * xs[0] + c * xs[1];
-      T* dst = buf + q * plane;
-      std::fill(dst, dst + g.pad * Wp, T(0));
-      for (index_t h = 0; h < g.H; ++h) {
-        T* row = dst + (h + g.pad) * Wp;
-        std::fill(row, row + g.pad, T(0));
-        if (xs[3] == 1) std::copy(src + h * xs[2], src + h * xs[2] + g.W, row + g.pad);
-        else
-          for (index_t q2 = 0; q2 < g.W; ++q2) row[g.pad + q2] = src[h * xs[2] + q2 * xs[3]];
-        std::fill(row + g.pad + g.W, row + Wp, T(0));
-      }
-      std::fill(dst + (g.H + g.pad) * Wp, dst + plane, T(0));
-    }
-    xp = buf;
-  }
+  const T* xp = padded_input(g, x, xs, mine, nt);
   // k -> offset of its (channel, kh, kw) tap in the padded input
   std::vector<index_t> koff(static_cast<std::size_t>(Kd));
   for (index_t k = 0; k < Kd; ++k) {
@@ -312,13 +361,16 @@ void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T
 }
 
 /// dw (+)= the gradient of conv2d's weights, db += the bias gradient (sum of dy over images and pixels). x, dy
-/// contiguous. Per group and block of images: the column matrix col [C*R*S x images*P] (rows gathered as runs of
-/// input rows) and dy transposed to [images*P x K] make one tall GEMM, dw^T += col * dy^T, run by all threads.
+/// contiguous. dw^T [C*R*S x K] = sum over images of col_n [C*R*S x P] * dy_n^T [P x K], without forming col:
+/// each thread takes whole images and packs, per block of pixels, the taps (from the padded input) and dy into
+/// the micro-kernel's panels (16 x 16 register transposes), accumulating into its own partial dw; the partials
+/// are added at the end (no barrier inside).
 template <class T>
 void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy, T* dw, T* db, bool accumulate, int nthreads) {
+  using BL = gemm_blocking<T>;
+  constexpr int MR = BL::mr, NR = BL::nr;
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS, P = g.OH * g.OW;
-  const int nt = std::max(1, nthreads);
-  if (db) {
+  if (db)
     for (index_t k = 0; k < g.K; ++k) {
       T s = 0;
       for (index_t n = 0; n < g.N; ++n) {
@@ -327,58 +379,87 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
       }
       db[k] += s;
     }
-  }
   if (!accumulate) std::fill(dw, dw + g.K * Kd, T(0));
-  if (g.N == 0 || P == 0 || Kd == 0) return;
-  // images per block: the column matrix at most ~32 MiB
-  const index_t per_image = Kd * P;
-  const index_t nb = std::clamp<index_t>(index_t((std::size_t(32) << 20) / sizeof(T)) / std::max<index_t>(per_image, 1), 1, g.N);
-  T* const col = conv_scratch<T, 1>::get(std::size_t(nb * per_image));
-  T* const dyt = conv_scratch<T, 2>::get(std::size_t(nb * P * Kg));
-  T* const tmp = conv_scratch<T, 3>::get(std::size_t(Kd * Kg));
-  for (index_t grp = 0; grp < g.groups; ++grp) {
-    std::fill(tmp, tmp + Kd * Kg, T(0));
-    for (index_t n0 = 0; n0 < g.N; n0 += nb) {
-      const index_t m = std::min(nb, g.N - n0), NP = m * P;
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && Kd * NP >= 65536)
-#endif
-      for (index_t kd = 0; kd < Kd; ++kd) {  // col[kd][(n, oh, ow)] = x[n][c][oh*st - pad + r*dil][ow*st - pad + q*dil]
-        const index_t c = grp * Cg + kd / RS, r = (kd % RS) / g.S, q = kd % g.S;
-        const index_t off = q * g.dilation - g.pad;
-        const index_t lo = std::clamp<index_t>(off >= 0 ? 0 : (-off + g.stride - 1) / g.stride, 0, g.OW);
-        const index_t hi = std::clamp<index_t>(g.W - 1 - off < 0 ? 0 : (g.W - 1 - off) / g.stride + 1, lo, g.OW);
-        T* row = col + kd * NP;
-        for (index_t n = 0; n < m; ++n)
-          for (index_t oh = 0; oh < g.OH; ++oh) {
-            T* d = row + (n * g.OH + oh) * g.OW;
-            const index_t ih = oh * g.stride - g.pad + r * g.dilation;
-            if (ih < 0 || ih >= g.H) {
-              std::fill(d, d + g.OW, T(0));
-              continue;
-            }
-            const T* src = x + (((n0 + n) * g.C + c) * g.H + ih) * g.W;
-            std::fill(d, d + lo, T(0));
-            if (g.stride == 1) std::copy(src + lo + off, src + hi + off, d + lo);
-            else
-              for (index_t ow = lo; ow < hi; ++ow) d[ow] = src[ow * g.stride + off];
-            std::fill(d + hi, d + g.OW, T(0));
-          }
-      }
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && NP * Kg >= 65536)
-#endif
-      for (index_t n = 0; n < m; ++n)  // dyt[(n, p)][k] = dy[n][grp*Kg + k][p]
-        for (index_t k = 0; k < Kg; ++k) {
-          const T* src = dy + ((n0 + n) * g.K + grp * Kg + k) * P;
-          T* d = dyt + n * P * Kg + k;
-          for (index_t p = 0; p < P; ++p) d[p * Kg] = src[p];
-        }
-      cpu_gemm<T>(Kd, Kg, NP, {col, NP, 1}, {dyt, Kg, 1}, tmp, Kg, true, nt);
-    }
-    for (index_t k = 0; k < Kg; ++k)
-      for (index_t kd = 0; kd < Kd; ++kd) dw[(grp * Kg + k) * Kd + kd] += tmp[kd * Kg + k];
+  if (g.N == 0 || P == 0 || Kd == 0 || Kg == 0) return;
+  stats::count_pass();
+  const int nt = int(std::max<index_t>(1, std::min<index_t>(std::max(1, nthreads), g.N)));
+  auto& mine = pack_buffers<T>::of_this_thread();
+  const index_t xs[4] = {g.C * g.H * g.W, g.H * g.W, g.W, 1};
+  const T* xp = padded_input(g, x, xs, mine, nt);
+  const index_t Wp = g.W + 2 * g.pad, plane = (g.H + 2 * g.pad) * Wp;
+  std::vector<index_t> koff(static_cast<std::size_t>(Kd + MR));
+  for (index_t k = 0; k < Kd; ++k) {
+    const index_t ci = k / RS, r = k % RS, kh = r / g.S, kw = r % g.S;
+    koff[std::size_t(k)] = ci * plane + kh * g.dilation * Wp + kw * g.dilation;
   }
+  const index_t Mp = (Kd + MR - 1) / MR * MR, Kp = (Kg + NR - 1) / NR * NR;
+  const index_t kcp = std::min<index_t>(P, 384);  // pixels per block
+  const index_t csize = g.groups * Mp * Kp;
+  std::vector<T*> parts(static_cast<std::size_t>(nt), nullptr);
+
+  auto work = [&](int me) {
+    T* const cpart = conv_scratch<T, 4>::get(std::size_t(csize));
+    T* const apk = conv_scratch<T, 5>::get(std::size_t(Mp * kcp));
+    T* const bpk = conv_scratch<T, 6>::get(std::size_t(Kp * kcp));
+    std::fill(cpart, cpart + csize, T(0));
+    parts[std::size_t(me)] = cpart;
+    std::vector<index_t> off(static_cast<std::size_t>(kcp));
+    const T* rows[NR > MR ? NR : MR];
+    const index_t n0 = g.N * me / nt, n1 = g.N * (me + 1) / nt;
+    for (index_t n = n0; n < n1; ++n)
+      for (index_t grp = 0; grp < g.groups; ++grp) {
+        const T* base = xp + (n * g.C + grp * Cg) * plane;
+        T* cg = cpart + grp * Mp * Kp;
+        for (index_t p0 = 0; p0 < P; p0 += kcp) {
+          const index_t kc = std::min(kcp, P - p0);
+          for (index_t t = 0; t < kc; ++t) {
+            const index_t p = p0 + t, oh = p / g.OW, ow = p - oh * g.OW;
+            off[std::size_t(t)] = oh * g.stride * Wp + ow * g.stride;
+          }
+          // taps: panel ir holds taps ir .. ir+MR of every pixel, pixel-major
+          for (index_t ir = 0; ir < Mp; ir += MR) {
+            const int ntaps = int(std::min<index_t>(MR, Kd - ir));
+            T* a = apk + ir * kc;
+            if (g.stride == 1) {
+              for (index_t t0 = 0; t0 < kc;) {  // a run of pixels on one output row is contiguous in the input
+                const index_t ow = (p0 + t0) % g.OW, t1 = std::min(kc, t0 + (g.OW - ow));
+                for (int i = 0; i < ntaps; ++i) rows[i] = base + off[std::size_t(t0)] + koff[std::size_t(ir + i)];
+                pack_transposed<T, MR>(rows, ntaps, t1 - t0, a + t0 * MR);
+                t0 = t1;
+              }
+            } else {
+              for (index_t t = 0; t < kc; ++t)
+                for (int i = 0; i < MR; ++i) a[t * MR + i] = i < ntaps ? base[off[std::size_t(t)] + koff[std::size_t(ir + i)]] : T(0);
+            }
+          }
+          // dy: panel jr holds channels jr .. jr+NR of every pixel, pixel-major
+          for (index_t jr = 0; jr < Kp; jr += NR) {
+            const int nch = int(std::min<index_t>(NR, Kg - jr));
+            for (int j = 0; j < nch; ++j) rows[j] = dy + (n * g.K + grp * Kg + jr + j) * P + p0;
+            pack_transposed<T, NR>(rows, nch, kc, bpk + jr * kc);
+          }
+          for (index_t jr = 0; jr < Kp; jr += NR)
+            for (index_t ir = 0; ir < Mp; ir += MR) micro_kernel<T>(kc, apk + ir * kc, bpk + jr * kc, cg + ir * Kp + jr, Kp, true);
+        }
+      }
+  };
+  if (nt > 1) {
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt)
+    work(omp_get_thread_num());
+#else
+    for (int t = 0; t < nt; ++t) work(t);
+#endif
+  } else {
+    work(0);
+  }
+  for (index_t grp = 0; grp < g.groups; ++grp)
+    for (index_t k = 0; k < Kg; ++k)
+      for (index_t kd = 0; kd < Kd; ++kd) {
+        T s = 0;
+        for (int t = 0; t < nt; ++t) s += parts[std::size_t(t)][grp * Mp * Kp + kd * Kp + k];
+        dw[(grp * Kg + k) * Kd + kd] += s;
+      }
 }
 
 }  // namespace tessera::detail
