@@ -31,3 +31,14 @@
 #endif
 
 #define TS_INLINE inline __attribute__((always_inline))
+
+// Full unrolling of the short fixed-trip loops in the kernels (register tiles, 16 x 16 transposes): g++ -O2 does
+// not unroll them by itself, and a register tile left as a loop lives in memory (twice as slow a training step).
+#define TS_PRAGMA(x) _Pragma(#x)
+#if defined(__clang__)
+#define TS_UNROLL TS_PRAGMA(unroll)
+#elif defined(__GNUC__) && !defined(__CUDACC__)
+#define TS_UNROLL TS_PRAGMA(GCC unroll 32)
+#else
+#define TS_UNROLL
+#endif

@@ -38,6 +38,7 @@ TS_INLINE void copy_run(T* __restrict d, const T* __restrict s) {
     return;
   }
 #endif
+  TS_UNROLL
   for (int i = 0; i < N; ++i) d[i] = s[i];
 }
 
@@ -53,6 +54,7 @@ void gather_panel(T* __restrict d, const T* __restrict base, const index_t* __re
                   index_t kc) {
   for (index_t k = 0; k < kc; ++k) {
     const T* src = base + ko[k];
+    TS_UNROLL
     for (int i = 0; i < MR; ++i) d[k * MR + i] = src[off[i]];
   }
 }
@@ -61,16 +63,19 @@ void gather_panel(T* __restrict d, const T* __restrict base, const index_t* __re
 /// r[i][j] -> r[j][i] for a 16 x 16 block of floats in registers (64 shuffles).
 TS_INLINE void transpose16x16(__m512 r[16]) {
   __m512 t[16];
+  TS_UNROLL
   for (int i = 0; i < 16; i += 2) {
     t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
     t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
   }
+  TS_UNROLL
   for (int i = 0; i < 16; i += 4) {  // r[i + b]: rows i..i+3 of columns 4L + b (L the 128-bit lane)
     r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
     r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
     r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
     r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
   }
+  TS_UNROLL
   for (int b = 0; b < 4; ++b) {
     const __m512 v0 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0x88), v1 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0xDD);
     const __m512 v2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0x88), v3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0xDD);
@@ -79,6 +84,7 @@ TS_INLINE void transpose16x16(__m512 r[16]) {
     t[8 + b] = _mm512_shuffle_f32x4(v0, v2, 0xDD);   // column 8 + b
     t[12 + b] = _mm512_shuffle_f32x4(v1, v3, 0xDD);  // column 12 + b
   }
+  TS_UNROLL
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 #endif
@@ -92,11 +98,14 @@ TS_INLINE void store_transposed(const T* __restrict tile, T* __restrict y, index
     const __mmask16 m = __mmask16((1u << rows) - 1u);
     for (int h = 0; h * 16 < cols; ++h) {
       __m512 r[16];
+      TS_UNROLL
       for (int i = 0; i < 16; ++i) r[i] = i < MR ? _mm512_load_ps(tile + i * NR + 16 * h) : _mm512_setzero_ps();
       transpose16x16(r);
       const int jn = std::min<int>(16, int(cols) - 16 * h);
       T* yh = y + 16 * h * ld;
-      for (int j = 0; j < jn; ++j) {
+      TS_UNROLL
+      for (int j = 0; j < 16; ++j) {
+        if (j >= jn) break;
         __m512 v = r[j];
         if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, yh + j * ld));
         _mm512_mask_storeu_ps(yh + j * ld, m, v);
@@ -121,9 +130,12 @@ TS_INLINE void pack_transposed(const T* const* rows, int nrows, index_t n, T* __
       const int cnt = int(std::min<index_t>(16, n - p));
       const __mmask16 m = __mmask16((1u << cnt) - 1u);
       __m512 r[16];
+      TS_UNROLL
       for (int i = 0; i < 16; ++i) r[i] = i < nrows ? _mm512_maskz_loadu_ps(m, rows[i] + p) : _mm512_setzero_ps();
       transpose16x16(r);
-      for (int t = 0; t < cnt; ++t) _mm512_mask_storeu_ps(out + (p + t) * W, wm, r[t]);
+      TS_UNROLL
+      for (int t = 0; t < 16; ++t)
+        if (t < cnt) _mm512_mask_storeu_ps(out + (p + t) * W, wm, r[t]);
     }
     return;
   } else if constexpr (std::is_same_v<T, float> && W % 16 == 0) {
@@ -132,9 +144,12 @@ TS_INLINE void pack_transposed(const T* const* rows, int nrows, index_t n, T* __
       const __mmask16 m = __mmask16((1u << cnt) - 1u);
       for (int h = 0; h < W / 16; ++h) {
         __m512 r[16];
+        TS_UNROLL
         for (int i = 0; i < 16; ++i) r[i] = 16 * h + i < nrows ? _mm512_maskz_loadu_ps(m, rows[16 * h + i] + p) : _mm512_setzero_ps();
         transpose16x16(r);
-        for (int t = 0; t < cnt; ++t) _mm512_storeu_ps(out + (p + t) * W + 16 * h, r[t]);
+        TS_UNROLL
+        for (int t = 0; t < 16; ++t)
+          if (t < cnt) _mm512_storeu_ps(out + (p + t) * W + 16 * h, r[t]);
       }
     }
     return;
@@ -429,6 +444,7 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
               }
             } else {
               for (index_t t = 0; t < kc; ++t)
+                TS_UNROLL
                 for (int i = 0; i < MR; ++i) a[t * MR + i] = i < ntaps ? base[off[std::size_t(t)] + koff[std::size_t(ir + i)]] : T(0);
             }
           }

@@ -133,17 +133,24 @@ TS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* __restri
   constexpr int L = B::lanes, NV = B::nv;
   using V = simd::vec<T, L>;
   V acc[MR][NV];
+  TS_UNROLL
   for (int i = 0; i < MR; ++i)
+    TS_UNROLL
     for (int j = 0; j < NV; ++j) acc[i][j] = V{};
   for (index_t k = 0; k < kc; ++k) {
     V bv[NV];
+    TS_UNROLL
     for (int j = 0; j < NV; ++j) std::memcpy(&bv[j], b + k * NR + j * L, sizeof(V));
+    TS_UNROLL
     for (int i = 0; i < MR; ++i) {
       const V av = splat_load<T, L>(a + k * MR + i);
+      TS_UNROLL
       for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
     }
   }
+  TS_UNROLL
   for (int i = 0; i < MR; ++i)
+    TS_UNROLL
     for (int j = 0; j < NV; ++j) {
       V cur = acc[i][j];
       if (accumulate) {
@@ -156,9 +163,13 @@ TS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* __restri
 #else
   T acc[MR][NR] = {};
   for (index_t k = 0; k < kc; ++k)
+    TS_UNROLL
     for (int i = 0; i < MR; ++i)
+      TS_UNROLL
       for (int j = 0; j < NR; ++j) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+  TS_UNROLL
   for (int i = 0; i < MR; ++i)
+    TS_UNROLL
     for (int j = 0; j < NR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 #endif
 }
