@@ -1,5 +1,5 @@
-// Trains the SimpleCNN on Fashion-MNIST: batch 64, SGD with momentum (lr 0.05, momentum 0.9, as the PyTorch
-// peer ../shared/peers/fmnist_torch.py), a live progress line, test accuracy after each epoch, a checkpoint of
+// Trains the SimpleCNN on Fashion-MNIST: batch 64, SGD with momentum 0.9 and lr 0.05 as the PyTorch peer
+// ../shared/peers/fmnist_torch.py (halved after each epoch here, on standardised pixels), a live progress line, test accuracy after each epoch, a checkpoint of
 // the model and optimizer, and the inference time over the 10k test images.
 //   fashion_mnist [epochs = 3] [threads = 2] [checkpoint = simplecnn.ckpt]
 // The data comes from Debian's dataset-fashion-mnist (or $TESSERA_FASHION_MNIST_DIR).
@@ -54,8 +54,9 @@ int main(int argc, char** argv) {
   const std::string ckpt = argc > 3 ? argv[3] : "simplecnn.ckpt";
   ts::cpu_threads::set_num_threads(threads);
 
-  auto train = ts::load_fashion_mnist(ts::fashion_mnist_split::train);
-  auto test = ts::load_fashion_mnist(ts::fashion_mnist_split::test);
+  // pixels scaled to [0, 1], then standardised with the training set's mean and standard deviation
+  auto train = ts::load_fashion_mnist(ts::fashion_mnist_split::train, ts::fashion_mnist_normalization);
+  auto test = ts::load_fashion_mnist(ts::fashion_mnist_split::test, ts::fashion_mnist_normalization);
   std::printf("Fashion-MNIST: %lld training and %lld test images; batch 64, %d thread(s)\n", (long long)train.size(),
               (long long)test.size(), threads);
 
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
   std::printf("SimpleCNN: %lld parameters\n", (long long)net.num_parameters());
 
   for (int e = 0; e < epochs; ++e) {
+    opt.set_lr(0.05 / double(1 << e));  // step decay: halved every epoch
     net.train();
     const auto t0 = std::chrono::steady_clock::now();
     const ts::index_t batches = ts::index_t(loader.size());
