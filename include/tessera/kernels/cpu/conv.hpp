@@ -159,6 +159,47 @@ TS_INLINE void pack_transposed(const T* const* rows, int nrows, index_t n, T* __
     for (int i = 0; i < W; ++i) out[p * W + i] = i < nrows ? rows[i][p] : T(0);
 }
 
+/// The GEMM micro-kernel with its A panel read in place: for tap k, the MR pixels' values are a0[ko[k] + i]
+/// (a run of pixels on one output row, contiguous in the padded input), so that panel needs no packing.
+/// Writes the MR x NR tile to c (row stride NR).
+template <class T>
+TS_INLINE void micro_kernel_taps(index_t kc, const T* __restrict a0, const index_t* __restrict ko, const T* __restrict b, T* c) {
+  using B = gemm_blocking<T>;
+  constexpr int MR = B::mr, NR = B::nr;
+#if TESSERA_SIMD
+  constexpr int L = B::lanes, NV = B::nv;
+  using V = simd::vec<T, L>;
+  V acc[MR][NV];
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i)
+    TS_UNROLL
+    for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+  for (index_t k = 0; k < kc; ++k) {
+    const T* a = a0 + ko[k];
+    V bv[NV];
+    TS_UNROLL
+    for (int j = 0; j < NV; ++j) std::memcpy(&bv[j], b + k * NR + j * L, sizeof(V));
+    TS_UNROLL
+    for (int i = 0; i < MR; ++i) {
+      const V av = splat_load<T, L>(a + i);
+      TS_UNROLL
+      for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i)
+    TS_UNROLL
+    for (int j = 0; j < NV; ++j) std::memcpy(c + i * NR + j * L, &acc[i][j], sizeof(V));
+#else
+  T acc[MR][NR] = {};
+  for (index_t k = 0; k < kc; ++k)
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += a0[ko[k] + i] * b[k * NR + j];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * NR + j] = acc[i][j];
+#endif
+}
+
 /// Per-thread scratch memory kept between calls (Slot tells the buffers of one call apart); not zeroed.
 template <class T, int Slot = 0>
 struct conv_scratch {
@@ -279,6 +320,8 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
     T* const apk = pack_buffers<T>::grow(scratch.p, scratch.size, std::size_t(kcmax * ncols));
     alignas(64) T tile[MR * NR];
     index_t off[MR];
+    thread_local std::vector<const T*> direct;  // per panel: where the micro-kernel reads it in place, or null
+    direct.assign(std::size_t(ncols / MR + 1), nullptr);
     const index_t n = item / chunks, j0 = (item % chunks) * ncols, np = std::min(ncols, P - j0);
     for (index_t grp = 0; grp < g.groups; ++grp) {
       const T* base = xp + (n * g.C + grp * Cg) * plane;
@@ -293,16 +336,17 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
           }
           bool run = true;
           for (index_t i = 1; i < MR; ++i) run = run && off[i] == off[0] + i;
-          T* d = apk + ir * kc;
-          if (run) gather_panel_run<T, MR>(d, base + off[0], ko + pc, kc);
-          else gather_panel<T, MR>(d, base, off, ko + pc, kc);
+          // a run of pixels is read in place by the micro-kernel; other panels are gathered into apk
+          direct[ir / MR] = run ? base + off[0] : nullptr;
+          if (!run) gather_panel<T, MR>(apk + ir * kc, base, off, ko + pc, kc);
         }
         const T* wblk = wpk + grp * Kp * Kd + Kp * pc;
         for (index_t jr = 0; jr < Kg; jr += NR) {
           const index_t cols = std::min<index_t>(NR, Kg - jr);
           for (index_t ir = 0; ir < np; ir += MR) {
             const index_t rows = std::min<index_t>(MR, np - ir);
-            micro_kernel<T>(kc, apk + ir * kc, wblk + jr * kc, tile, NR, false);
+            if (const T* a0 = direct[ir / MR]) micro_kernel_taps<T>(kc, a0, ko + pc, wblk + jr * kc, tile);
+            else micro_kernel<T>(kc, apk + ir * kc, wblk + jr * kc, tile, NR, false);
             T* yc = y + n * ys0 + (grp * Kg + jr) * ys1 + j0 + ir;  // the tile is (pixel, channel): store it transposed
             store_transposed<T, MR, NR>(tile, yc, ys1, rows, cols, pc > 0);
           }
