@@ -191,3 +191,29 @@ TEST_CASE("conv2d gradients in float (the vectorised packing paths) against plai
           }
   }
 }
+
+TEST_CASE("conv2d + relu + 2x2 max-pool fused equals the three operations", "[autodiff][nn]") {
+  ts::cpu_threads::set_num_threads(2);
+  using V4 = ad::Var<float, 4, ts::cpu_threads>;
+  using V1 = ad::Var<float, 1, ts::cpu_threads>;
+  for (index_t h : {14, 15, 28}) {
+    ts::Tensor<float, ts::dyn_shape_t<4>, ts::cpu_threads> xv(3, 4, h, h), wv(6, 4, 3, 3);
+    ts::Tensor<float, ts::dyn_shape_t<1>, ts::cpu_threads> bv(6);
+    for (index_t i = 0; i < xv.size(); ++i) xv.data()[i] = float((i * 37) % 19) / 19.0f - 0.5f;
+    for (index_t i = 0; i < wv.size(); ++i) wv.data()[i] = float((i * 53) % 23) / 23.0f - 0.5f;
+    for (index_t i = 0; i < 6; ++i) bv(i) = 0.1f * float(i) - 0.3f;
+    V4 x1(xv, true), w1(wv, true), x2(xv, true), w2(wv, true);
+    V1 b1(bv, true), b2(bv, true);
+    auto fused = ad::conv2d_relu_maxpool2(x1, w1, b1, {.padding = 1});
+    auto plain = ad::max_pool2d<2>(ad::conv2d(x2, w2, b2, {.padding = 1}, ad::activation::relu));
+    REQUIRE(fused.dims() == plain.dims());
+    ts::Tensor<float, ts::dyn_shape_t<4>, ts::cpu_threads> g(fused.dims());
+    for (index_t i = 0; i < g.size(); ++i) g.data()[i] = float((i * 29) % 17) / 17.0f - 0.5f;
+    fused.backward(g);
+    plain.backward(g);
+    for (index_t i = 0; i < fused.size(); ++i) REQUIRE(fused.value().data()[i] == plain.value().data()[i]);
+    for (index_t i = 0; i < xv.size(); ++i) REQUIRE(x1.grad().data()[i] == Approx(x2.grad().data()[i]).margin(1e-5));
+    for (index_t i = 0; i < wv.size(); ++i) REQUIRE(w1.grad().data()[i] == Approx(w2.grad().data()[i]).margin(1e-4));
+    for (index_t i = 0; i < 6; ++i) REQUIRE(b1.grad()(i) == Approx(b2.grad()(i)).margin(1e-4));
+  }
+}

@@ -199,65 +199,88 @@ Var<T, 2, P> linear(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1
   return V::make(std::move(y), back, x, W);
 }
 
+namespace detail {
+/// The products of conv2d's backward from dz (the gradient at the convolution's output, activation already
+/// applied): dw (and db, unless db_done) and dx, accumulated into the Vars' gradients.
+template <class T, class P>
+void conv2d_backward_from_dz(const tessera::detail::conv_geometry& geo, const Var<T, 4, P>& x, const Var<T, 4, P>& w, T* db,
+                             const T* dz) {
+  const int nt = P::num_threads();
+  const index_t P_ = geo.OH * geo.OW;
+  if (w.requires_grad() || db) {
+    bool acc = true;
+    T* dw = w.requires_grad() ? fresh_or_grad(w, acc).data() : nullptr;
+    if (dw) {
+      tessera::detail::cpu_conv2d_backward_weight<T>(geo, x.value().data(), dz, dw, db, acc, nt);
+    } else {  // only the bias: sum dz over images and pixels
+      for (index_t n = 0; n < geo.N; ++n)
+        for (index_t k = 0; k < geo.K; ++k) {
+          T s = 0;
+          for (index_t p = 0; p < P_; ++p) s += dz[(n * geo.K + k) * P_ + p];
+          db[k] += s;
+        }
+    }
+  }
+  if (x.requires_grad()) {
+    bool acc;
+    auto& gx = fresh_or_grad(x, acc);
+    if (!acc) {
+      tessera::detail::cpu_conv2d_backward_data<T>(geo, dz, w.value().data(), gx.data(), nt);
+    } else {
+      typename Var<T, 4, P>::tensor t(x.value().dims());
+      tessera::detail::cpu_conv2d_backward_data<T>(geo, dz, w.value().data(), t.data(), nt);
+      gx = gx + t;
+    }
+  }
+}
+
+/// The bias gradient buffer (zeroed when fresh), or null when there is no bias or it needs no gradient.
+template <class T, class P>
+T* bias_grad(const Var<T, 1, P>& b, index_t n) {
+  if (!b.defined() || !b.requires_grad()) return nullptr;
+  bool acc;
+  T* db = fresh_or_grad(b, acc).data();
+  if (!acc) std::fill(db, db + n, T(0));
+  return db;
+}
+
+/// act(conv2d(x, w) + b) evaluated into a new tensor (one pass: bias and activation are the epilogue).
+template <class T, class P>
+auto conv2d_forward(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt, activation act,
+                    tessera::detail::conv_geometry& geo) {
+  auto node = tessera::conv2d(x.value(), w.value(), opt);  // checks the shapes
+  geo = node.geometry();
+  if (b.defined() && b.dims()[0] != geo.K)
+    throw shape_error("tessera: conv2d: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
+                      tessera::detail::format_dims(w.dims()));
+  typename Var<T, 4, P>::tensor y(geo.N, geo.K, geo.OH, geo.OW);
+  if (b.defined()) assign_activated(y, node + tessera::reshape<dyn_shape_t<3>>(b.value(), dims_t<3>{geo.K, 1, 1}), act);
+  else assign_activated(y, node, act);
+  return y;
+}
+}  // namespace detail
+
 /// y = act(conv2d(x, w, opt) + b) for x [N, C, H, W], w [K, C/groups, R, S], b [K] (may be empty: no bias).
 template <class T, class P>
 Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {},
                     activation act = activation::none) {
   static_assert(!P::on_device, "tessera: ad::conv2d on the cuda policy is not implemented yet");
   using V = Var<T, 4, P>;
-  auto node = tessera::conv2d(x.value(), w.value(), opt);  // checks the shapes
-  const tessera::detail::conv_geometry geo = node.geometry();
-  const bool has_b = b.defined();
-  if (has_b && b.dims()[0] != geo.K)
-    throw shape_error("tessera: conv2d: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
-                      tessera::detail::format_dims(w.dims()));
-  typename V::tensor y(geo.N, geo.K, geo.OH, geo.OW);
-  if (has_b) detail::assign_activated(y, node + tessera::reshape<dyn_shape_t<3>>(b.value(), dims_t<3>{geo.K, 1, 1}), act);
-  else detail::assign_activated(y, node, act);
-  auto back = [x, w, b, act, has_b, geo](const auto& g, const auto& out) {
-    const int nt = P::num_threads();
-    const index_t P_ = geo.OH * geo.OW;
-    typename V::tensor dz_buf;
+  tessera::detail::conv_geometry geo;
+  typename V::tensor y = detail::conv2d_forward(x, w, b, opt, act, geo);
+  auto back = [x, w, b, act, geo](const auto& g, const auto& out) {
+    T* db = detail::bias_grad(b, geo.K);
     const T* dz = g.data();
-    T* db = nullptr;
-    bool acc_b = false;
-    if (has_b && b.requires_grad()) db = detail::fresh_or_grad(b, acc_b).data();
-    if (db && !acc_b) std::fill(db, db + geo.K, T(0));
+    typename V::tensor dz_buf;
     if (act != activation::none) {
       dz_buf = typename V::tensor(out.dims());
-      detail::activation_backward<T>(g.data(), out.data(), dz_buf.data(), db, geo.N, geo.K, P_, act, nt);
+      detail::activation_backward<T>(g.data(), out.data(), dz_buf.data(), db, geo.N, geo.K, geo.OH * geo.OW, act, P::num_threads());
       dz = dz_buf.data();
       db = nullptr;  // done in the same pass
     }
-    const typename V::tensor& xv = x.value();
-    const typename V::tensor& wv = w.value();
-    if (w.requires_grad() || db) {
-      bool acc = true;
-      T* dw = w.requires_grad() ? detail::fresh_or_grad(w, acc).data() : nullptr;
-      if (dw) {
-        tessera::detail::cpu_conv2d_backward_weight<T>(geo, xv.data(), dz, dw, db, acc, nt);
-      } else {  // only the bias: sum dz over images and pixels
-        for (index_t n = 0; n < geo.N; ++n)
-          for (index_t k = 0; k < geo.K; ++k) {
-            T s = 0;
-            for (index_t p = 0; p < P_; ++p) s += dz[(n * geo.K + k) * P_ + p];
-            db[k] += s;
-          }
-      }
-    }
-    if (x.requires_grad()) {
-      bool acc;
-      auto& gx = detail::fresh_or_grad(x, acc);
-      if (!acc) {
-        tessera::detail::cpu_conv2d_backward_data<T>(geo, dz, wv.data(), gx.data(), nt);
-      } else {
-        typename V::tensor t(xv.dims());
-        tessera::detail::cpu_conv2d_backward_data<T>(geo, dz, wv.data(), t.data(), nt);
-        gx = gx + t;
-      }
-    }
+    detail::conv2d_backward_from_dz(geo, x, w, db, dz);
   };
-  if (has_b) return V::make(std::move(y), back, x, w, b);
+  if (b.defined()) return V::make(std::move(y), back, x, w, b);
   return V::make(std::move(y), back, x, w);
 }
 
@@ -266,7 +289,9 @@ namespace detail {
 /// One output row of the 2x2 stride-2 max-pool backward, 16 outputs a step (masked at the end of the row, so rows
 /// of 14 or 7 are one step): the window's cells deinterleaved from the two input rows, the first maximum found
 /// with three comparisons, the gradient interleaved back.
-inline void max_pool2x2_backward_row(const float* r0, const float* r1, const float* go, float* d0, float* d1, index_t OW) {
+inline float max_pool2x2_backward_row(const float* r0, const float* r1, const float* go, float* d0, float* d1, index_t OW,
+                                      bool relu_mask) {
+  __m512 sum = _mm512_setzero_ps();
   alignas(64) static constexpr int even_i[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
   alignas(64) static constexpr int odd_i[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
   alignas(64) static constexpr int lo_i[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
@@ -281,12 +306,17 @@ inline void max_pool2x2_backward_row(const float* r0, const float* r1, const flo
     const __m512 w0 = _mm512_maskz_loadu_ps(ml, r1 + 2 * ow), w1 = _mm512_maskz_loadu_ps(mh, r1 + 2 * ow + 16);
     const __m512 a = _mm512_permutex2var_ps(v0, even, v1), b = _mm512_permutex2var_ps(v0, odd, v1);
     const __m512 c = _mm512_permutex2var_ps(w0, even, w1), d = _mm512_permutex2var_ps(w0, odd, w1);
-    const __m512 g = _mm512_maskz_loadu_ps(mo, go + ow);
+    __m512 g = _mm512_maskz_loadu_ps(mo, go + ow);
     const __mmask16 bw = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ);
     const __m512 m1 = _mm512_mask_mov_ps(a, bw, b);
     const __mmask16 cw = _mm512_cmp_ps_mask(c, m1, _CMP_GT_OQ);
     const __m512 m2 = _mm512_mask_mov_ps(m1, cw, c);
     const __mmask16 dw = _mm512_cmp_ps_mask(d, m2, _CMP_GT_OQ);
+    if (relu_mask) {  // the window's maximum is 0: the ReLU passed nothing back
+      const __m512 mx = _mm512_mask_mov_ps(m2, dw, d);
+      g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+    }
+    sum = _mm512_add_ps(sum, g);
     const __m512 gd = _mm512_maskz_mov_ps(dw, g);
     const __m512 gc = _mm512_maskz_mov_ps(__mmask16(cw & ~dw), g);
     const __m512 gb = _mm512_maskz_mov_ps(__mmask16(bw & ~cw & ~dw), g);
@@ -296,6 +326,7 @@ inline void max_pool2x2_backward_row(const float* r0, const float* r1, const flo
     _mm512_mask_storeu_ps(d1 + 2 * ow, ml, _mm512_permutex2var_ps(gc, lo, gd));
     _mm512_mask_storeu_ps(d1 + 2 * ow + 16, mh, _mm512_permutex2var_ps(gc, hi, gd));
   }
+  return _mm512_reduce_add_ps(sum);
 }
 #endif
 
@@ -303,10 +334,14 @@ inline void max_pool2x2_backward_row(const float* r0, const float* r1, const flo
 /// output's gradient to the first maximum of its window, avg spreads it evenly (padding counted, as forward).
 template <bool Max, class T>
 void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t H, index_t W, index_t OH, index_t OW, int K, int S,
-                   int Pd, bool accumulate, int nthreads) {
+                   int Pd, bool accumulate, int nthreads, bool relu_mask = false, T* db = nullptr) {
+  // relu_mask: x is a ReLU's output and dx the gradient before that ReLU (a window whose maximum is 0 passes
+  // nothing); db: the sum of what each channel receives is added to db[c] (max, 2x2 stride 2 only)
   const index_t planes = N * C;
+  const int nt = planes * H * W >= 65536 ? std::max(1, nthreads) : 1;
+  std::vector<T> dbp(static_cast<std::size_t>(db ? planes : 0), T(0));
 #if defined(_OPENMP)
-#pragma omp parallel for num_threads(std::max(1, nthreads)) schedule(static) if (planes * H * W >= 65536)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
 #endif
   for (index_t pl = 0; pl < planes; ++pl) {
     const T* xp = x + pl * H * W;
@@ -322,17 +357,21 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
           index_t ow = 0;
 #if defined(__AVX512F__)
           if constexpr (std::is_same_v<T, float>) {
-            max_pool2x2_backward_row(r0, r1, gp + oh * OW, d0, d1, OW);
+            const float s = max_pool2x2_backward_row(r0, r1, gp + oh * OW, d0, d1, OW, relu_mask);
+            if (db) dbp[std::size_t(pl)] += s;
             ow = OW;
           }
 #endif
           for (; ow < OW; ++ow) {  // the first maximum in window order a, b, c, d (as the forward's scan), branch-free
             const index_t j = 2 * ow;
-            const T a = r0[j], b = r0[j + 1], c = r1[j], d = r1[j + 1], go = gp[oh * OW + ow];
+            const T a = r0[j], b = r0[j + 1], c = r1[j], d = r1[j + 1];
             const bool bw = b > a;
             const T m1 = bw ? b : a;
             const bool cw = c > m1;
-            const bool dw = d > (cw ? c : m1);
+            const T m2 = cw ? c : m1;
+            const bool dw = d > m2;
+            const T go = (!relu_mask || (dw ? d : m2) > T(0)) ? gp[oh * OW + ow] : T(0);
+            if (db) dbp[std::size_t(pl)] += go;
             d0[j] = (!bw & !cw & !dw) ? go : T(0);
             d0[j + 1] = (bw & !cw & !dw) ? go : T(0);
             d1[j] = (cw & !dw) ? go : T(0);
@@ -366,6 +405,8 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
         }
       }
   }
+  if (db)
+    for (index_t pl = 0; pl < planes; ++pl) db[pl % C] += dbp[std::size_t(pl)];
 }
 
 template <bool Max, int K, int S, int Pd, class T, class P>
@@ -383,6 +424,28 @@ Var<T, 4, P> pool(const Var<T, 4, P>& x) {
   }, x);
 }
 }  // namespace detail
+
+/// max_pool2d<2>(relu(conv2d(x, w, opt) + b)) as one operation (Conv2d, ReLU, MaxPool2d<2> in a model): the
+/// forward is the convolution with bias and ReLU as its epilogue, then the pooling; the backward routes each
+/// pooled gradient to its window's first maximum, applies ReLU's mask and sums the bias gradient in one pass,
+/// then runs the convolution's products.
+template <class T, class P>
+Var<T, 4, P> conv2d_relu_maxpool2(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {}) {
+  static_assert(!P::on_device, "tessera: ad::conv2d_relu_maxpool2 on the cuda policy is not implemented yet");
+  using V = Var<T, 4, P>;
+  tessera::detail::conv_geometry geo;
+  auto y = std::make_shared<typename V::tensor>(detail::conv2d_forward(x, w, b, opt, activation::relu, geo));
+  typename V::tensor pooled(tessera::max_pool2d<2>(*y));
+  auto back = [x, w, b, geo, y](const auto& g, const auto& out) {
+    T* db = detail::bias_grad(b, geo.K);
+    typename V::tensor dz(y->dims());
+    detail::pool_backward<true, T>(y->data(), g.data(), dz.data(), geo.N, geo.K, geo.OH, geo.OW, out.dims()[2], out.dims()[3], 2, 2,
+                                   0, false, P::num_threads(), /*relu_mask=*/true, db);
+    detail::conv2d_backward_from_dz(geo, x, w, static_cast<T*>(nullptr), dz.data());
+  };
+  if (b.defined()) return V::make(std::move(pooled), back, x, w, b);
+  return V::make(std::move(pooled), back, x, w);
+}
 
 /// Max over K x K windows (stride S, padding Pd); the gradient goes to each window's first maximum.
 template <int K, int S = K, int Pd = 0, class T, class P>

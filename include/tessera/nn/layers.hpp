@@ -43,6 +43,10 @@ ad::Var<T, R, P> filled_parameter(const dims_t<R>& d, T v) {
 /// Activations that a preceding Conv2d or Linear runs as its epilogue (and whose backward it fuses).
 template <class L>
 inline constexpr bool is_fusable_activation = requires { L::fused_activation; };
+template <class L>
+inline constexpr bool is_relu = false;
+template <class L>
+inline constexpr bool is_maxpool2 = false;
 
 // ---- convolution and linear ----
 
@@ -80,6 +84,10 @@ struct Conv2d {
     void for_each_buffer(const std::string&, F&&) {}
     ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context&, ad::activation act = ad::activation::none) const {
       return ad::conv2d(x, weight, bias, O, act);
+    }
+    /// This layer, a ReLU and a 2x2 max-pool as one operation.
+    ad::Var<T, 4, P> forward_relu_maxpool2(const ad::Var<T, 4, P>& x, context&) const {
+      return ad::conv2d_relu_maxpool2(x, weight, bias, O);
     }
   };
 };
@@ -149,6 +157,8 @@ struct ReLU : detail::stateless<ReLU> {
   template <class V>
   static V apply(const V& x, context&) { return ad::relu(x); }
 };
+template <>
+inline constexpr bool is_relu<ReLU> = true;
 struct Tanh : detail::stateless<Tanh> {
   static constexpr ad::activation fused_activation = ad::activation::tanh;
   template <class V>
@@ -203,6 +213,8 @@ struct pool_layer {
 /// Max over K x K windows, stride S (default K), padding Pd.
 template <int K, int S = K, int Pd = 0>
 struct MaxPool2d : pool_layer<op::max_pool2d, K, S, Pd> {};
+template <>
+inline constexpr bool is_maxpool2<MaxPool2d<2, 2, 0>> = true;
 /// Mean over K x K windows, stride S (default K), padding Pd counted as zeros.
 template <int K, int S = K, int Pd = 0>
 struct AvgPool2d : pool_layer<op::avg_pool2d, K, S, Pd> {};

@@ -145,13 +145,25 @@ class basic_sequential {
     else return false;
   }
 
+  /// Is layer I a Conv2d followed by ReLU and a 2x2 max-pool (one fused operation forward and backward)?
+  template <std::size_t I>
+  static constexpr bool fuses_relu_maxpool() {
+    if constexpr (I + 2 < sizeof...(Layers))
+      return requires { &layer_t<I>::template state<T, P>::forward_relu_maxpool2; } && is_relu<layer_t<I + 1>> &&
+             is_maxpool2<layer_t<I + 2>>;
+    else return false;
+  }
+
   template <std::size_t I, class X>
   auto run(const X& x, context& ctx) {
     if constexpr (I == sizeof...(Layers)) {
       return x;
     } else {
       using L = layer_t<I>;
-      if constexpr (fuses_with_next<I>()) {
+      if constexpr (fuses_relu_maxpool<I>()) {
+        auto y = std::get<I>(layers_).forward_relu_maxpool2(x, ctx);
+        return run<I + 3>(y, ctx);
+      } else if constexpr (fuses_with_next<I>()) {
         auto y = std::get<I>(layers_).forward(x, ctx, layer_t<I + 1>::fused_activation);
         return run<I + 2>(y, ctx);
       } else {
