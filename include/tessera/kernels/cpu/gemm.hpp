@@ -285,7 +285,7 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
   // blocks of equal size (M = 256: 2 x 140 rows, not 224 + 32; K = 576: 2 x 288): a short last block runs the
   // micro-kernel on few rows or a short K loop for a whole pass
   const index_t mblocks = (M + BL::mc - 1) / BL::mc, kblocks = (K + BL::kc - 1) / BL::kc;
-  const index_t MC = std::min<index_t>(BL::mc, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR);
+  const index_t MC = mblocks > 1 ? std::min<index_t>(BL::mc, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR) : BL::mc;
   const index_t KC = kblocks > 0 ? (K + kblocks - 1) / kblocks : 1;
   if (M == 0 || N == 0) return;
   stats::count_pass();
@@ -302,6 +302,56 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
   T* const apk = pack_buffers<T>::grow(buffers.a, buffers.a_size, std::size_t(BL::kc) * std::size_t(BL::mc + MR));
   const double flops = 2.0 * double(M) * double(N) * double(K);
   const int nt = flops < 2e6 ? 1 : nthreads;
+
+  // One K block and one N block, enough rows for every thread: the threads share the packing of B (one barrier),
+  // then each packs and multiplies its own rows with no further synchronisation (the column split below needs
+  // two barriers per MC block, which cost 256^3 about a tenth of its time).
+  if (nt > 1 && K <= BL::kc && N <= NC && M >= index_t(nt) * 4 * MR) {
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+#if defined(_OPENMP)
+      const int me = omp_get_thread_num(), cnt = omp_get_num_threads();
+#else
+      const int me = 0, cnt = 1;
+#endif
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (index_t jr = 0; jr < N; jr += NR) pack_b_panel<T, NR>(b, 0, jr, K, std::min<index_t>(NR, N - jr), bpk + jr * K);
+      auto& mine = pack_buffers<T>::of_this_thread();
+      T* const ap = pack_buffers<T>::grow(mine.a, mine.a_size, std::size_t(BL::kc) * std::size_t(BL::mc + MR));
+      const index_t panels = (M + MR - 1) / MR;
+      const index_t r0 = panels * me / cnt * MR, r1 = std::min<index_t>(M, panels * (me + 1) / cnt * MR);
+      T tile[MR * NR];
+      const bool a_in_place = a.cs == 1;  // row-major A: full panels are read where they are, not packed
+      for (index_t ic = r0; ic < r1; ic += BL::mc) {
+        const index_t mc = std::min<index_t>(BL::mc, r1 - ic);
+        for (index_t ir = 0; ir < mc; ir += MR)
+          if (!a_in_place || mc - ir < MR) pack_a<T, MR>(a, ic + ir, 0, std::min<index_t>(MR, mc - ir), K, ap + ir * K);
+        for (index_t jr = 0; jr < N; jr += NR) {
+          const index_t cols = std::min<index_t>(NR, N - jr);
+          for (index_t ir = 0; ir < mc; ir += MR) {
+            const index_t rows = std::min<index_t>(MR, mc - ir);
+            T* cp = c + (ic + ir) * ldc + jr;
+            if (a_in_place && rows == MR && cols == NR) {
+              micro_kernel_unpacked<T>(K, a.p + (ic + ir) * a.rs, a.rs, bpk + jr * K, NR, cp, ldc, accumulate);
+            } else if (rows == MR && cols == NR) {
+              micro_kernel<T>(K, ap + ir * K, bpk + jr * K, cp, ldc, accumulate);
+            } else {
+              if (a_in_place && rows == MR) micro_kernel_unpacked<T>(K, a.p + (ic + ir) * a.rs, a.rs, bpk + jr * K, NR, tile, NR, false);
+              else micro_kernel<T>(K, ap + ir * K, bpk + jr * K, tile, NR, false);
+              for (index_t i = 0; i < rows; ++i)
+                for (index_t j = 0; j < cols; ++j) cp[i * ldc + j] = accumulate ? cp[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+            }
+          }
+        }
+        if constexpr (Epi::active) epi(ic, 0, mc, N);
+      }
+    }
+    return;
+  }
 
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(nt) if (nt > 1)
