@@ -62,32 +62,26 @@ constexpr extent_t conv_extent(extent_t in, extent_t k, int stride, int pad, int
 }
 
 /// Static: the options are known at compile time (O), so the output's height and width can be too.
+template <class X, class Wt, conv2d_options O, bool Static>
+using conv2d_shape_t = Shape<X::shape_type::extents[0], Wt::shape_type::extents[0],
+                             Static ? conv_extent(X::shape_type::extents[2], Wt::shape_type::extents[2], O.stride, O.padding, O.dilation) : dyn,
+                             Static ? conv_extent(X::shape_type::extents[3], Wt::shape_type::extents[3], O.stride, O.padding, O.dilation) : dyn>;
+
 template <class X, class Wt, bool Static, conv2d_options O>
-struct conv2d_node {
+struct conv2d_node : contraction_node_base<conv2d_node<X, Wt, Static, O>, typename X::value_type, conv2d_shape_t<X, Wt, O, Static>,
+                                           common_policy_t<typename X::policy, typename Wt::policy>> {
   using value_type = typename X::value_type;
-  using XS = typename X::shape_type;
-  using WS = typename Wt::shape_type;
-  using shape_type = Shape<XS::extents[0], WS::extents[0],
-                           Static ? conv_extent(XS::extents[2], WS::extents[2], O.stride, O.padding, O.dilation) : dyn,
-                           Static ? conv_extent(XS::extents[3], WS::extents[3], O.stride, O.padding, O.dilation) : dyn>;
+  using shape_type = conv2d_shape_t<X, Wt, O, Static>;
   using policy = common_policy_t<typename X::policy, typename Wt::policy>;
   static constexpr int rank = 4;
-  static constexpr bool is_tessera_expression = true;
-  static constexpr int contractions = 1;
-  static constexpr bool is_contraction = true;
   static constexpr bool epilogue_ok = false;      // not a (row, column) matrix epilogue...
   static constexpr bool nchw_epilogue_ok = true;  // ...but one over (image, channel, plane)
-  static constexpr bool packable = simd::packable_v<value_type>;
-  static constexpr std::size_t max_lane_size = sizeof(value_type);
 
   X x;
   Wt w;
   conv2d_options opt;
   conv_geometry geo{};
   dims_t<4> dims_;
-  mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
-  mutable const value_type* fuse_target = nullptr;
-  mutable dims_t<4> fuse_strides{};
 
   conv2d_node(X x_, Wt w_, conv2d_options o) : x(std::move(x_)), w(std::move(w_)), opt(o) {
     const auto& dx = x.dims();
@@ -112,39 +106,18 @@ struct conv2d_node {
   const dims_t<4>& expr_dims() const { return dims_; }
   const conv_geometry& geometry() const { return geo; }
 
-  template <int R>
-  auto evaluator(const dims_t<R>& out) const {
-    if (fuse_target) return make_leaf_eval<value_type, R>(fuse_target, dims_, fuse_strides, out);
-    return materialize_as_leaf<R>(*this, cache, out);
-  }
-  template <class F>
-  void for_each_contraction(F&& f) const { f(*this); }
-  template <class F>
-  void for_each_leaf(F&&) const {}
   template <class F>
   void for_each_operand(F&& f) const {
     f(x);
     f(w);
   }
 
-  /// dst = conv2d(x, w) (dst must not overlap x or w; assign() sees to that). `epi(n, k0, krows, p0, pcols)`
-  /// runs on each finished block of dst, p indexing the flattened (h, w) plane.
-  template <class DV, class Epi = no_epilogue>
-  void run_into(const DV& dst, const Epi& epi = {}) const {
-    using P = typename DV::policy;
-    static_assert(std::is_floating_point_v<value_type>, "tessera: conv2d supports float and double");
-    if constexpr (P::on_device) {
-      static_assert(requires { device_contractions<P>::enabled; },
-                    "tessera: conv2d on the cuda policy runs cuDNN: compile this file with nvcc (a .cu file)");
-      device_contractions<P>::conv2d(*this, dst);
-    } else {
-      run_on_host(dst, epi);
-    }
-  }
-
+  /// dst = conv2d(x, w) on the host; `epi(n, k0, krows, p0, pcols)` runs on each finished block of dst, p
+  /// indexing the flattened (h, w) plane.
   template <class DV, class Epi>
   void run_on_host(const DV& dst, const Epi& epi) const {
     using P = typename DV::policy;
+    static_assert(std::is_floating_point_v<value_type>, "tessera: conv2d supports float and double");
     const auto& ds = dst.strides();
     if (!(ds[3] == 1 || geo.OW == 1) || !(ds[2] == geo.OW || geo.OH == 1)) {  // the kernel writes whole planes
       Tensor<value_type, dyn_shape_t<4>, P> t(dims_);

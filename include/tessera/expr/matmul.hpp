@@ -66,29 +66,22 @@ struct matmul_shapes {
 };
 
 template <class A, class B>
-struct matmul_node {
+struct matmul_node : contraction_node_base<matmul_node<A, B>, typename A::value_type,
+                                           typename matmul_shapes<typename A::shape_type, typename B::shape_type>::type,
+                                           common_policy_t<typename A::policy, typename B::policy>> {
   using MS = matmul_shapes<typename A::shape_type, typename B::shape_type>;
   using value_type = typename A::value_type;
   using shape_type = typename MS::type;
   using policy = common_policy_t<typename A::policy, typename B::policy>;
   static constexpr int rank = MS::rank;
   static constexpr int nb = MS::nb;  // batch dims of the result
-  static constexpr bool is_tessera_expression = true;
-  static constexpr int contractions = 1;
-  static constexpr bool is_contraction = true;
   static constexpr bool epilogue_ok = A::rank == 2 && B::rank == 2;  // the epilogue works in (row, column) of one GEMM
-  static constexpr bool packable = simd::packable_v<value_type>;
-  static constexpr std::size_t max_lane_size = sizeof(value_type);
 
   A a;  // Views (leaves) or materialised operands
   B b;
   dims_t<rank> dims_;
   dims_t<nb> batch_;
   index_t m_, n_, k_;
-  mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
-  // Set by assign() while it builds an epilogue: the product is then read from the destination itself.
-  mutable const value_type* fuse_target = nullptr;
-  mutable dims_t<rank> fuse_strides{};
 
   matmul_node(A a_, B b_) : a(std::move(a_)), b(std::move(b_)) {
     const auto& da = a.dims();
@@ -118,36 +111,14 @@ struct matmul_node {
   }
   const dims_t<rank>& expr_dims() const { return dims_; }
 
-  template <int R>
-  auto evaluator(const dims_t<R>& out) const {
-    if (fuse_target) return make_leaf_eval<value_type, R>(fuse_target, dims_, fuse_strides, out);
-    return materialize_as_leaf<R>(*this, cache, out);
-  }
-  template <class F>
-  void for_each_contraction(F&& f) const { f(*this); }
-  template <class F>
-  void for_each_leaf(F&&) const {}
   template <class F>
   void for_each_operand(F&& f) const {
     f(a);
     f(b);
   }
 
-  /// dst = a * b (dst must not overlap a or b; assign() sees to that). `epi(i0, j0, rows, cols)` runs on each
-  /// finished tile of dst while it is still in cache (2-D products only).
-  template <class DV, class Epi = no_epilogue>
-  void run_into(const DV& dst, const Epi& epi = {}) const {
-    using P = typename DV::policy;
-    static_assert(std::is_floating_point_v<value_type>, "tessera: matmul supports float and double for now");
-    if constexpr (P::on_device) {
-      static_assert(requires { device_contractions<P>::enabled; },
-                    "tessera: matmul on the cuda policy runs cuBLASLt: compile this file with nvcc (a .cu file)");
-      device_contractions<P>::matmul(*this, dst);
-    } else {
-      run_on_host(dst, epi);
-    }
-  }
-
+  /// dst = a * b on the host; `epi(i0, j0, rows, cols)` runs on each finished tile of dst while it is still in
+  /// cache (2-D products only).
   template <class DV, class Epi>
   void run_on_host(const DV& dst, const Epi& epi) const {
     using P = typename DV::policy;

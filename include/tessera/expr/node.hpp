@@ -220,6 +220,57 @@ auto materialize_as_leaf(const Node& node, Cache& cache, const dims_t<R>& out) {
   return make_leaf_eval<typename N::value_type, R>(cache->data(), d, contiguous_strides(d), out);
 }
 
+struct no_epilogue;
+
+/// What every contraction node (matmul, conv2d, pooling) shares: the flags assign() dispatches on, the cache
+/// it is evaluated into when read as a leaf, the destination it reads while an epilogue runs (fuse_target), and
+/// run_into's choice between the host kernel (Derived::run_on_host) and the device library.
+template <class Derived, class T, class S, class P>
+struct contraction_node_base {
+  using value_type = T;
+  using shape_type = S;
+  using policy = P;
+  static constexpr int rank = S::rank;
+  static constexpr bool is_tessera_expression = true;
+  static constexpr bool is_contraction = true;  // evaluated by its own kernel, reads whole rows or windows
+  static constexpr int contractions = 1;
+  static constexpr bool packable = simd::packable_v<T>;
+  static constexpr std::size_t max_lane_size = sizeof(T);
+
+  mutable std::shared_ptr<const Tensor<T, S, P>> cache;
+  // Set by assign() while it builds an epilogue: the node is then read from the destination itself.
+  mutable const T* fuse_target = nullptr;
+  mutable dims_t<S::rank> fuse_strides{};
+
+  template <int R>
+  auto evaluator(const dims_t<R>& out) const {
+    if (fuse_target) return make_leaf_eval<T, R>(fuse_target, self().expr_dims(), fuse_strides, out);
+    return materialize_as_leaf<R>(self(), cache, out);
+  }
+  template <class F>
+  void for_each_contraction(F&& f) const { f(self()); }
+  template <class F>
+  void for_each_leaf(F&&) const {}
+
+  /// dst = this node (dst must not overlap the operands; assign() sees to that); `epi` runs on each finished
+  /// block of dst on the host (see each node for the block's shape).
+  template <class DV, class Epi = no_epilogue>
+  void run_into(const DV& dst, const Epi& epi = {}) const {
+    using DP = typename DV::policy;
+    if constexpr (DP::on_device) {
+      static_assert(requires { device_contractions<DP>::enabled; },
+                    "tessera: matmul, conv2d and pooling on the cuda policy run cuBLASLt, cuDNN and tessera's own CUDA "
+                    "kernels: compile this file with nvcc (a .cu file)");
+      device_contractions<DP>::run(self(), dst);
+    } else {
+      self().run_on_host(dst, epi);
+    }
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+};
+
 template <class Op, class... Cs>
 auto make_map(Cs... cs) {
   return map_node<Op, Cs...>(std::move(cs)...);

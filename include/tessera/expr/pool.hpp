@@ -57,26 +57,22 @@ inline void max_pool2x2_row(const float* r0, const float* r1, float* out, index_
 }
 #endif
 
+template <class C, int K, int S, int P>
+using pool_shape_t = Shape<C::shape_type::extents[0], C::shape_type::extents[1], pooled_extent(C::shape_type::extents[2], K, S, P),
+                           pooled_extent(C::shape_type::extents[3], K, S, P)>;
+
 template <class Op, class C, int K, int S, int P>
-struct pool_node {
+struct pool_node : contraction_node_base<pool_node<Op, C, K, S, P>, typename C::value_type, pool_shape_t<C, K, S, P>, typename C::policy> {
   using value_type = typename C::value_type;
-  using SS = typename C::shape_type;
-  using shape_type = Shape<SS::extents[0], SS::extents[1], pooled_extent(SS::extents[2], K, S, P),
-                           pooled_extent(SS::extents[3], K, S, P)>;
+  using shape_type = pool_shape_t<C, K, S, P>;
   using policy = typename C::policy;
   static constexpr int rank = 4;
-  static constexpr bool is_tessera_expression = true;
-  static constexpr bool is_contraction = true;  // evaluated by its own kernel, reads whole windows
-  static constexpr int contractions = 1;
   static constexpr bool nchw_epilogue_ok = true;  // an elementwise tree around it runs on each finished plane
-  static constexpr bool packable = simd::packable_v<value_type>;
-  static constexpr std::size_t max_lane_size = sizeof(value_type);
+  static constexpr bool is_max = std::is_same_v<Op, op::max_pool2d>;
+  static constexpr int kernel = K, stride = S, padding = P;
 
   C src;
   dims_t<4> dims_;
-  mutable std::shared_ptr<const Tensor<value_type, shape_type, policy>> cache;
-  mutable const value_type* fuse_target = nullptr;
-  mutable dims_t<4> fuse_strides{};
 
   explicit pool_node(C c) : src(std::move(c)) {
     const auto d = src.dims();
@@ -86,31 +82,11 @@ struct pool_node {
     dims_ = {d[0], d[1], (d[2] + 2 * P - K) / S + 1, (d[3] + 2 * P - K) / S + 1};
   }
   const dims_t<4>& expr_dims() const { return dims_; }
-  template <int R>
-  auto evaluator(const dims_t<R>& out) const {
-    if (fuse_target) return make_leaf_eval<value_type, R>(fuse_target, dims_, fuse_strides, out);
-    return materialize_as_leaf<R>(*this, cache, out);
-  }
-  template <class F>
-  void for_each_contraction(F&& f) const { f(*this); }
-  template <class F>
-  void for_each_leaf(F&&) const {}
   template <class F>
   void for_each_operand(F&& f) const { f(src); }
 
-  /// dst = pool(src); `epi(n, c, 1, 0, OH*OW)` runs on each finished plane (the epilogue needs contiguous planes).
-  template <class DV, class Epi = no_epilogue>
-  void run_into(const DV& dst, const Epi& epi = {}) const {
-    using Pol = typename DV::policy;
-    if constexpr (Pol::on_device) {
-      static_assert(requires { device_contractions<Pol>::enabled; },
-                    "tessera: pooling on the cuda policy: compile this file with nvcc (a .cu file)");
-      device_contractions<Pol>::template pool<std::is_same_v<Op, op::max_pool2d>>(*this, dst, K, S, P);
-    } else {
-      run_on_host(dst, epi);
-    }
-  }
-
+  /// dst = pool(src) on the host; `epi(n, c, 1, 0, OH*OW)` runs on each finished plane (the epilogue needs
+  /// contiguous planes).
   template <class DV, class Epi>
   void run_on_host(const DV& dst, const Epi& epi) const {
     using Pol = typename DV::policy;

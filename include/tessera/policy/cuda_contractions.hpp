@@ -61,6 +61,14 @@ template <>
 struct device_contractions<cuda> {
   static constexpr bool enabled = true;
 
+  /// dst = node, whichever contraction it is.
+  template <class Node, class DV>
+  static void run(const Node& nd, const DV& dst) {
+    if constexpr (is_matmul_node<Node>::value) matmul(nd, dst);
+    else if constexpr (is_conv_node<Node>::value) conv2d(nd, dst);
+    else pool<Node::is_max>(nd, dst, Node::kernel, Node::stride, Node::padding);
+  }
+
   /// dst = epilogue(a * b [+ bias]) for a matmul node; bias (length n, contiguous) or null.
   template <class Node, class DV>
   static void matmul(const Node& nd, const DV& dst, gemm_epilogue epi = gemm_epilogue::none,

@@ -164,40 +164,7 @@ TS_INLINE void pack_transposed(const T* const* rows, int nrows, index_t n, T* __
 /// Writes the MR x NR tile to c (row stride NR).
 template <class T>
 TS_INLINE void micro_kernel_taps(index_t kc, const T* __restrict a0, const index_t* __restrict ko, const T* __restrict b, T* c) {
-  using B = gemm_blocking<T>;
-  constexpr int MR = B::mr, NR = B::nr;
-#if TESSERA_SIMD
-  constexpr int L = B::lanes, NV = B::nv;
-  using V = simd::vec<T, L>;
-  V acc[MR][NV];
-  TS_UNROLL
-  for (int i = 0; i < MR; ++i)
-    TS_UNROLL
-    for (int j = 0; j < NV; ++j) acc[i][j] = V{};
-  for (index_t k = 0; k < kc; ++k) {
-    const T* a = a0 + ko[k];
-    V bv[NV];
-    TS_UNROLL
-    for (int j = 0; j < NV; ++j) std::memcpy(&bv[j], b + k * NR + j * L, sizeof(V));
-    TS_UNROLL
-    for (int i = 0; i < MR; ++i) {
-      const V av = splat_load<T, L>(a + i);
-      TS_UNROLL
-      for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
-    }
-  }
-  TS_UNROLL
-  for (int i = 0; i < MR; ++i)
-    TS_UNROLL
-    for (int j = 0; j < NV; ++j) std::memcpy(c + i * NR + j * L, &acc[i][j], sizeof(V));
-#else
-  T acc[MR][NR] = {};
-  for (index_t k = 0; k < kc; ++k)
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] += a0[ko[k] + i] * b[k * NR + j];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i * NR + j] = acc[i][j];
-#endif
+  micro_tile<T>(kc, taps_a<T>{a0, ko}, b, gemm_blocking<T>::nr, c, gemm_blocking<T>::nr, false);
 }
 
 /// Per-thread scratch memory kept between calls (Slot tells the buffers of one call apart); not zeroed.

@@ -124,61 +124,33 @@ TS_INLINE simd::vec<T, N> splat_load(const T* p) {
 }
 #endif
 
-/// C[MR x NR] (+)= Apanel * Bpanel over kc; C row stride ldc, unit column stride.
+/// How the micro-kernel finds A's element (i, k), i < MR: at(k)[offset(i)].
+template <class T, int MR>
+struct packed_a {  ///< an MR-tall packed panel, k-major
+  const T* __restrict a;
+  TS_INLINE const T* at(index_t k) const { return a + k * MR; }
+  static constexpr index_t offset(int i) { return i; }
+};
 template <class T>
-TS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict b, T* c, index_t ldc, bool accumulate) {
-  using B = gemm_blocking<T>;
-  constexpr int MR = B::mr, NR = B::nr;
-#if TESSERA_SIMD
-  constexpr int L = B::lanes, NV = B::nv;
-  using V = simd::vec<T, L>;
-  V acc[MR][NV];
-  TS_UNROLL
-  for (int i = 0; i < MR; ++i)
-    TS_UNROLL
-    for (int j = 0; j < NV; ++j) acc[i][j] = V{};
-  for (index_t k = 0; k < kc; ++k) {
-    V bv[NV];
-    TS_UNROLL
-    for (int j = 0; j < NV; ++j) std::memcpy(&bv[j], b + k * NR + j * L, sizeof(V));
-    TS_UNROLL
-    for (int i = 0; i < MR; ++i) {
-      const V av = splat_load<T, L>(a + k * MR + i);
-      TS_UNROLL
-      for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
-    }
-  }
-  TS_UNROLL
-  for (int i = 0; i < MR; ++i)
-    TS_UNROLL
-    for (int j = 0; j < NV; ++j) {
-      V cur = acc[i][j];
-      if (accumulate) {
-        V old;
-        std::memcpy(&old, c + i * ldc + j * L, sizeof(V));
-        cur += old;
-      }
-      std::memcpy(c + i * ldc + j * L, &cur, sizeof(V));
-    }
-#else
-  T acc[MR][NR] = {};
-  for (index_t k = 0; k < kc; ++k)
-    TS_UNROLL
-    for (int i = 0; i < MR; ++i)
-      TS_UNROLL
-      for (int j = 0; j < NR; ++j) acc[i][j] += a[k * MR + i] * b[k * NR + j];
-  TS_UNROLL
-  for (int i = 0; i < MR; ++i)
-    TS_UNROLL
-    for (int j = 0; j < NR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
-#endif
-}
+struct rowmajor_a {  ///< rows of a row-major matrix read in place
+  const T* __restrict a;
+  index_t lda;
+  TS_INLINE const T* at(index_t k) const { return a + k; }
+  TS_INLINE index_t offset(int i) const { return i * lda; }
+};
+template <class T>
+struct taps_a {  ///< convolution: for tap k, the MR pixels' values at a0[ko[k] + i]
+  const T* __restrict a0;
+  const index_t* __restrict ko;
+  TS_INLINE const T* at(index_t k) const { return a0 + ko[k]; }
+  static constexpr index_t offset(int i) { return i; }
+};
 
-/// The micro-kernel reading A and B where they are (row-major, unit column stride): for products small enough
-/// that packing them would cost more than it saves. C[MR x NR] (+)= A[MR x kc] * B[kc x NR].
-template <class T>
-TS_INLINE void micro_kernel_unpacked(index_t kc, const T* __restrict a, index_t lda, const T* __restrict b, index_t ldb, T* c,
-                                     index_t ldc, bool accumulate) {
+/// C[MR x NR] (+)= A[MR x kc] * B[kc x NR], B's row k at b + k*ldb; C row stride ldc, unit column stride. The
+/// register tile: MR x NR = 14 x 32 floats with AVX-512 (28 accumulators, 2 vector loads and 14 broadcast FMAs
+/// per k).
+template <class T, class A>
+TS_INLINE void micro_tile(index_t kc, const A& a, const T* __restrict b, index_t ldb, T* c, index_t ldc, bool accumulate) {
   using B = gemm_blocking<T>;
   constexpr int MR = B::mr, NR = B::nr;
 #if TESSERA_SIMD
@@ -190,12 +162,13 @@ TS_INLINE void micro_kernel_unpacked(index_t kc, const T* __restrict a, index_t 
     TS_UNROLL
     for (int j = 0; j < NV; ++j) acc[i][j] = V{};
   for (index_t k = 0; k < kc; ++k) {
+    const T* ak = a.at(k);
     V bv[NV];
     TS_UNROLL
     for (int j = 0; j < NV; ++j) std::memcpy(&bv[j], b + k * ldb + j * L, sizeof(V));
     TS_UNROLL
     for (int i = 0; i < MR; ++i) {
-      const V av = splat_load<T, L>(a + i * lda + k);
+      const V av = splat_load<T, L>(ak + a.offset(i));
       TS_UNROLL
       for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
     }
@@ -216,10 +189,24 @@ TS_INLINE void micro_kernel_unpacked(index_t kc, const T* __restrict a, index_t 
   T acc[MR][NR] = {};
   for (index_t k = 0; k < kc; ++k)
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] += a[i * lda + k] * b[k * ldb + j];
+      for (int j = 0; j < NR; ++j) acc[i][j] += a.at(k)[a.offset(i)] * b[k * ldb + j];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 #endif
+}
+
+/// C[MR x NR] (+)= Apanel * Bpanel over kc (both packed).
+template <class T>
+TS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict b, T* c, index_t ldc, bool accumulate) {
+  micro_tile<T>(kc, packed_a<T, gemm_blocking<T>::mr>{a}, b, gemm_blocking<T>::nr, c, ldc, accumulate);
+}
+
+/// The micro-kernel reading A and B where they are (row-major, unit column stride): for products small enough
+/// that packing them would cost more than it saves.
+template <class T>
+TS_INLINE void micro_kernel_unpacked(index_t kc, const T* __restrict a, index_t lda, const T* __restrict b, index_t ldb, T* c,
+                                     index_t ldc, bool accumulate) {
+  micro_tile<T>(kc, rowmajor_a<T>{a, lda}, b, ldb, c, ldc, accumulate);
 }
 
 struct no_epilogue {
