@@ -5,6 +5,8 @@
 //   conv2d(x, w, b, opt, act) the same for convolution (backward data is a convolution again at stride 1).
 //   max_pool2d / avg_pool2d, log_softmax, softmax, cross_entropy (log-softmax and NLL fused), mse_loss,
 //   dropout, batch_norm2d.
+// On the cuda policy each operation dispatches to device_ops<cuda> (autodiff/cuda_ops.hpp, included at the end of this
+// file when nvcc compiles it): cuBLASLt, cuDNN and tessera's own kernels, the same results to rounding.
 #pragma once
 #include <cmath>
 #include <limits>
@@ -155,48 +157,51 @@ typename V::tensor& fresh_or_grad(const V& v, bool& accumulate) {
 /// y = act(x W^T + b) for x [B, in], W [out, in] (PyTorch's layout), b [out] (may be an empty Var: no bias).
 template <class T, class P>
 Var<T, 2, P> linear(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1, P>& b, activation act = activation::none) {
-  static_assert(!P::on_device, "tessera: ad::linear on the cuda policy is not implemented yet");
-  const auto& xd = x.dims();
-  const auto& wd = W.dims();
-  if (xd[1] != wd[1])
-    throw shape_error("tessera: linear: input " + tessera::detail::format_dims(xd) + " does not fit weights " +
-                      tessera::detail::format_dims(wd) + " (in_features must equal the input's last extent)");
-  const bool has_b = b.defined();
-  if (has_b && b.dims()[0] != wd[0])
-    throw shape_error("tessera: linear: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
-                      tessera::detail::format_dims(wd));
-  using V = Var<T, 2, P>;
-  typename V::tensor y(xd[0], wd[0]);
-  auto prod = tessera::matmul(x.value(), tessera::transpose(W.value()));
-  if (has_b) detail::assign_activated(y, prod + b.value(), act);
-  else detail::assign_activated(y, prod, act);
-  auto back = [x, W, b, act, has_b](const auto& g, const auto& out) {
-    const index_t B = out.dims()[0], O = out.dims()[1];
-    const int nt = P::num_threads();
-    typename V::tensor dz_buf;
-    const T* dz = g.data();
-    T* db = nullptr;
-    bool acc_b = false;
-    if (has_b && b.requires_grad()) db = detail::fresh_or_grad(b, acc_b).data();
-    if (db && !acc_b) std::fill(db, db + O, T(0));
-    if (act != activation::none || db) {
-      dz_buf = typename V::tensor(B, O);
-      if (detail::activation_backward<T>(g.data(), out.data(), dz_buf.data(), db, B, O, 1, act, nt)) dz = dz_buf.data();
-    }
-    const View<const T, dyn_shape_t<2>, P> dzv(dz, dims_t<2>{B, O}, dims_t<2>{O, 1});
-    if (x.requires_grad()) {
-      bool acc;
-      auto& gx = detail::fresh_or_grad(x, acc);
-      detail::gemm_into<T>(gx.data(), gx.dims()[1], dzv, W.value().cview(), acc, nt);  // dx = dz W
-    }
-    if (W.requires_grad()) {
-      bool acc;
-      auto& gw = detail::fresh_or_grad(W, acc);
-      detail::gemm_into<T>(gw.data(), gw.dims()[1], tessera::transpose(dzv), x.value().cview(), acc, nt);  // dW = dz^T x
-    }
-  };
-  if (has_b) return V::make(std::move(y), back, x, W, b);
-  return V::make(std::move(y), back, x, W);
+  if constexpr (P::on_device) {
+    return device_ops<P>::linear(x, W, b, act);
+  } else {
+    const auto& xd = x.dims();
+    const auto& wd = W.dims();
+    if (xd[1] != wd[1])
+      throw shape_error("tessera: linear: input " + tessera::detail::format_dims(xd) + " does not fit weights " +
+                        tessera::detail::format_dims(wd) + " (in_features must equal the input's last extent)");
+    const bool has_b = b.defined();
+    if (has_b && b.dims()[0] != wd[0])
+      throw shape_error("tessera: linear: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
+                        tessera::detail::format_dims(wd));
+    using V = Var<T, 2, P>;
+    typename V::tensor y(xd[0], wd[0]);
+    auto prod = tessera::matmul(x.value(), tessera::transpose(W.value()));
+    if (has_b) detail::assign_activated(y, prod + b.value(), act);
+    else detail::assign_activated(y, prod, act);
+    auto back = [x, W, b, act, has_b](const auto& g, const auto& out) {
+      const index_t B = out.dims()[0], O = out.dims()[1];
+      const int nt = P::num_threads();
+      typename V::tensor dz_buf;
+      const T* dz = g.data();
+      T* db = nullptr;
+      bool acc_b = false;
+      if (has_b && b.requires_grad()) db = detail::fresh_or_grad(b, acc_b).data();
+      if (db && !acc_b) std::fill(db, db + O, T(0));
+      if (act != activation::none || db) {
+        dz_buf = typename V::tensor(B, O);
+        if (detail::activation_backward<T>(g.data(), out.data(), dz_buf.data(), db, B, O, 1, act, nt)) dz = dz_buf.data();
+      }
+      const View<const T, dyn_shape_t<2>, P> dzv(dz, dims_t<2>{B, O}, dims_t<2>{O, 1});
+      if (x.requires_grad()) {
+        bool acc;
+        auto& gx = detail::fresh_or_grad(x, acc);
+        detail::gemm_into<T>(gx.data(), gx.dims()[1], dzv, W.value().cview(), acc, nt);  // dx = dz W
+      }
+      if (W.requires_grad()) {
+        bool acc;
+        auto& gw = detail::fresh_or_grad(W, acc);
+        detail::gemm_into<T>(gw.data(), gw.dims()[1], tessera::transpose(dzv), x.value().cview(), acc, nt);  // dW = dz^T x
+      }
+    };
+    if (has_b) return V::make(std::move(y), back, x, W, b);
+    return V::make(std::move(y), back, x, W);
+  }
 }
 
 namespace detail {
@@ -264,24 +269,27 @@ auto conv2d_forward(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1
 template <class T, class P>
 Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {},
                     activation act = activation::none) {
-  static_assert(!P::on_device, "tessera: ad::conv2d on the cuda policy is not implemented yet");
-  using V = Var<T, 4, P>;
-  tessera::detail::conv_geometry geo;
-  typename V::tensor y = detail::conv2d_forward(x, w, b, opt, act, geo);
-  auto back = [x, w, b, act, geo](const auto& g, const auto& out) {
-    T* db = detail::bias_grad(b, geo.K);
-    const T* dz = g.data();
-    typename V::tensor dz_buf;
-    if (act != activation::none) {
-      dz_buf = typename V::tensor(out.dims());
-      detail::activation_backward<T>(g.data(), out.data(), dz_buf.data(), db, geo.N, geo.K, geo.OH * geo.OW, act, P::num_threads());
-      dz = dz_buf.data();
-      db = nullptr;  // done in the same pass
-    }
-    detail::conv2d_backward_from_dz(geo, x, w, db, dz);
-  };
-  if (b.defined()) return V::make(std::move(y), back, x, w, b);
-  return V::make(std::move(y), back, x, w);
+  if constexpr (P::on_device) {
+    return device_ops<P>::conv2d(x, w, b, opt, act);
+  } else {
+    using V = Var<T, 4, P>;
+    tessera::detail::conv_geometry geo;
+    typename V::tensor y = detail::conv2d_forward(x, w, b, opt, act, geo);
+    auto back = [x, w, b, act, geo](const auto& g, const auto& out) {
+      T* db = detail::bias_grad(b, geo.K);
+      const T* dz = g.data();
+      typename V::tensor dz_buf;
+      if (act != activation::none) {
+        dz_buf = typename V::tensor(out.dims());
+        detail::activation_backward<T>(g.data(), out.data(), dz_buf.data(), db, geo.N, geo.K, geo.OH * geo.OW, act, P::num_threads());
+        dz = dz_buf.data();
+        db = nullptr;  // done in the same pass
+      }
+      detail::conv2d_backward_from_dz(geo, x, w, db, dz);
+    };
+    if (b.defined()) return V::make(std::move(y), back, x, w, b);
+    return V::make(std::move(y), back, x, w);
+  }
 }
 
 namespace detail {
@@ -411,17 +419,21 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
 
 template <bool Max, int K, int S, int Pd, class T, class P>
 Var<T, 4, P> pool(const Var<T, 4, P>& x) {
-  using V = Var<T, 4, P>;
-  typename V::tensor y;
-  if constexpr (Max) y = typename V::tensor(tessera::max_pool2d<K, S, Pd>(x.value()));
-  else y = typename V::tensor(tessera::avg_pool2d<K, S, Pd>(x.value()));
-  return V::make(std::move(y), [x](const auto& g, const auto& out) {
-    bool acc;
-    auto& gx = fresh_or_grad(x, acc);
-    const auto& d = x.dims();
-    pool_backward<Max, T>(x.value().data(), g.data(), gx.data(), d[0], d[1], d[2], d[3], out.dims()[2], out.dims()[3], K, S, Pd, acc,
-                          P::num_threads());
-  }, x);
+  if constexpr (P::on_device) {
+    return device_ops<P>::template pool<Max, K, S, Pd>(x);
+  } else {
+    using V = Var<T, 4, P>;
+    typename V::tensor y;
+    if constexpr (Max) y = typename V::tensor(tessera::max_pool2d<K, S, Pd>(x.value()));
+    else y = typename V::tensor(tessera::avg_pool2d<K, S, Pd>(x.value()));
+    return V::make(std::move(y), [x](const auto& g, const auto& out) {
+      bool acc;
+      auto& gx = fresh_or_grad(x, acc);
+      const auto& d = x.dims();
+      pool_backward<Max, T>(x.value().data(), g.data(), gx.data(), d[0], d[1], d[2], d[3], out.dims()[2], out.dims()[3], K, S, Pd, acc,
+                            P::num_threads());
+    }, x);
+  }
 }
 }  // namespace detail
 
@@ -431,20 +443,23 @@ Var<T, 4, P> pool(const Var<T, 4, P>& x) {
 /// then runs the convolution's products.
 template <class T, class P>
 Var<T, 4, P> conv2d_relu_maxpool2(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {}) {
-  static_assert(!P::on_device, "tessera: ad::conv2d_relu_maxpool2 on the cuda policy is not implemented yet");
-  using V = Var<T, 4, P>;
-  tessera::detail::conv_geometry geo;
-  auto y = std::make_shared<typename V::tensor>(detail::conv2d_forward(x, w, b, opt, activation::relu, geo));
-  typename V::tensor pooled(tessera::max_pool2d<2>(*y));
-  auto back = [x, w, b, geo, y](const auto& g, const auto& out) {
-    T* db = detail::bias_grad(b, geo.K);
-    typename V::tensor dz(y->dims());
-    detail::pool_backward<true, T>(y->data(), g.data(), dz.data(), geo.N, geo.K, geo.OH, geo.OW, out.dims()[2], out.dims()[3], 2, 2,
-                                   0, false, P::num_threads(), /*relu_mask=*/true, db);
-    detail::conv2d_backward_from_dz(geo, x, w, static_cast<T*>(nullptr), dz.data());
-  };
-  if (b.defined()) return V::make(std::move(pooled), back, x, w, b);
-  return V::make(std::move(pooled), back, x, w);
+  if constexpr (P::on_device) {
+    return device_ops<P>::conv2d_relu_maxpool2(x, w, b, opt);
+  } else {
+    using V = Var<T, 4, P>;
+    tessera::detail::conv_geometry geo;
+    auto y = std::make_shared<typename V::tensor>(detail::conv2d_forward(x, w, b, opt, activation::relu, geo));
+    typename V::tensor pooled(tessera::max_pool2d<2>(*y));
+    auto back = [x, w, b, geo, y](const auto& g, const auto& out) {
+      T* db = detail::bias_grad(b, geo.K);
+      typename V::tensor dz(y->dims());
+      detail::pool_backward<true, T>(y->data(), g.data(), dz.data(), geo.N, geo.K, geo.OH, geo.OW, out.dims()[2], out.dims()[3], 2, 2,
+                                     0, false, P::num_threads(), /*relu_mask=*/true, db);
+      detail::conv2d_backward_from_dz(geo, x, w, static_cast<T*>(nullptr), dz.data());
+    };
+    if (b.defined()) return V::make(std::move(pooled), back, x, w, b);
+    return V::make(std::move(pooled), back, x, w);
+  }
 }
 
 /// Max over K x K windows (stride S, padding Pd); the gradient goes to each window's first maximum.
@@ -477,49 +492,57 @@ void row_logsumexp(const T* z, index_t B, index_t C, std::vector<T>& lse) {
 /// log(softmax(z)) along the last axis of z [B, C].
 template <class T, class P>
 Var<T, 2, P> log_softmax(const Var<T, 2, P>& z) {
-  using V = Var<T, 2, P>;
-  const index_t B = z.dims()[0], C = z.dims()[1];
-  std::vector<T> lse;
-  detail::row_logsumexp(z.value().data(), B, C, lse);
-  typename V::tensor y(B, C);
-  for (index_t i = 0; i < B; ++i)
-    for (index_t j = 0; j < C; ++j) y.data()[i * C + j] = z.value().data()[i * C + j] - lse[std::size_t(i)];
-  return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {  // dz = g - softmax * sum(g)
-    bool acc;
-    auto& gz = detail::fresh_or_grad(z, acc);
-    for (index_t i = 0; i < B; ++i) {
-      T s = 0;
-      for (index_t j = 0; j < C; ++j) s += g.data()[i * C + j];
-      for (index_t j = 0; j < C; ++j) {
-        const T d = g.data()[i * C + j] - std::exp(out.data()[i * C + j]) * s;
-        gz.data()[i * C + j] = acc ? gz.data()[i * C + j] + d : d;
+  if constexpr (P::on_device) {
+    return device_ops<P>::log_softmax(z);
+  } else {
+    using V = Var<T, 2, P>;
+    const index_t B = z.dims()[0], C = z.dims()[1];
+    std::vector<T> lse;
+    detail::row_logsumexp(z.value().data(), B, C, lse);
+    typename V::tensor y(B, C);
+    for (index_t i = 0; i < B; ++i)
+      for (index_t j = 0; j < C; ++j) y.data()[i * C + j] = z.value().data()[i * C + j] - lse[std::size_t(i)];
+    return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {  // dz = g - softmax * sum(g)
+      bool acc;
+      auto& gz = detail::fresh_or_grad(z, acc);
+      for (index_t i = 0; i < B; ++i) {
+        T s = 0;
+        for (index_t j = 0; j < C; ++j) s += g.data()[i * C + j];
+        for (index_t j = 0; j < C; ++j) {
+          const T d = g.data()[i * C + j] - std::exp(out.data()[i * C + j]) * s;
+          gz.data()[i * C + j] = acc ? gz.data()[i * C + j] + d : d;
+        }
       }
-    }
-  }, z);
+    }, z);
+  }
 }
 
 /// softmax along the last axis of z [B, C].
 template <class T, class P>
 Var<T, 2, P> softmax(const Var<T, 2, P>& z) {
-  using V = Var<T, 2, P>;
-  const index_t B = z.dims()[0], C = z.dims()[1];
-  std::vector<T> lse;
-  detail::row_logsumexp(z.value().data(), B, C, lse);
-  typename V::tensor y(B, C);
-  for (index_t i = 0; i < B; ++i)
-    for (index_t j = 0; j < C; ++j) y.data()[i * C + j] = std::exp(z.value().data()[i * C + j] - lse[std::size_t(i)]);
-  return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {  // dz = y * (g - sum(g * y))
-    bool acc;
-    auto& gz = detail::fresh_or_grad(z, acc);
-    for (index_t i = 0; i < B; ++i) {
-      T s = 0;
-      for (index_t j = 0; j < C; ++j) s += g.data()[i * C + j] * out.data()[i * C + j];
-      for (index_t j = 0; j < C; ++j) {
-        const T d = out.data()[i * C + j] * (g.data()[i * C + j] - s);
-        gz.data()[i * C + j] = acc ? gz.data()[i * C + j] + d : d;
+  if constexpr (P::on_device) {
+    return device_ops<P>::softmax(z);
+  } else {
+    using V = Var<T, 2, P>;
+    const index_t B = z.dims()[0], C = z.dims()[1];
+    std::vector<T> lse;
+    detail::row_logsumexp(z.value().data(), B, C, lse);
+    typename V::tensor y(B, C);
+    for (index_t i = 0; i < B; ++i)
+      for (index_t j = 0; j < C; ++j) y.data()[i * C + j] = std::exp(z.value().data()[i * C + j] - lse[std::size_t(i)]);
+    return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {  // dz = y * (g - sum(g * y))
+      bool acc;
+      auto& gz = detail::fresh_or_grad(z, acc);
+      for (index_t i = 0; i < B; ++i) {
+        T s = 0;
+        for (index_t j = 0; j < C; ++j) s += g.data()[i * C + j] * out.data()[i * C + j];
+        for (index_t j = 0; j < C; ++j) {
+          const T d = out.data()[i * C + j] * (g.data()[i * C + j] - s);
+          gz.data()[i * C + j] = acc ? gz.data()[i * C + j] + d : d;
+        }
       }
-    }
-  }, z);
+    }, z);
+  }
 }
 
 /// Mean over the batch of -log(softmax(logits)[label]): log-softmax and the negative log-likelihood in one pass;
@@ -529,37 +552,41 @@ Var<T, 0, P> cross_entropy(const Var<T, 2, P>& logits, const Tensor<L, SL, PL>& 
   static_assert(!PL::on_device, "tessera: cross_entropy reads the labels on the host");
   static_assert(std::is_integral_v<L>, "tessera: cross_entropy takes integer class labels");
   static_assert(SL::rank == 1, "tessera: cross_entropy takes one label per row of the logits (a rank-1 tensor)");
-  const index_t B = logits.dims()[0], C = logits.dims()[1];
-  if (labels.dims()[0] != B)
-    throw shape_error("tessera: cross_entropy: logits " + tessera::detail::format_dims(logits.dims()) + " and labels " +
-                      tessera::detail::format_dims(labels.dims()) + " have different batch sizes");
-  std::vector<T> lse;
-  const T* z = logits.value().data();
-  detail::row_logsumexp(z, B, C, lse);
-  std::vector<index_t> lab(static_cast<std::size_t>(B));
-  T loss = 0;
-  for (index_t i = 0; i < B; ++i) {
-    const index_t l = index_t(labels.data()[i]);
-    if (l < 0 || l >= C)
-      throw std::out_of_range("tessera: cross_entropy: label " + std::to_string(l) + " at row " + std::to_string(i) +
-                              " is outside [0, " + std::to_string(C) + ")");
-    lab[std::size_t(i)] = l;
-    loss += lse[std::size_t(i)] - z[i * C + l];
+  if constexpr (P::on_device) {
+    return device_ops<P>::cross_entropy(logits, labels);
+  } else {
+    const index_t B = logits.dims()[0], C = logits.dims()[1];
+    if (labels.dims()[0] != B)
+      throw shape_error("tessera: cross_entropy: logits " + tessera::detail::format_dims(logits.dims()) + " and labels " +
+                        tessera::detail::format_dims(labels.dims()) + " have different batch sizes");
+    std::vector<T> lse;
+    const T* z = logits.value().data();
+    detail::row_logsumexp(z, B, C, lse);
+    std::vector<index_t> lab(static_cast<std::size_t>(B));
+    T loss = 0;
+    for (index_t i = 0; i < B; ++i) {
+      const index_t l = index_t(labels.data()[i]);
+      if (l < 0 || l >= C)
+        throw std::out_of_range("tessera: cross_entropy: label " + std::to_string(l) + " at row " + std::to_string(i) +
+                                " is outside [0, " + std::to_string(C) + ")");
+      lab[std::size_t(i)] = l;
+      loss += lse[std::size_t(i)] - z[i * C + l];
+    }
+    using V = Var<T, 0, P>;
+    typename V::tensor y;
+    y = loss / T(B);
+    return V::make(std::move(y), [logits, lse = std::move(lse), lab = std::move(lab), B, C](const auto& g, const auto&) {
+      bool acc;
+      auto& gz = detail::fresh_or_grad(logits, acc);
+      const T scale = g() / T(B);
+      const T* zz = logits.value().data();
+      for (index_t i = 0; i < B; ++i)
+        for (index_t j = 0; j < C; ++j) {
+          const T d = scale * (std::exp(zz[i * C + j] - lse[std::size_t(i)]) - (j == lab[std::size_t(i)] ? T(1) : T(0)));
+          gz.data()[i * C + j] = acc ? gz.data()[i * C + j] + d : d;
+        }
+    }, logits);
   }
-  using V = Var<T, 0, P>;
-  typename V::tensor y;
-  y = loss / T(B);
-  return V::make(std::move(y), [logits, lse = std::move(lse), lab = std::move(lab), B, C](const auto& g, const auto&) {
-    bool acc;
-    auto& gz = detail::fresh_or_grad(logits, acc);
-    const T scale = g() / T(B);
-    const T* zz = logits.value().data();
-    for (index_t i = 0; i < B; ++i)
-      for (index_t j = 0; j < C; ++j) {
-        const T d = scale * (std::exp(zz[i * C + j] - lse[std::size_t(i)]) - (j == lab[std::size_t(i)] ? T(1) : T(0)));
-        gz.data()[i * C + j] = acc ? gz.data()[i * C + j] + d : d;
-      }
-  }, logits);
 }
 
 /// Mean of the squared differences.
@@ -571,13 +598,17 @@ Var<T, 0, P> mse_loss(const Var<T, R, P>& a, const Var<T, R, P>& b) {
 /// Inverted dropout: in training, each element is zeroed with probability p and the rest scaled by 1/(1-p).
 template <class T, int R, class P>
 Var<T, R, P> dropout(const Var<T, R, P>& x, double p, Rng& rng, bool training) {
-  if (!training || p == 0.0) return x;
-  if (p < 0.0 || p >= 1.0) throw std::invalid_argument("tessera: dropout: p must be in [0, 1)");
-  using V = Var<T, R, P>;
-  auto mask = std::make_shared<typename V::tensor>(x.dims());
-  const T keep = T(1.0 / (1.0 - p));
-  for (index_t i = 0; i < mask->size(); ++i) mask->data()[i] = rng.uniform_double() < p ? T(0) : keep;
-  return V::make(typename V::tensor(x.value() * *mask), [x, mask](const auto& g) { detail::accumulate(x, g * *mask); }, x);
+  if constexpr (P::on_device) {
+    return device_ops<P>::dropout(x, p, rng, training);
+  } else {
+    if (!training || p == 0.0) return x;
+    if (p < 0.0 || p >= 1.0) throw std::invalid_argument("tessera: dropout: p must be in [0, 1)");
+    using V = Var<T, R, P>;
+    auto mask = std::make_shared<typename V::tensor>(x.dims());
+    const T keep = T(1.0 / (1.0 - p));
+    for (index_t i = 0; i < mask->size(); ++i) mask->data()[i] = rng.uniform_double() < p ? T(0) : keep;
+    return V::make(typename V::tensor(x.value() * *mask), [x, mask](const auto& g) { detail::accumulate(x, g * *mask); }, x);
+  }
 }
 
 /// Batch normalisation over (N, H, W) per channel of x [N, C, H, W]. In training the batch statistics are used and
@@ -586,73 +617,81 @@ Var<T, R, P> dropout(const Var<T, R, P>& x, double p, Rng& rng, bool training) {
 template <class T, class P, class S1>
 Var<T, 4, P> batch_norm2d(const Var<T, 4, P>& x, const Var<T, 1, P>& gamma, const Var<T, 1, P>& beta, Tensor<T, S1, P>& running_mean,
                           Tensor<T, S1, P>& running_var, bool training, double momentum = 0.1, double eps = 1e-5) {
-  const auto d = x.dims();
-  const index_t N = d[0], C = d[1], HW = d[2] * d[3], M = N * HW;
-  if (gamma.dims()[0] != C || beta.dims()[0] != C || running_mean.dims()[0] != C || running_var.dims()[0] != C)
-    throw shape_error("tessera: batch_norm2d: input " + tessera::detail::format_dims(d) + " has " + std::to_string(C) +
-                      " channels but the parameters have " + tessera::detail::format_dims(gamma.dims()));
-  using V = Var<T, 4, P>;
-  auto mean_ = std::make_shared<std::vector<T>>(std::size_t(C));
-  auto invstd = std::make_shared<std::vector<T>>(std::size_t(C));
-  const T* xv = x.value().data();
-  for (index_t c = 0; c < C; ++c) {
-    T m, v;
-    if (training) {
-      double s = 0, s2 = 0;
-      for (index_t n = 0; n < N; ++n)
-        for (index_t i = 0; i < HW; ++i) {
-          const double t = xv[(n * C + c) * HW + i];
-          s += t;
-          s2 += t * t;
-        }
-      const double mu = s / double(M), var = std::max(0.0, s2 / double(M) - mu * mu);
-      m = T(mu);
-      v = T(var);
-      running_mean.data()[c] = T((1 - momentum) * running_mean.data()[c] + momentum * mu);
-      running_var.data()[c] = T((1 - momentum) * running_var.data()[c] + momentum * (M > 1 ? var * double(M) / double(M - 1) : var));
-    } else {
-      m = running_mean.data()[c];
-      v = running_var.data()[c];
-    }
-    (*mean_)[std::size_t(c)] = m;
-    (*invstd)[std::size_t(c)] = T(1.0 / std::sqrt(double(v) + eps));
-  }
-  typename V::tensor y(d);
-  for (index_t n = 0; n < N; ++n)
-    for (index_t c = 0; c < C; ++c) {
-      const T a = gamma.value().data()[c] * (*invstd)[std::size_t(c)];
-      const T b = beta.value().data()[c] - a * (*mean_)[std::size_t(c)];
-      for (index_t i = 0; i < HW; ++i) y.data()[(n * C + c) * HW + i] = a * xv[(n * C + c) * HW + i] + b;
-    }
-  return V::make(std::move(y), [x, gamma, beta, mean_, invstd, training, N, C, HW, M](const auto& g, const auto&) {
+  if constexpr (P::on_device) {
+    return device_ops<P>::batch_norm2d(x, gamma, beta, running_mean, running_var, training, momentum, eps);
+  } else {
+    const auto d = x.dims();
+    const index_t N = d[0], C = d[1], HW = d[2] * d[3], M = N * HW;
+    if (gamma.dims()[0] != C || beta.dims()[0] != C || running_mean.dims()[0] != C || running_var.dims()[0] != C)
+      throw shape_error("tessera: batch_norm2d: input " + tessera::detail::format_dims(d) + " has " + std::to_string(C) +
+                        " channels but the parameters have " + tessera::detail::format_dims(gamma.dims()));
+    using V = Var<T, 4, P>;
+    auto mean_ = std::make_shared<std::vector<T>>(std::size_t(C));
+    auto invstd = std::make_shared<std::vector<T>>(std::size_t(C));
     const T* xv = x.value().data();
-    const T* gv = g.data();
-    bool acc_g = false, acc_b = false, acc_x = false;
-    T* dg = gamma.requires_grad() ? detail::fresh_or_grad(gamma, acc_g).data() : nullptr;
-    T* dbeta = beta.requires_grad() ? detail::fresh_or_grad(beta, acc_b).data() : nullptr;
-    T* dx = x.requires_grad() ? detail::fresh_or_grad(x, acc_x).data() : nullptr;
     for (index_t c = 0; c < C; ++c) {
-      const T mu = (*mean_)[std::size_t(c)], is = (*invstd)[std::size_t(c)], gam = gamma.value().data()[c];
-      double sg = 0, sgx = 0;  // sum(g), sum(g * xhat)
-      for (index_t n = 0; n < N; ++n)
-        for (index_t i = 0; i < HW; ++i) {
-          const index_t k = (n * C + c) * HW + i;
-          sg += gv[k];
-          sgx += double(gv[k]) * double((xv[k] - mu) * is);
-        }
-      if (dg) dg[c] = (acc_g ? dg[c] : T(0)) + T(sgx);
-      if (dbeta) dbeta[c] = (acc_b ? dbeta[c] : T(0)) + T(sg);
-      if (dx)
+      T m, v;
+      if (training) {
+        double s = 0, s2 = 0;
+        for (index_t n = 0; n < N; ++n)
+          for (index_t i = 0; i < HW; ++i) {
+            const double t = xv[(n * C + c) * HW + i];
+            s += t;
+            s2 += t * t;
+          }
+        const double mu = s / double(M), var = std::max(0.0, s2 / double(M) - mu * mu);
+        m = T(mu);
+        v = T(var);
+        running_mean.data()[c] = T((1 - momentum) * running_mean.data()[c] + momentum * mu);
+        running_var.data()[c] = T((1 - momentum) * running_var.data()[c] + momentum * (M > 1 ? var * double(M) / double(M - 1) : var));
+      } else {
+        m = running_mean.data()[c];
+        v = running_var.data()[c];
+      }
+      (*mean_)[std::size_t(c)] = m;
+      (*invstd)[std::size_t(c)] = T(1.0 / std::sqrt(double(v) + eps));
+    }
+    typename V::tensor y(d);
+    for (index_t n = 0; n < N; ++n)
+      for (index_t c = 0; c < C; ++c) {
+        const T a = gamma.value().data()[c] * (*invstd)[std::size_t(c)];
+        const T b = beta.value().data()[c] - a * (*mean_)[std::size_t(c)];
+        for (index_t i = 0; i < HW; ++i) y.data()[(n * C + c) * HW + i] = a * xv[(n * C + c) * HW + i] + b;
+      }
+    return V::make(std::move(y), [x, gamma, beta, mean_, invstd, training, N, C, HW, M](const auto& g, const auto&) {
+      const T* xv = x.value().data();
+      const T* gv = g.data();
+      bool acc_g = false, acc_b = false, acc_x = false;
+      T* dg = gamma.requires_grad() ? detail::fresh_or_grad(gamma, acc_g).data() : nullptr;
+      T* dbeta = beta.requires_grad() ? detail::fresh_or_grad(beta, acc_b).data() : nullptr;
+      T* dx = x.requires_grad() ? detail::fresh_or_grad(x, acc_x).data() : nullptr;
+      for (index_t c = 0; c < C; ++c) {
+        const T mu = (*mean_)[std::size_t(c)], is = (*invstd)[std::size_t(c)], gam = gamma.value().data()[c];
+        double sg = 0, sgx = 0;  // sum(g), sum(g * xhat)
         for (index_t n = 0; n < N; ++n)
           for (index_t i = 0; i < HW; ++i) {
             const index_t k = (n * C + c) * HW + i;
-            T v;
-            if (training) v = gam * is * (gv[k] - T(sg / double(M)) - (xv[k] - mu) * is * T(sgx / double(M)));
-            else v = gam * is * gv[k];
-            dx[k] = acc_x ? dx[k] + v : v;
+            sg += gv[k];
+            sgx += double(gv[k]) * double((xv[k] - mu) * is);
           }
-    }
-  }, x, gamma, beta);
+        if (dg) dg[c] = (acc_g ? dg[c] : T(0)) + T(sgx);
+        if (dbeta) dbeta[c] = (acc_b ? dbeta[c] : T(0)) + T(sg);
+        if (dx)
+          for (index_t n = 0; n < N; ++n)
+            for (index_t i = 0; i < HW; ++i) {
+              const index_t k = (n * C + c) * HW + i;
+              T v;
+              if (training) v = gam * is * (gv[k] - T(sg / double(M)) - (xv[k] - mu) * is * T(sgx / double(M)));
+              else v = gam * is * gv[k];
+              dx[k] = acc_x ? dx[k] + v : v;
+            }
+      }
+    }, x, gamma, beta);
+  }
 }
 
 }  // namespace tessera::ad
+
+#if defined(__CUDACC__)
+#include "tessera/autodiff/cuda_ops.hpp"  // device_ops<cuda>: these operations on the GPU
+#endif

@@ -10,29 +10,43 @@
 
 namespace tessera::ad {
 
+/// The operations of this file and nn_ops.hpp on a device policy: device_ops<cuda> is in autodiff/cuda_ops.hpp,
+/// which nvcc compiles (nn_ops.hpp includes it under __CUDACC__, and this file includes nn_ops.hpp there). Each
+/// operation dispatches to it with `if constexpr (P::on_device)`.
+template <class P>
+struct device_ops {
+  static_assert(!P::on_device,
+                "tessera: autodiff on the cuda policy runs CUDA kernels: compile this file with nvcc (a .cu file), so "
+                "that tessera/autodiff/cuda_ops.hpp provides the device operations");
+};
+
 namespace detail {
 /// grad += t summed down to grad's shape (t's dims broadcast from grad's, aligned right).
 template <class G, class Src>
 void add_reduced(G& grad, const Src& t) {
-  using T = typename G::value_type;
-  constexpr int R = G::rank, RT = Src::rank;
-  static_assert(R <= RT);
-  const auto& gd = grad.dims();
-  const auto& td = t.dims();
-  dims_t<RT> gs{};  // grad's stride for each of t's dims (0 where grad is broadcast)
-  const auto cs = tessera::contiguous_strides(gd);
-  for (int i = 0; i < R; ++i) gs[RT - R + i] = gd[i] == td[RT - R + i] ? cs[i] : 0;
-  T* g = grad.data();
-  const T* src = t.data();
-  index_t idx[RT > 0 ? RT : 1] = {};
-  const index_t n = t.size();
-  for (index_t k = 0; k < n; ++k) {
-    index_t off = 0;
-    for (int i = 0; i < RT; ++i) off += idx[i] * gs[i];
-    g[off] += src[k];
-    for (int d = RT - 1; d >= 0; --d) {
-      if (++idx[d] < td[d]) break;
-      idx[d] = 0;
+  if constexpr (G::policy::on_device) {
+    device_ops<typename G::policy>::add_reduced(grad, t);  // a kernel: a block per element of grad
+  } else {
+    using T = typename G::value_type;
+    constexpr int R = G::rank, RT = Src::rank;
+    static_assert(R <= RT);
+    const auto& gd = grad.dims();
+    const auto& td = t.dims();
+    dims_t<RT> gs{};  // grad's stride for each of t's dims (0 where grad is broadcast)
+    const auto cs = tessera::contiguous_strides(gd);
+    for (int i = 0; i < R; ++i) gs[RT - R + i] = gd[i] == td[RT - R + i] ? cs[i] : 0;
+    T* g = grad.data();
+    const T* src = t.data();
+    index_t idx[RT > 0 ? RT : 1] = {};
+    const index_t n = t.size();
+    for (index_t k = 0; k < n; ++k) {
+      index_t off = 0;
+      for (int i = 0; i < RT; ++i) off += idx[i] * gs[i];
+      g[off] += src[k];
+      for (int d = RT - 1; d >= 0; --d) {
+        if (++idx[d] < td[d]) break;
+        idx[d] = 0;
+      }
     }
   }
 }
@@ -205,3 +219,9 @@ auto transpose(const Var<T, 2, P>& a) {
 }
 
 }  // namespace tessera::ad
+
+#if defined(__CUDACC__)
+// nvcc: the device operations (device_ops<cuda>, autodiff/cuda_ops.hpp) come with nn_ops.hpp, which needs this file
+// first; #pragma once makes either include order work.
+#include "tessera/autodiff/nn_ops.hpp"
+#endif

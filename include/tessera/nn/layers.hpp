@@ -8,6 +8,7 @@
 
 #include "tessera/autodiff/nn_ops.hpp"
 #include "tessera/nn/parameter.hpp"
+#include "tessera/policy/transfer.hpp"
 
 namespace tessera::nn {
 
@@ -25,12 +26,13 @@ constexpr extent_t ext(int i) {
 constexpr bool fits(extent_t have, extent_t want) { return have == dyn || have == want; }
 
 /// A leaf Var of the given dims filled with U(-bound, bound) (PyTorch's default for Linear and Conv2d, bound =
-/// 1/sqrt(fan_in)).
+/// 1/sqrt(fan_in)). Drawn on the host (a device policy gets a copy): a seed gives the same model under every policy.
 template <class T, int R, class P>
 ad::Var<T, R, P> uniform_parameter(const dims_t<R>& d, double bound, Rng& rng) {
-  Tensor<T, dyn_shape_t<R>, P> t(d);
+  Tensor<T, dyn_shape_t<R>, std::conditional_t<P::on_device, cpu, P>> t(d);
   for (index_t i = 0; i < t.size(); ++i) t.data()[i] = T(rng.uniform_double() * 2 * bound - bound);
-  return ad::Var<T, R, P>(std::move(t), true);
+  if constexpr (P::on_device) return ad::Var<T, R, P>(tessera::to<P>(t), true);
+  else return ad::Var<T, R, P>(std::move(t), true);
 }
 template <class T, int R, class P>
 ad::Var<T, R, P> filled_parameter(const dims_t<R>& d, T v) {

@@ -17,13 +17,16 @@ struct parameter_ref {
   std::function<T*()> value;  ///< the parameter's elements, contiguous, row-major (stable while the model lives)
   std::function<T*()> grad;   ///< its gradient, or nullptr while backward() has not produced one
   std::function<void()> zero_grad;
+  /// value() and grad() point to device memory (a parameter of the cuda policy): only device code may touch them
+  /// (optimizers launch kernels for such parameters; see optim/optim.hpp).
+  bool on_device = false;
 };
 
 /// A handle on `v` (which must be a leaf) under `name`.
 template <class T, int R, class P>
 parameter_ref<T> make_parameter_ref(std::string name, ad::Var<T, R, P> v) {
-  static_assert(!P::on_device, "tessera: parameter_ref: host parameters only for now");
   parameter_ref<T> p;
+  p.on_device = P::on_device;
   p.name = std::move(name);
   for (int i = 0; i < R; ++i) p.dims.push_back(v.dims()[i]);
   p.size = v.size();

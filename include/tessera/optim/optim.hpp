@@ -1,6 +1,6 @@
-// Optimizers over type-erased parameters (nn::parameter_ref<T>, host memory) with PyTorch's update rules
-// (torch.optim, 1.13): SGD (momentum, dampening, Nesterov, L2 weight decay), Adam (L2 weight decay added to the
-// gradient) and AdamW (decoupled weight decay).
+// Optimizers over type-erased parameters (nn::parameter_ref<T>: host memory, or device memory on the cuda policy) with
+// PyTorch's update rules (torch.optim, 1.13): SGD (momentum, dampening, Nesterov, L2 weight decay), Adam (L2 weight
+// decay added to the gradient) and AdamW (decoupled weight decay).
 //
 //   std::vector<nn::parameter_ref<float>> params = {nn::make_parameter_ref("0.weight", w), ...};
 //   optim::AdamW<float> opt(params, {.lr = 1e-3});   // or SGD<float>(params, {.lr = 0.1, .momentum = 0.9})
@@ -24,11 +24,21 @@
 // extensions, the same IEEE arithmetic lane by lane; see detail::lanes), since GCC 12 at -O2 auto-vectorises no loop
 // of unknown trip count, nor std::sqrt while it may set errno. A parameter with more than 2^16 elements is split
 // over two OpenMP threads when OpenMP is enabled; the split (at a multiple of 64 elements) changes no result bit.
+//
+// Device parameters (parameter_ref::on_device: parameters of the cuda policy): step() runs one CUDA kernel per
+// parameter on tessera's stream, with the same update written with IEEE round-to-nearest operations that nvcc may not
+// fuse (__fmul_rn, __fadd_rn, ...): each element gets the arithmetic of the host loops. Their state buffers live in
+// device memory; the step counts stay on the host. for_each_state still hands out host tensors: for a device
+// parameter each buffer is copied into a host tensor before f sees it and copied back after (so checkpoints save
+// and load it as for a host parameter; both copies synchronise). The kernels are in the __CUDACC__ part at the end of
+// this file: when any file compiled by nvcc includes this header they are registered (detail::device_hooks), and
+// step() is the same code in every translation unit; without them, a device parameter makes step() throw.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -305,6 +315,50 @@ struct adam_op {
   }
 };
 
+// ---- device parameters -----------------------------------------------------------------------------------------
+
+/// The constants of one SGD update on the device (the host loops' constants) and which variant runs.
+template <class T>
+struct device_sgd_args {
+  T neg_lr, wd, momentum, one_minus_dampening;
+  bool decay, first, nesterov;
+};
+/// The constants of one Adam / AdamW update on the device.
+template <class T>
+struct device_adam_args {
+  T beta1, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps, wd, keep;
+  adam_decay decay;
+};
+
+/// What step() and the state need for device parameters, implemented by the __CUDACC__ part of this file.
+template <class T>
+struct device_hooks {
+  T* (*allocate_zeroed)(index_t n);
+  void (*release)(T* p);
+  void (*to_host)(T* dst, const T* src, index_t n);    // synchronises
+  void (*to_device)(T* dst, const T* src, index_t n);  // synchronises
+  /// p -= lr * d as SGD computes d (buf: the momentum buffer, or null without momentum).
+  void (*sgd)(T* p, const T* g, T* buf, index_t n, const device_sgd_args<T>& a);
+  void (*adam)(T* p, const T* g, T* m, T* v, index_t n, const device_adam_args<T>& a);
+};
+
+/// The registered device hooks for T (null until a file compiled by nvcc includes this header).
+template <class T>
+const device_hooks<T>*& device_hooks_slot() {
+  static const device_hooks<T>* h = nullptr;
+  return h;
+}
+
+template <class T>
+const device_hooks<T>& device_hooks_for(const char* who, const std::string& param) {
+  const device_hooks<T>* h = device_hooks_slot<T>();
+  if (!h)
+    throw std::logic_error(std::string("tessera: ") + who + ": parameter '" + param +
+                           "' lives on the cuda device, but no file compiled by nvcc includes tessera/optim/optim.hpp "
+                           "(its device kernels are there)");
+  return *h;
+}
+
 }  // namespace detail
 
 /// What the optimizers share: the parameter list, the learning rate, zero_grad, and the step counters and
@@ -348,7 +402,19 @@ class optimizer {
       f(step_i, s.step);
       for (std::size_t k = 0; k < buffer_names_.size(); ++k) {
         const std::string name = params_[i].name + "." + buffer_names_[k];
-        f(name, s.buffers[k]);
+        if (!params_[i].on_device) {
+          f(name, s.buffers[k]);
+          continue;
+        }
+        // a device buffer: f sees a host copy, which is copied back afterwards (f may have loaded it)
+        const auto& dev = detail::device_hooks_for<T>(who_, params_[i].name);
+        const index_t n = params_[i].size;
+        state_tensor<T> h(n);
+        dev.to_host(h.data(), s.device_buffers[k].get(), n);
+        f(name, h);
+        if (h.size() != n)
+          throw std::invalid_argument(std::string("tessera: ") + who_ + ": for_each_state: state " + name + " was resized");
+        dev.to_device(s.device_buffers[k].get(), h.data(), n);
       }
     }
   }
@@ -358,6 +424,7 @@ class optimizer {
   struct slot {
     state_tensor<T> step;
     std::vector<state_tensor<T>> buffers;
+    std::vector<std::shared_ptr<T>> device_buffers;  ///< instead of buffers, for a device parameter
     bool allocated = false;
   };
 
@@ -377,7 +444,13 @@ class optimizer {
       s.step = state_tensor<T>(index_t(1));
       s.step.data()[0] = T(0);
       s.buffers.clear();
+      s.device_buffers.clear();
       for (std::size_t k = 0; k < buffer_names_.size(); ++k) {
+        if (params_[i].on_device) {
+          const auto& dev = detail::device_hooks_for<T>(who_, params_[i].name);
+          s.device_buffers.emplace_back(dev.allocate_zeroed(params_[i].size), dev.release);
+          continue;
+        }
         state_tensor<T> b(params_[i].size);
         std::fill_n(b.data(), std::size_t(params_[i].size), T(0));
         s.buffers.push_back(std::move(b));
@@ -440,6 +513,19 @@ class SGD : public optimizer<T> {
       if (g == nullptr) continue;
       T* p = prm.value();
       const index_t n = prm.size;
+      if (prm.on_device) {
+        const auto& dev = detail::device_hooks_for<T>(this->who_, prm.name);
+        detail::device_sgd_args<T> a{neg_lr, wd, mom, omd, decay, false, opt_.nesterov};
+        if (opt_.momentum == 0.0) {
+          dev.sgd(p, g, nullptr, n, a);
+          continue;
+        }
+        auto& s = this->ensure_slot(i);
+        a.first = s.step.data()[0] == T(0);
+        dev.sgd(p, g, s.device_buffers[0].get(), n, a);
+        s.step.data()[0] += T(1);
+        continue;
+      }
       if (opt_.momentum == 0.0) {
         detail::for_range(n, [&](index_t b, index_t e) {
           if (decay) detail::lanes<T>(e - b, detail::sgd_plain_op<T, true>{neg_lr, wd}, p + b, g + b);
@@ -499,8 +585,8 @@ class adam_base : public optimizer<T> {
       T* p = prm.value();
       const index_t n = prm.size;
       auto& s = this->ensure_slot(i);
-      T* m = s.buffers[0].data();
-      T* v = s.buffers[1].data();
+      T* m = prm.on_device ? nullptr : s.buffers[0].data();
+      T* v = prm.on_device ? nullptr : s.buffers[1].data();
       s.step.data()[0] += T(1);
       const double t = double(s.step.data()[0]);
       const double bias_correction1 = 1.0 - std::pow(beta1_, t);
@@ -509,6 +595,12 @@ class adam_base : public optimizer<T> {
       const T nss = T(-(lr / bias_correction1)), bc2 = T(std::sqrt(bias_correction2)), eps = T(eps_), wd = T(wd_);
       const T keep = T(1.0 - lr * wd_);
       const adam_decay decay = wd_ == 0.0 ? adam_decay::none : Decoupled ? adam_decay::decoupled : adam_decay::l2;
+      if (prm.on_device) {
+        const auto& dev = device_hooks_for<T>(this->who_, prm.name);
+        dev.adam(p, g, s.device_buffers[0].get(), s.device_buffers[1].get(), n,
+                 device_adam_args<T>{b1, omb1, b2, omb2, nss, bc2, eps, wd, keep, decay});
+        continue;
+      }
       for_range(n, [&](index_t b, index_t e) {
         auto run = [&](auto op) { lanes<T>(e - b, op, p + b, g + b, m + b, v + b); };
         switch (decay) {
@@ -582,3 +674,112 @@ class AdamW : public detail::adam_base<T, true> {
 };
 
 }  // namespace tessera::optim
+
+#if defined(__CUDACC__)
+// ---- the device updates (nvcc only) --------------------------------------------------------------------------------
+#include <cuda_runtime.h>
+
+#include "tessera/kernels/cuda/common.hpp"
+#include "tessera/policy/cuda.hpp"
+
+namespace tessera::optim::detail::cuda_updates {
+
+/// IEEE operations rounded to nearest that nvcc never contracts into an FMA: the host loops' arithmetic exactly.
+template <class T>
+struct ieee;
+template <>
+struct ieee<float> {
+  static __device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
+  static __device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+  static __device__ __forceinline__ float div(float a, float b) { return __fdiv_rn(a, b); }
+  static __device__ __forceinline__ float sqrt(float a) { return __fsqrt_rn(a); }
+};
+template <>
+struct ieee<double> {
+  static __device__ __forceinline__ double add(double a, double b) { return __dadd_rn(a, b); }
+  static __device__ __forceinline__ double mul(double a, double b) { return __dmul_rn(a, b); }
+  static __device__ __forceinline__ double div(double a, double b) { return __ddiv_rn(a, b); }
+  static __device__ __forceinline__ double sqrt(double a) { return __dsqrt_rn(a); }
+};
+
+/// sgd_plain_op / sgd_momentum_op, one element per thread.
+template <class T>
+__global__ void sgd_kernel(T* p, const T* g, T* buf, index_t n, device_sgd_args<T> a) {
+  using F = ieee<T>;
+  const index_t step = index_t(gridDim.x) * blockDim.x;
+  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    const T pi = p[i];
+    T d = g[i];
+    if (a.decay) d = F::add(d, F::mul(a.wd, pi));
+    if (buf) {
+      const T b = a.first ? d : F::add(F::mul(buf[i], a.momentum), F::mul(a.one_minus_dampening, d));
+      buf[i] = b;
+      d = a.nesterov ? F::add(d, F::mul(a.momentum, b)) : b;
+    }
+    p[i] = F::add(pi, F::mul(a.neg_lr, d));
+  }
+}
+
+/// adam_op, one element per thread.
+template <class T>
+__global__ void adam_kernel(T* p, const T* g, T* m, T* v, index_t n, device_adam_args<T> a) {
+  using F = ieee<T>;
+  const index_t step = index_t(gridDim.x) * blockDim.x;
+  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    T pi = p[i], gi = g[i];
+    if (a.decay == adam_decay::decoupled) pi = F::mul(pi, a.keep);
+    if (a.decay == adam_decay::l2) gi = F::add(gi, F::mul(a.wd, pi));
+    const T mi = F::add(F::mul(m[i], a.beta1), F::mul(a.one_minus_beta1, gi));
+    const T vi = F::add(F::mul(v[i], a.beta2), F::mul(F::mul(a.one_minus_beta2, gi), gi));
+    m[i] = mi;
+    v[i] = vi;
+    const T denom = F::add(F::div(F::sqrt(vi), a.bias_correction2_sqrt), a.eps);
+    p[i] = F::add(pi, F::div(F::mul(a.neg_step_size, mi), denom));
+  }
+}
+
+template <class T>
+T* allocate_zeroed(index_t n) {
+  T* p = memory<cuda>::allocate<T>(std::size_t(n));
+  if (p)
+    cuda_kernels::check_cuda(cudaMemsetAsync(p, 0, std::size_t(n) * sizeof(T), cuda_detail::stream()),
+                             "cudaMemsetAsync (optimizer state)");
+  return p;
+}
+template <class T>
+void release(T* p) {
+  memory<cuda>::deallocate(p);
+}
+template <class T>
+void to_host(T* dst, const T* src, index_t n) {
+  if (n > 0) memory<cuda>::copy_to_host(dst, src, std::size_t(n));
+}
+template <class T>
+void to_device(T* dst, const T* src, index_t n) {
+  if (n > 0) memory<cuda>::copy_to_device(dst, src, std::size_t(n));
+}
+template <class T>
+void sgd(T* p, const T* g, T* buf, index_t n, const device_sgd_args<T>& a) {
+  if (n <= 0) return;
+  sgd_kernel<T><<<cuda_kernels::grid_for(n), 256, 0, cuda_detail::stream()>>>(p, g, buf, n, a);
+  cuda_kernels::check_launch("tessera: optimizer: SGD kernel launch");
+}
+template <class T>
+void adam(T* p, const T* g, T* m, T* v, index_t n, const device_adam_args<T>& a) {
+  if (n <= 0) return;
+  adam_kernel<T><<<cuda_kernels::grid_for(n), 256, 0, cuda_detail::stream()>>>(p, g, m, v, n, a);
+  cuda_kernels::check_launch("tessera: optimizer: Adam kernel launch");
+}
+
+template <class T>
+inline constexpr device_hooks<T> hooks = {&allocate_zeroed<T>, &release<T>, &to_host<T>, &to_device<T>, &sgd<T>, &adam<T>};
+
+/// Registers the hooks when the program starts (every translation unit compiled by nvcc that includes this header).
+inline const bool registered = [] {
+  device_hooks_slot<float>() = &hooks<float>;
+  device_hooks_slot<double>() = &hooks<double>;
+  return true;
+}();
+
+}  // namespace tessera::optim::detail::cuda_updates
+#endif  // __CUDACC__

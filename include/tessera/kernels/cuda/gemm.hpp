@@ -23,6 +23,10 @@
 // cuBLASLt's GELU epilogue is the tanh approximation, so gelu and bias_gelu always use the GEMM plus one
 // elementwise pass (bias, if any, added in that same pass).
 //
+// Accumulation: with `accumulate`, C += A B (cuBLASLt's beta = 1, C read and written in place with one layout,
+// which cublasLtMatmul supports when C and D share pointer and descriptor); only without an epilogue (the gradient
+// products of autodiff). The plan does not depend on beta: the same cached algorithm serves both.
+//
 // Caching: per process, a cuBLASLt handle per device, a 32 MiB workspace per (device, stream), and for each
 // (device, type, M, N, K, operand layouts, ldc, batch and its strides, epilogue, pointer alignments) a plan:
 // the matmul descriptor, the three layouts and the algorithm the heuristic chose. Nothing is rebuilt per call.
@@ -338,11 +342,13 @@ inline int act_code(gemm_epilogue e) {
 /// C = epilogue(A B [+ bias]) for `batch` products on stream s (asynchronous; see the top of this file).
 /// A: M x K with strides (a_rs, a_cs); B: K x N with (b_rs, b_cs); C: M x N row-major with leading dimension
 /// ldc >= N. bias: N elements (one per column of C), required by the bias_* epilogues, ignored otherwise.
+/// accumulate: C += A B instead of C = A B (epilogue none only; C must then hold valid numbers).
 /// Throws shape_error for inconsistent extents or strides, device_error when CUDA or cuBLASLt fails.
 template <class T>
 void cuda_gemm(cudaStream_t s, index_t M, index_t N, index_t K, const T* A, index_t a_rs, index_t a_cs, const T* B,
                index_t b_rs, index_t b_cs, T* C, index_t ldc, gemm_epilogue epi = gemm_epilogue::none,
-               const T* bias = nullptr, index_t batch = 1, index_t a_bs = 0, index_t b_bs = 0, index_t c_bs = 0) {
+               const T* bias = nullptr, index_t batch = 1, index_t a_bs = 0, index_t b_bs = 0, index_t c_bs = 0,
+               bool accumulate = false) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "tessera: cuda_gemm supports float and double");
   namespace gd = cuda_kernels::gemm_detail;
   using cuda_kernels::check_launch;
@@ -357,12 +363,15 @@ void cuda_gemm(cudaStream_t s, index_t M, index_t N, index_t K, const T* A, inde
   if (batch > 1 && c_bs < (M - 1) * ldc + N)
     throw shape_error("tessera: cuda_gemm: the outputs of the batch overlap (c_bs " + std::to_string(c_bs) + ")");
   if (gd::has_bias(epi) && !bias) throw std::invalid_argument("tessera: cuda_gemm: the bias epilogues need a bias pointer");
+  if (accumulate && epi != gemm_epilogue::none)
+    throw std::invalid_argument("tessera: cuda_gemm: accumulate (C += A B) takes no epilogue");
   if (!gd::has_bias(epi)) bias = nullptr;
   if (!cuda_kernels::fits_int(M) || !cuda_kernels::fits_int(N) || !cuda_kernels::fits_int(K) ||
       !cuda_kernels::fits_int(batch))
     throw shape_error("tessera: cuda_gemm: extents beyond 2^31 - 1 are not supported by cuBLASLt");
 
-  if (K == 0) {  // an empty sum: C = epilogue(0 [+ bias])
+  if (K == 0) {  // an empty sum: C = epilogue(0 [+ bias]), or C += 0
+    if (accumulate) return;
     gd::epilogue_kernel<T><<<grid_for(batch * M * N), 256, 0, s>>>(C, batch, M, N, ldc, c_bs, bias, gd::act_code(epi), true);
     check_launch("cuda_gemm: epilogue kernel launch");
     return;
@@ -408,7 +417,8 @@ void cuda_gemm(cudaStream_t s, index_t M, index_t N, index_t K, const T* A, inde
     gd::check_cublas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)),
                      "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
   }
-  const T alpha = T(1), beta = T(0);  // beta = 0: C is not read, it may hold anything (NaN included)
+  // beta = 0: C is not read, it may hold anything (NaN included); beta = 1 (accumulate): C += A B in place
+  const T alpha = T(1), beta = accumulate ? T(1) : T(0);
   gd::check_cublas(cublasLtMatmul(h, p.desc, &alpha, X, p.x, Y, p.y, &beta, C, p.d, C, p.d, &p.algo, ws,
                                   gd::workspace_bytes, s),
                    "cublasLtMatmul");
