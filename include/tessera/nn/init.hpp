@@ -118,6 +118,10 @@ T* values_of(const parameter_ref<T>& p, const char* who) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "tessera: nn::init: initialisers fill float or double parameters");
   if (!p.value) throw std::invalid_argument(std::string("tessera: init::") + who + ": parameter '" + p.name + "' is not bound to a tensor");
+  if (p.on_device)
+    throw std::invalid_argument(std::string("tessera: init::") + who + ": parameter '" + p.name +
+                                "' lives on the device; initialise the model's parameters on a host policy and copy them "
+                                "(models draw their initial values on the host already)");
   T* v = p.value();
   if (v == nullptr && p.size > 0)
     throw std::invalid_argument(std::string("tessera: init::") + who + ": parameter '" + p.name + "' has no storage");
