@@ -300,39 +300,21 @@ namespace detail {
 inline float max_pool2x2_backward_row(const float* r0, const float* r1, const float* go, float* d0, float* d1, index_t OW,
                                       bool relu_mask) {
   __m512 sum = _mm512_setzero_ps();
-  alignas(64) static constexpr int even_i[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-  alignas(64) static constexpr int odd_i[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-  alignas(64) static constexpr int lo_i[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-  alignas(64) static constexpr int hi_i[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i even = _mm512_load_si512(even_i), odd = _mm512_load_si512(odd_i);
-  const __m512i lo = _mm512_load_si512(lo_i), hi = _mm512_load_si512(hi_i);
   for (index_t ow = 0; ow < OW; ow += 16) {
-    const int cnt = int(std::min<index_t>(16, OW - ow)), in = 2 * cnt;
-    const __mmask16 mo = __mmask16((1u << cnt) - 1u), ml = __mmask16(in >= 16 ? 0xFFFFu : (1u << in) - 1u),
-                    mh = __mmask16(in > 16 ? (1u << (in - 16)) - 1u : 0u);
-    const __m512 v0 = _mm512_maskz_loadu_ps(ml, r0 + 2 * ow), v1 = _mm512_maskz_loadu_ps(mh, r0 + 2 * ow + 16);
-    const __m512 w0 = _mm512_maskz_loadu_ps(ml, r1 + 2 * ow), w1 = _mm512_maskz_loadu_ps(mh, r1 + 2 * ow + 16);
-    const __m512 a = _mm512_permutex2var_ps(v0, even, v1), b = _mm512_permutex2var_ps(v0, odd, v1);
-    const __m512 c = _mm512_permutex2var_ps(w0, even, w1), d = _mm512_permutex2var_ps(w0, odd, w1);
-    __m512 g = _mm512_maskz_loadu_ps(mo, go + ow);
-    const __mmask16 bw = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ);
-    const __m512 m1 = _mm512_mask_mov_ps(a, bw, b);
-    const __mmask16 cw = _mm512_cmp_ps_mask(c, m1, _CMP_GT_OQ);
-    const __m512 m2 = _mm512_mask_mov_ps(m1, cw, c);
-    const __mmask16 dw = _mm512_cmp_ps_mask(d, m2, _CMP_GT_OQ);
+    const tessera::detail::pool2x2_step w(r0, r1, ow, OW);
+    __m512 g = _mm512_maskz_loadu_ps(w.out, go + ow);
+    const __mmask16 bw = _mm512_cmp_ps_mask(w.b, w.a, _CMP_GT_OQ);
+    const __m512 m1 = _mm512_mask_mov_ps(w.a, bw, w.b);
+    const __mmask16 cw = _mm512_cmp_ps_mask(w.c, m1, _CMP_GT_OQ);
+    const __m512 m2 = _mm512_mask_mov_ps(m1, cw, w.c);
+    const __mmask16 dw = _mm512_cmp_ps_mask(w.d, m2, _CMP_GT_OQ);
     if (relu_mask) {  // the window's maximum is 0: the ReLU passed nothing back
-      const __m512 mx = _mm512_mask_mov_ps(m2, dw, d);
+      const __m512 mx = _mm512_mask_mov_ps(m2, dw, w.d);
       g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_GT_OQ), g);
     }
     sum = _mm512_add_ps(sum, g);
-    const __m512 gd = _mm512_maskz_mov_ps(dw, g);
-    const __m512 gc = _mm512_maskz_mov_ps(__mmask16(cw & ~dw), g);
-    const __m512 gb = _mm512_maskz_mov_ps(__mmask16(bw & ~cw & ~dw), g);
-    const __m512 ga = _mm512_maskz_mov_ps(__mmask16(~bw & ~cw & ~dw), g);
-    _mm512_mask_storeu_ps(d0 + 2 * ow, ml, _mm512_permutex2var_ps(ga, lo, gb));
-    _mm512_mask_storeu_ps(d0 + 2 * ow + 16, mh, _mm512_permutex2var_ps(ga, hi, gb));
-    _mm512_mask_storeu_ps(d1 + 2 * ow, ml, _mm512_permutex2var_ps(gc, lo, gd));
-    _mm512_mask_storeu_ps(d1 + 2 * ow + 16, mh, _mm512_permutex2var_ps(gc, hi, gd));
+    w.store(d0, d1, ow, _mm512_maskz_mov_ps(__mmask16(~bw & ~cw & ~dw), g), _mm512_maskz_mov_ps(__mmask16(bw & ~cw & ~dw), g),
+            _mm512_maskz_mov_ps(__mmask16(cw & ~dw), g), _mm512_maskz_mov_ps(dw, g));
   }
   return _mm512_reduce_add_ps(sum);
 }
@@ -487,6 +469,21 @@ void row_logsumexp(const T* z, index_t B, index_t C, std::vector<T>& lse) {
     lse[std::size_t(i)] = m + std::log(s);
   }
 }
+
+/// softmax (or log-softmax) of each row of z [B, C].
+template <bool Log, class Z>
+Z softmax_rows(const Z& z, index_t B, index_t C) {
+  using T = typename Z::value_type;
+  std::vector<T> lse;
+  row_logsumexp(z.data(), B, C, lse);
+  Z y(B, C);
+  for (index_t i = 0; i < B; ++i)
+    for (index_t j = 0; j < C; ++j) {
+      const T v = z.data()[i * C + j] - lse[std::size_t(i)];
+      y.data()[i * C + j] = Log ? v : std::exp(v);
+    }
+  return y;
+}
 }  // namespace detail
 
 /// log(softmax(z)) along the last axis of z [B, C].
@@ -497,11 +494,7 @@ Var<T, 2, P> log_softmax(const Var<T, 2, P>& z) {
   } else {
     using V = Var<T, 2, P>;
     const index_t B = z.dims()[0], C = z.dims()[1];
-    std::vector<T> lse;
-    detail::row_logsumexp(z.value().data(), B, C, lse);
-    typename V::tensor y(B, C);
-    for (index_t i = 0; i < B; ++i)
-      for (index_t j = 0; j < C; ++j) y.data()[i * C + j] = z.value().data()[i * C + j] - lse[std::size_t(i)];
+    typename V::tensor y = detail::softmax_rows<true>(z.value(), B, C);
     return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {  // dz = g - softmax * sum(g)
       bool acc;
       auto& gz = detail::fresh_or_grad(z, acc);
@@ -525,11 +518,7 @@ Var<T, 2, P> softmax(const Var<T, 2, P>& z) {
   } else {
     using V = Var<T, 2, P>;
     const index_t B = z.dims()[0], C = z.dims()[1];
-    std::vector<T> lse;
-    detail::row_logsumexp(z.value().data(), B, C, lse);
-    typename V::tensor y(B, C);
-    for (index_t i = 0; i < B; ++i)
-      for (index_t j = 0; j < C; ++j) y.data()[i * C + j] = std::exp(z.value().data()[i * C + j] - lse[std::size_t(i)]);
+    typename V::tensor y = detail::softmax_rows<false>(z.value(), B, C);
     return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {  // dz = y * (g - sum(g * y))
       bool acc;
       auto& gz = detail::fresh_or_grad(z, acc);

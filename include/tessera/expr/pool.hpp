@@ -10,6 +10,7 @@
 
 #include "tessera/expr/matmul.hpp"
 #include "tessera/expr/reduce.hpp"
+#include "tessera/kernels/cpu/pool2x2.hpp"
 
 namespace tessera {
 
@@ -35,24 +36,15 @@ constexpr extent_t pooled_extent(extent_t e, int k, int s, int p) { return e == 
 /// One output row of a 2x2 stride-2 max-pool: out[j] = max(r0[2j], r0[2j+1], r1[2j], r1[2j+1]); masked at the end.
 /// (Starting from -inf and combining as the scalar loop does, so NaN cells are skipped the same way.)
 inline void max_pool2x2_row(const float* r0, const float* r1, float* out, index_t OW) {
-  alignas(64) static constexpr int even_i[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-  alignas(64) static constexpr int odd_i[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-  const __m512i even = _mm512_load_si512(even_i), odd = _mm512_load_si512(odd_i);
   for (index_t ow = 0; ow < OW; ow += 16) {
-    const int cnt = int(std::min<index_t>(16, OW - ow)), in = 2 * cnt;
-    const __mmask16 mo = __mmask16((1u << cnt) - 1u), ml = __mmask16(in >= 16 ? 0xFFFFu : (1u << in) - 1u),
-                    mh = __mmask16(in > 16 ? (1u << (in - 16)) - 1u : 0u);
-    const __m512 v0 = _mm512_maskz_loadu_ps(ml, r0 + 2 * ow), v1 = _mm512_maskz_loadu_ps(mh, r0 + 2 * ow + 16);
-    const __m512 w0 = _mm512_maskz_loadu_ps(ml, r1 + 2 * ow), w1 = _mm512_maskz_loadu_ps(mh, r1 + 2 * ow + 16);
-    const __m512 a = _mm512_permutex2var_ps(v0, even, v1), b = _mm512_permutex2var_ps(v0, odd, v1);
-    const __m512 c = _mm512_permutex2var_ps(w0, even, w1), d = _mm512_permutex2var_ps(w0, odd, w1);
+    const pool2x2_step w(r0, r1, ow, OW);
     // the scalar loop's order: acc = -inf; acc = max(acc, a); ... with max(x, y) = x < y ? y : x
     __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, a, _CMP_LT_OQ), a);
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, b, _CMP_LT_OQ), b);
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, c, _CMP_LT_OQ), c);
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, d, _CMP_LT_OQ), d);
-    _mm512_mask_storeu_ps(out + ow, mo, m);
+    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.a, _CMP_LT_OQ), w.a);
+    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.b, _CMP_LT_OQ), w.b);
+    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.c, _CMP_LT_OQ), w.c);
+    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.d, _CMP_LT_OQ), w.d);
+    _mm512_mask_storeu_ps(out + ow, w.out, m);
   }
 }
 #endif

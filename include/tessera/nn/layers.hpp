@@ -25,6 +25,15 @@ constexpr extent_t ext(int i) {
 }
 constexpr bool fits(extent_t have, extent_t want) { return have == dyn || have == want; }
 
+/// The state of a layer without parameters or buffers.
+struct no_parameters {
+  explicit no_parameters(Rng&) {}
+  template <class F>
+  void for_each_parameter(const std::string&, F&&) {}
+  template <class F>
+  void for_each_buffer(const std::string&, F&&) {}
+};
+
 /// A leaf Var of the given dims filled with U(-bound, bound) (PyTorch's default for Linear and Conv2d, bound =
 /// 1/sqrt(fan_in)). Drawn on the host (a device policy gets a copy): a seed gives the same model under every policy.
 template <class T, int R, class P>
@@ -140,12 +149,8 @@ struct stateless {
   template <class S>
   using output = S;
   template <class T, class P>
-  struct state {
-    explicit state(Rng&) {}
-    template <class F>
-    void for_each_parameter(const std::string&, F&&) {}
-    template <class F>
-    void for_each_buffer(const std::string&, F&&) {}
+  struct state : detail::no_parameters {
+    using detail::no_parameters::no_parameters;
     template <int R>
     ad::Var<T, R, P> forward(const ad::Var<T, R, P>& x, context& ctx) const {
       return Self::apply(x, ctx);
@@ -200,12 +205,8 @@ struct pool_layer {
   using output = Shape<Sh::extents[0], Sh::extents[1], tessera::detail::pooled_extent(Sh::extents[2], K, S, Pd),
                        tessera::detail::pooled_extent(Sh::extents[3], K, S, Pd)>;
   template <class T, class P>
-  struct state {
-    explicit state(Rng&) {}
-    template <class F>
-    void for_each_parameter(const std::string&, F&&) {}
-    template <class F>
-    void for_each_buffer(const std::string&, F&&) {}
+  struct state : detail::no_parameters {
+    using detail::no_parameters::no_parameters;
     ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context&) const {
       if constexpr (std::is_same_v<Op, op::max_pool2d>) return ad::max_pool2d<K, S, Pd>(x);
       else return ad::avg_pool2d<K, S, Pd>(x);
@@ -239,12 +240,8 @@ struct Flatten {
   template <class S>
   using output = Shape<S::extents[0], rest<S>()>;
   template <class T, class P>
-  struct state {
-    explicit state(Rng&) {}
-    template <class F>
-    void for_each_parameter(const std::string&, F&&) {}
-    template <class F>
-    void for_each_buffer(const std::string&, F&&) {}
+  struct state : detail::no_parameters {
+    using detail::no_parameters::no_parameters;
     template <int R>
     ad::Var<T, 2, P> forward(const ad::Var<T, R, P>& x, context&) const { return ad::flatten_batch(x); }
   };
@@ -260,12 +257,8 @@ struct softmax_layer {
   template <class S>
   using output = S;
   template <class T, class P>
-  struct state {
-    explicit state(Rng&) {}
-    template <class F>
-    void for_each_parameter(const std::string&, F&&) {}
-    template <class F>
-    void for_each_buffer(const std::string&, F&&) {}
+  struct state : detail::no_parameters {
+    using detail::no_parameters::no_parameters;
     ad::Var<T, 2, P> forward(const ad::Var<T, 2, P>& x, context&) const {
       if constexpr (Log) return ad::log_softmax(x);
       else return ad::softmax(x);
