@@ -95,6 +95,34 @@ auto* zeroed_grad(const V& v) {
   return g.data();
 }
 
+/// Vector (or scalar, V = T) loads and stores for the step passes.
+template <class V, class T>
+TS_INLINE V lstm_ld(const T* p) {
+  if constexpr (std::is_same_v<V, T>) return *p;
+#if TESSERA_SIMD
+  else return simd::load<T, int(sizeof(V) / sizeof(T))>(p);
+#endif
+}
+template <class V, class T>
+TS_INLINE void lstm_st(T* p, V v) {
+  if constexpr (std::is_same_v<V, T>) *p = v;
+#if TESSERA_SIMD
+  else simd::store<T, int(sizeof(V) / sizeof(T))>(p, v);
+#endif
+}
+
+/// Runs body.template operator()<V>(j) over j = 0 .. H: SIMD packets (float: the vectorised exp/tanh of
+/// core/math.hpp), then scalars.
+template <class T, class F>
+TS_INLINE void lstm_columns(index_t H, F&& body) {
+  index_t j = 0;
+#if TESSERA_SIMD
+  constexpr int N = simd::lanes_for<sizeof(T)>;
+  for (; j + N <= H; j += N) body.template operator()<simd::vec<T, N>>(j);
+#endif
+  for (; j < H; ++j) body.template operator()<T>(j);
+}
+
 /// Forward of one step's pointwise part: gates (pre-activations in, activations out), c and h for B rows.
 template <class T>
 inline void lstm_step_forward(T* gates, const T* cprev, T* c, T* h, index_t B, index_t H) {
@@ -103,19 +131,19 @@ inline void lstm_step_forward(T* gates, const T* cprev, T* c, T* h, index_t B, i
     const T* cp = cprev ? cprev + b * H : nullptr;
     T* cb = c + b * H;
     T* hb = h + b * H;
-    for (index_t j = 0; j < H; ++j) {
-      const T i = lstm_sigmoid(g[j]);
-      const T f = lstm_sigmoid(g[H + j]);
-      const T gg = std::tanh(g[2 * H + j]);
-      const T o = lstm_sigmoid(g[3 * H + j]);
-      g[j] = i;
-      g[H + j] = f;
-      g[2 * H + j] = gg;
-      g[3 * H + j] = o;
-      const T cn = (cp ? f * cp[j] : T(0)) + i * gg;
-      cb[j] = cn;
-      hb[j] = o * std::tanh(cn);
-    }
+    lstm_columns<T>(H, [&]<class V>(index_t j) {
+      const V i = math::sigmoid(lstm_ld<V>(g + j));
+      const V f = math::sigmoid(lstm_ld<V>(g + H + j));
+      const V gg = math::tanh(lstm_ld<V>(g + 2 * H + j));
+      const V o = math::sigmoid(lstm_ld<V>(g + 3 * H + j));
+      lstm_st(g + j, i);
+      lstm_st(g + H + j, f);
+      lstm_st(g + 2 * H + j, gg);
+      lstm_st(g + 3 * H + j, o);
+      const V cn = cp ? f * lstm_ld<V>(cp + j) + i * gg : i * gg;
+      lstm_st(cb + j, cn);
+      lstm_st(hb + j, o * math::tanh(cn));
+    });
   }
 }
 
@@ -130,17 +158,18 @@ inline void lstm_step_backward(const T* gates, const T* c, const T* cprev, const
     const T* cp = cprev ? cprev + b * H : nullptr;
     const T* dhb = dh + b * H;
     T* dcb = dc + b * H;
-    for (index_t j = 0; j < H; ++j) {
-      const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-      const T tc = std::tanh(cb[j]);
-      const T dct = dcb[j] + dhb[j] * o * (T(1) - tc * tc);
-      const T cpj = cp ? cp[j] : T(0);
-      dg[j] = dct * gg * i * (T(1) - i);
-      dg[H + j] = dct * cpj * f * (T(1) - f);
-      dg[2 * H + j] = dct * i * (T(1) - gg * gg);
-      dg[3 * H + j] = dhb[j] * tc * o * (T(1) - o);
-      dcb[j] = dct * f;
-    }
+    lstm_columns<T>(H, [&]<class V>(index_t j) {
+      const V i = lstm_ld<V>(g + j), f = lstm_ld<V>(g + H + j), gg = lstm_ld<V>(g + 2 * H + j), o = lstm_ld<V>(g + 3 * H + j);
+      const V tc = math::tanh(lstm_ld<V>(cb + j)), dhj = lstm_ld<V>(dhb + j);
+      const V one = V{} + T(1);
+      const V dct = lstm_ld<V>(dcb + j) + dhj * o * (one - tc * tc);
+      const V cpj = cp ? lstm_ld<V>(cp + j) : V{};
+      lstm_st(dg + j, dct * gg * i * (one - i));
+      lstm_st(dg + H + j, dct * cpj * f * (one - f));
+      lstm_st(dg + 2 * H + j, dct * i * (one - gg * gg));
+      lstm_st(dg + 3 * H + j, dhj * tc * o * (one - o));
+      lstm_st(dcb + j, dct * f);
+    });
   }
 }
 }  // namespace detail
