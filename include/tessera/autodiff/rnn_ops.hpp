@@ -238,11 +238,12 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
     const T* Wih = p.weight_ih.value().data();
     const T* Whh = p.weight_hh.value().data();
     detail::lstm_gemm<T>(TB, G4, in, s.x.data(), in, 1, Wih, 1, in, G, G4, true, nt);
+    const tessera::detail::packed_b<T> whh_t({Whh, 1, H}, H, G4);  // W_hh^T packed once for every step
     for (index_t t = 0; t < Tn; ++t) {
       const T* hprev = t > 0 ? s.y.data() + (t - 1) * B * H : (h0p ? h0p + l * B * H : nullptr);
       const T* cprev = t > 0 ? s.c.data() + (t - 1) * B * H : (c0p ? c0p + l * B * H : nullptr);
       T* Gt = G + t * B * G4;
-      if (hprev) detail::lstm_gemm<T>(B, G4, H, hprev, H, 1, Whh, 1, H, Gt, G4, true, nt);
+      if (hprev) tessera::detail::cpu_gemm<T>(B, G4, H, {hprev, H, 1}, {Whh, 1, H}, Gt, G4, true, nt, {}, &whh_t);
       detail::lstm_step_forward<T>(Gt, cprev, s.c.data() + t * B * H, s.y.data() + t * B * H, B, H);
     }
     if (l + 1 < L) {
@@ -310,12 +311,13 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
         std::copy(g + n_out + l * B * H, g + n_out + (l + 1) * B * H, dh.data());
         std::copy(g + n_out + n_state + l * B * H, g + n_out + n_state + (l + 1) * B * H, dc.data());
         const T* Whh = p.weight_hh.value().data();
+        const tessera::detail::packed_b<T> whh({Whh, H, 1}, G4, H);  // W_hh packed once for every step
         for (index_t t = Tn - 1; t >= 0; --t) {
           for (index_t k = 0; k < B * H; ++k) dh[std::size_t(k)] += dy[std::size_t(t * B * H + k)];
           const T* cprev = t > 0 ? s.c.data() + (t - 1) * B * H : (c0p ? c0p + l * B * H : nullptr);
           T* dGt = dG.data() + t * B * G4;
           detail::lstm_step_backward<T>(s.gate.data() + t * B * G4, s.c.data() + t * B * H, cprev, dh.data(), dc.data(), dGt, B, H);
-          detail::lstm_gemm<T>(B, H, G4, dGt, G4, 1, Whh, H, 1, dh.data(), H, false, nt);  // dh_{t-1} = dgates W_hh
+          tessera::detail::cpu_gemm<T>(B, H, G4, {dGt, G4, 1}, {Whh, H, 1}, dh.data(), H, false, nt, {}, &whh);  // dh_{t-1} = dgates W_hh
         }
         if (h0.defined() && h0.requires_grad()) {
           T* gh = detail::zeroed_grad(h0) + l * B * H;

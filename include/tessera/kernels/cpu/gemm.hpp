@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <vector>
 
 #include "tessera/core/simd.hpp"
 #include "tessera/core/stats.hpp"
@@ -278,18 +279,44 @@ bool small_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* 
 
 /// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc. An active epilogue
 /// is called as epi(i0, j0, rows, cols) on every tile of C once its last K block is in.
+/// K block size for a product with K rows of B: blocks of equal size, at most gemm_blocking::kc.
+template <class T>
+index_t gemm_kc(index_t K) {
+  const index_t kblocks = (K + gemm_blocking<T>::kc - 1) / gemm_blocking<T>::kc;
+  return kblocks > 0 ? (K + kblocks - 1) / kblocks : 1;
+}
+
+/// B packed once for many products with the same B (an RNN's recurrent weights): every K block's NR-wide panels,
+/// in the layout cpu_gemm packs into. Block pc, panel of column j at data() + pc * npad + j * kc.
+template <class T>
+struct packed_b {
+  std::vector<T> panels;
+  index_t K = 0, N = 0, npad = 0;
+  packed_b() = default;
+  packed_b(mat_ref<T> b, index_t K_, index_t N_) : K(K_), N(N_) {
+    constexpr int NR = gemm_blocking<T>::nr;
+    npad = (N + NR - 1) / NR * NR;
+    panels.resize(std::size_t(K * npad));
+    const index_t KC = gemm_kc<T>(K);
+    for (index_t pc = 0; pc < K; pc += KC) {
+      const index_t kc = std::min<index_t>(KC, K - pc);
+      for (index_t jr = 0; jr < N; jr += NR)
+        pack_b_panel<T, NR>(b, pc, jr, kc, std::min<index_t>(NR, N - jr), panels.data() + pc * npad + jr * kc);
+    }
+  }
+};
+
 template <class T, class Epi = no_epilogue>
 void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
-              int nthreads, const Epi& epi = {}) {
+              int nthreads, const Epi& epi = {}, const packed_b<T>* prepacked = nullptr) {
   using BL = gemm_blocking<T>;
   constexpr int MR = BL::mr, NR = BL::nr, NC = BL::nc;
   // K and M blocks of equal size (K = 576: 2 x 288, not 512 + 64; M = 2048: 10 x 210, not 9 x 224 + 32): a short
   // last block is a whole pass of short loops. Up to 280 rows go in one M block (256: one block, not 224 + 32 rows;
   // measured 239 against 210 GFLOP/s).
-  const index_t kblocks = (K + BL::kc - 1) / BL::kc;
   const index_t mblocks = (M + BL::mc - 1) / BL::mc;
   const index_t MC = M <= 280 ? (M + MR - 1) / MR * MR : std::min<index_t>(BL::mc, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR);
-  const index_t KC = kblocks > 0 ? (K + kblocks - 1) / kblocks : 1;
+  const index_t KC = gemm_kc<T>(K);
   if (M == 0 || N == 0) return;
   stats::count_pass();
   if (K == 0) {
@@ -298,7 +325,7 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
     if constexpr (Epi::active) epi(0, 0, M, N);
     return;
   }
-  if (small_gemm<T>(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)) return;
+  if (!prepacked && small_gemm<T>(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)) return;
   const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
   auto& buffers = pack_buffers<T>::of_this_thread();
   T* const bpk = pack_buffers<T>::grow(buffers.b, buffers.b_size, std::size_t(BL::kc) * std::size_t(ncap));
@@ -317,11 +344,14 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
         const index_t kc = std::min<index_t>(KC, K - pc);
         const bool acc = accumulate || pc > 0;
         const bool last = pc + kc == K;
+        const T* bb = prepacked ? prepacked->panels.data() + pc * prepacked->npad + jc * kc : bpk;
+        if (!prepacked) {
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-        for (index_t jr = 0; jr < nc; jr += NR)
-          pack_b_panel<T, NR>(b, pc, jc + jr, kc, std::min<index_t>(NR, nc - jr), bpk + jr * kc);
+          for (index_t jr = 0; jr < nc; jr += NR)
+            pack_b_panel<T, NR>(b, pc, jc + jr, kc, std::min<index_t>(NR, nc - jr), bpk + jr * kc);
+        }
         for (index_t ic = 0; ic < M; ic += MC) {
           const index_t mc = std::min<index_t>(MC, M - ic);
 #if defined(_OPENMP)
@@ -341,9 +371,9 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
               const index_t rows = std::min<index_t>(MR, mc - ir);
               T* cp = c + (ic + ir) * ldc + jc + jr;
               if (rows == MR && cols == NR) {
-                micro_kernel<T>(kc, apk + ir * kc, bpk + jr * kc, cp, ldc, acc);
+                micro_kernel<T>(kc, apk + ir * kc, bb + jr * kc, cp, ldc, acc);
               } else {  // edge tile: compute a full tile aside, add the valid part
-                micro_kernel<T>(kc, apk + ir * kc, bpk + jr * kc, tile, NR, false);
+                micro_kernel<T>(kc, apk + ir * kc, bb + jr * kc, tile, NR, false);
                 for (index_t i = 0; i < rows; ++i)
                   for (index_t j = 0; j < cols; ++j) cp[i * ldc + j] = acc ? cp[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
               }
