@@ -637,41 +637,32 @@ class adam_base : public optimizer<T> {
 
 }  // namespace detail
 
+namespace detail {
+/// Adam or AdamW with its own options type (for options()).
+template <class T, bool Decoupled, class Options>
+class adam_front : public adam_base<T, Decoupled> {
+ public:
+  using param_type = nn::parameter_ref<T>;
+  adam_front(std::vector<param_type> params, const Options& options = {})
+      : adam_base<T, Decoupled>(std::move(params), Decoupled ? "AdamW" : "Adam", options), opt_(options) {}
+  /// The options, with the current learning rate.
+  Options options() const {
+    Options o = opt_;
+    o.lr = this->lr_;
+    return o;
+  }
+
+ private:
+  Options opt_;
+};
+}  // namespace detail
+
 /// torch.optim.Adam (amsgrad = false): L2 weight decay added to the gradient before the moments.
 template <class T>
-class Adam : public detail::adam_base<T, false> {
- public:
-  using param_type = nn::parameter_ref<T>;
-  Adam(std::vector<param_type> params, const adam_options& options = {})
-      : detail::adam_base<T, false>(std::move(params), "Adam", options), opt_(options) {}
-  /// The options, with the current learning rate.
-  adam_options options() const {
-    adam_options o = opt_;
-    o.lr = this->lr_;
-    return o;
-  }
-
- private:
-  adam_options opt_;
-};
-
+using Adam = detail::adam_front<T, false, adam_options>;
 /// torch.optim.AdamW (amsgrad = false): p *= 1 - lr * weight_decay, then the Adam step without L2.
 template <class T>
-class AdamW : public detail::adam_base<T, true> {
- public:
-  using param_type = nn::parameter_ref<T>;
-  AdamW(std::vector<param_type> params, const adamw_options& options = {})
-      : detail::adam_base<T, true>(std::move(params), "AdamW", options), opt_(options) {}
-  /// The options, with the current learning rate.
-  adamw_options options() const {
-    adamw_options o = opt_;
-    o.lr = this->lr_;
-    return o;
-  }
-
- private:
-  adamw_options opt_;
-};
+using AdamW = detail::adam_front<T, true, adamw_options>;
 
 }  // namespace tessera::optim
 
