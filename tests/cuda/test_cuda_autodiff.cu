@@ -7,6 +7,8 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include "cuda_test_support.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -27,14 +29,6 @@ using ts::dyn;
 using ts::index_t;
 using ts::Shape;
 
-int main(int argc, char** argv) {
-  if (!ts::cuda_runtime::available()) {
-    std::printf("SKIPPED: CUDA tests need a GPU: %s\n", ts::cuda_runtime::unavailable_reason().c_str());
-    return 77;
-  }
-  ts::cpu_threads::set_num_threads(2);
-  return Catch::Session().run(argc, argv);
-}
 
 namespace {
 using host_policy = ts::cpu_threads;

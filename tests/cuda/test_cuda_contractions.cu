@@ -4,6 +4,8 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include "cuda_test_support.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <tessera/tessera.hpp>
@@ -13,13 +15,6 @@ using ts::dyn;
 using ts::index_t;
 using ts::Shape;
 
-int main(int argc, char** argv) {
-  if (!ts::cuda_runtime::available()) {
-    std::printf("SKIPPED: CUDA tests need a GPU: %s\n", ts::cuda_runtime::unavailable_reason().c_str());
-    return 77;
-  }
-  return Catch::Session().run(argc, argv);
-}
 
 namespace {
 template <class T, int R>

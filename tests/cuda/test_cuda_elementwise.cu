@@ -3,6 +3,8 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include "cuda_test_support.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <tessera/tessera.hpp>
@@ -11,13 +13,6 @@ namespace ts = tessera;
 using ts::dyn;
 using ts::Shape;
 
-int main(int argc, char** argv) {
-  if (!ts::cuda_runtime::available()) {
-    std::printf("SKIPPED: CUDA tests need a GPU: %s\n", ts::cuda_runtime::unavailable_reason().c_str());
-    return 77;
-  }
-  return Catch::Session().run(argc, argv);
-}
 
 TEMPLATE_TEST_CASE("the fused chain is one kernel and matches a host loop", "[cuda]", float, double) {
   using T = TestType;

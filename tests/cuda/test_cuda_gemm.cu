@@ -9,6 +9,8 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include "cuda_test_support.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -24,48 +26,10 @@ namespace ts = tessera;
 using ts::gemm_epilogue;
 using ts::index_t;
 
-int main(int argc, char** argv) {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n == 0) {
-    std::printf("SKIPPED: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount returned 0");
-    return 77;
-  }
-  return Catch::Session().run(argc, argv);
-}
-
 namespace {
 
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) FAIL(what << ": " << cudaGetErrorString(e));
-}
-
-/// A device buffer of n elements, filled with NaN (all bits set) so that any element a kernel forgets shows.
-template <class T>
-struct dbuf {
-  T* p = nullptr;
-  std::size_t n = 0;
-  explicit dbuf(std::size_t count) : n(count) {
-    if (n) {
-      cuda_ok(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
-      cuda_ok(cudaMemset(p, 0xFF, n * sizeof(T)), "cudaMemset");
-    }
-  }
-  explicit dbuf(const std::vector<T>& h) : dbuf(h.size()) {
-    if (n) cuda_ok(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to device");
-  }
-  dbuf(const dbuf&) = delete;
-  dbuf& operator=(const dbuf&) = delete;
-  ~dbuf() {
-    if (p) cudaFree(p);
-  }
-  std::vector<T> get(cudaStream_t s) const {
-    cuda_ok(cudaStreamSynchronize(s), "cudaStreamSynchronize");
-    std::vector<T> h(n);
-    if (n) cuda_ok(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
-    return h;
-  }
-};
+using cuda_test::cuda_ok;
+using cuda_test::dbuf;
 
 struct stream_t {
   cudaStream_t s = nullptr;
