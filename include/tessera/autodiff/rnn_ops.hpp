@@ -105,18 +105,6 @@ struct lstm_layer_saved {
   index_t in = 0;
 };
 
-template <class T>
-inline void lstm_gemm(index_t M, index_t N, index_t K, const T* a, index_t ars, index_t acs, const T* b, index_t brs, index_t bcs,
-                      T* c, index_t ldc, bool accumulate, int nt) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    if (!accumulate)
-      for (index_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
-    return;
-  }
-  tessera::detail::cpu_gemm<T>(M, N, K, {a, ars, acs}, {b, brs, bcs}, c, ldc, accumulate, nt);
-}
-
 /// [D0, D1, K] -> [D1, D0, K] (swap of the first two axes).
 template <class T>
 inline void swap01(const T* src, T* dst, index_t D0, index_t D1, index_t K) {
@@ -282,7 +270,7 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
     for (index_t r = 1; r < TB; ++r) std::memcpy(G + r * G4, G, std::size_t(G4) * sizeof(T));
     const T* Wih = p.weight_ih.value().data();
     const T* Whh = p.weight_hh.value().data();
-    detail::lstm_gemm<T>(TB, G4, in, s.x.data(), in, 1, Wih, 1, in, G, G4, true, nt);
+    tessera::detail::cpu_gemm<T>(TB, G4, in, {s.x.data(), in, 1}, {Wih, 1, in}, G, G4, true, nt);
     const tessera::detail::packed_b<T> whh_t({Whh, 1, H}, H, G4);  // W_hh^T packed once for every step
     for (index_t t = 0; t < Tn; ++t) {
       const T* hprev = t > 0 ? s.y.data() + (t - 1) * B * H : (h0p ? h0p + l * B * H : nullptr);
@@ -376,11 +364,11 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
           T* gw = detail::zeroed_grad(p.weight_hh);
           // steps 1..T-1 at once: dgates[1..]^T h[0..T-2]; step 0 against h0
           if (Tn > 1)
-            detail::lstm_gemm<T>(G4, H, (Tn - 1) * B, dG.data() + B * G4, 1, G4, s.y.data(), H, 1, gw, H, true, nt);
-          if (h0p) detail::lstm_gemm<T>(G4, H, B, dG.data(), 1, G4, h0p + l * B * H, H, 1, gw, H, true, nt);
+            tessera::detail::cpu_gemm<T>(G4, H, (Tn - 1) * B, {dG.data() + B * G4, 1, G4}, {s.y.data(), H, 1}, gw, H, true, nt);
+          if (h0p) tessera::detail::cpu_gemm<T>(G4, H, B, {dG.data(), 1, G4}, {h0p + l * B * H, H, 1}, gw, H, true, nt);
         }
         if (p.weight_ih.requires_grad())
-          detail::lstm_gemm<T>(G4, in, TB, dG.data(), 1, G4, s.x.data(), in, 1, detail::zeroed_grad(p.weight_ih), in, true, nt);
+          tessera::detail::cpu_gemm<T>(G4, in, TB, {dG.data(), 1, G4}, {s.x.data(), in, 1}, detail::zeroed_grad(p.weight_ih), in, true, nt);
         if (p.bias_ih.requires_grad() || p.bias_hh.requires_grad()) {
           std::vector<T> db(std::size_t(G4), T(0));
           for (index_t r = 0; r < TB; ++r) {
@@ -399,7 +387,7 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
         const bool want_dx = l > 0 || x.requires_grad();
         if (want_dx) {
           dX.assign(std::size_t(TB * in), T(0));
-          detail::lstm_gemm<T>(TB, in, G4, dG.data(), G4, 1, p.weight_ih.value().data(), in, 1, dX.data(), in, false, nt);
+          tessera::detail::cpu_gemm<T>(TB, in, G4, {dG.data(), G4, 1}, {p.weight_ih.value().data(), in, 1}, dX.data(), in, false, nt);
           if (l > 0) {
             dy = dX;
             if (!s.mask.empty())
