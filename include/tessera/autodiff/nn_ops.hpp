@@ -206,24 +206,18 @@ Var<T, 2, P> linear(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1
 
 namespace detail {
 /// The products of conv2d's backward from dz (the gradient at the convolution's output, activation already
-/// applied): dw (and db, unless db_done) and dx, accumulated into the Vars' gradients.
+/// applied): dw (and db when not null) and dx, accumulated into the Vars' gradients.
 template <class T, class P>
 void conv2d_backward_from_dz(const tessera::detail::conv_geometry& geo, const Var<T, 4, P>& x, const Var<T, 4, P>& w, T* db,
                              const T* dz) {
   const int nt = P::num_threads();
-  const index_t P_ = geo.OH * geo.OW;
   if (w.requires_grad() || db) {
     bool acc = true;
     T* dw = w.requires_grad() ? fresh_or_grad(w, acc).data() : nullptr;
     if (dw) {
       tessera::detail::cpu_conv2d_backward_weight<T>(geo, x.value().data(), dz, dw, db, acc, nt);
-    } else {  // only the bias: sum dz over images and pixels
-      for (index_t n = 0; n < geo.N; ++n)
-        for (index_t k = 0; k < geo.K; ++k) {
-          T s = 0;
-          for (index_t p = 0; p < P_; ++p) s += dz[(n * geo.K + k) * P_ + p];
-          db[k] += s;
-        }
+    } else {  // only the bias
+      tessera::detail::cpu_conv2d_backward_bias(geo, dz, db);
     }
   }
   if (x.requires_grad()) {

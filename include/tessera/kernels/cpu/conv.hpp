@@ -386,6 +386,20 @@ void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T
   }
 }
 
+/// db[k] += the sum of dy over images and pixels (contiguous dy), for each output channel k.
+template <class T>
+void cpu_conv2d_backward_bias(const conv_geometry& g, const T* dy, T* db) {
+  const index_t P = g.OH * g.OW;
+  for (index_t k = 0; k < g.K; ++k) {
+    T s = 0;
+    for (index_t n = 0; n < g.N; ++n) {
+      const T* r = dy + (n * g.K + k) * P;
+      for (index_t p = 0; p < P; ++p) s += r[p];
+    }
+    db[k] += s;
+  }
+}
+
 /// dw (+)= the gradient of conv2d's weights, db += the bias gradient (sum of dy over images and pixels). x, dy
 /// contiguous. dw^T [C*R*S x K] = sum over images of col_n [C*R*S x P] * dy_n^T [P x K], without forming col:
 /// each thread takes whole images and packs, per block of pixels, the taps (from the padded input) and dy into
@@ -396,15 +410,7 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
   using BL = gemm_blocking<T>;
   constexpr int MR = BL::mr, NR = BL::nr;
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS, P = g.OH * g.OW;
-  if (db)
-    for (index_t k = 0; k < g.K; ++k) {
-      T s = 0;
-      for (index_t n = 0; n < g.N; ++n) {
-        const T* r = dy + (n * g.K + k) * P;
-        for (index_t p = 0; p < P; ++p) s += r[p];
-      }
-      db[k] += s;
-    }
+  if (db) cpu_conv2d_backward_bias(g, dy, db);
   if (!accumulate) std::fill(dw, dw + g.K * Kd, T(0));
   if (g.N == 0 || P == 0 || Kd == 0 || Kg == 0) return;
   stats::count_pass();
