@@ -1,0 +1,536 @@
+// int8 GEMM: C[M x N] (int32) = A[M x K] (uint8, or int8) * B[K x N] (int8), exactly, with int32 accumulation.
+//
+// Four paths, chosen at run time from what the CPU (and the OS) offer, best first:
+//   amx          Intel AMX tiles (tdpbusd): a 32 x 32 block of C in four tile registers, 16 x 64 byte tiles of A and B
+//   avx512_vnni  vpdpbusd (u8 x s8 quads into int32 lanes): an 8 x 32 register tile
+//   avx2         u8 and s8 widened to int16 and multiplied with vpmaddwd: no 16-bit saturation (vpmaddubsw would
+//                saturate 255*127 + 255*127)
+//   portable     plain loops
+// All paths read the same packed operands:
+//   B (weights): panels of 16 columns, each [Kp/4][16][4] bytes (four consecutive k of one column side by side, the
+//                layout of a VNNI vector and of an AMX B tile row); Kp = K rounded up to 64, zero padded.
+//   A:           groups of 16 rows, each [Kp/64][16][64] bytes (an AMX A tile per 64 k); int8 A is stored as
+//                uint8 (a + 128) and corrected with 128 * (column sums of B) at the end.
+// The set_int8_isa_limit() switch lets tests run every path the machine has; TESSERA_INT8_ISA (portable, avx2,
+// avx512_vnni, amx) sets the same limit from the environment.
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string_view>
+#include <vector>
+
+#include "tessera/core/error.hpp"
+#include "tessera/core/stats.hpp"
+#include "tessera/core/types.hpp"
+#include "tessera/kernels/cpu/gemm.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && !defined(TESSERA_NO_SIMD)
+#define TESSERA_INT8_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#else
+#define TESSERA_INT8_X86 0
+#endif
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace tessera {
+
+/// The int8 GEMM's instruction paths, in increasing order of speed.
+enum class int8_isa : int { portable = 0, avx2 = 1, avx512_vnni = 2, amx = 3 };
+
+inline constexpr std::string_view int8_isa_name(int8_isa i) {
+  switch (i) {
+    case int8_isa::portable: return "portable";
+    case int8_isa::avx2: return "avx2";
+    case int8_isa::avx512_vnni: return "avx512_vnni";
+    case int8_isa::amx: return "amx";
+  }
+  return "?";
+}
+
+namespace detail::s8 {
+
+#if TESSERA_INT8_X86
+inline bool os_grants_amx() {
+#if defined(__linux__)
+  constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;  // Linux 5.16+: ask once per process
+  return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+inline int8_isa detect() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(1, 0, &a, &b, &c, &d)) return int8_isa::portable;
+  const bool osxsave = (c >> 27) & 1;
+  if (!osxsave) return int8_isa::portable;
+  unsigned lo = 0, hi = 0;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  const bool os_avx = (lo & 0x6) == 0x6, os_avx512 = (lo & 0xe6) == 0xe6, os_amx = ((lo >> 17) & 3) == 3;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return int8_isa::portable;
+  const bool avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, vnni = (c >> 11) & 1;
+  const bool amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+  if (amx_tile && amx_int8 && os_amx && os_avx512 && avx512bw && vnni && os_grants_amx()) return int8_isa::amx;
+  if (avx512f && avx512bw && vnni && os_avx512) return int8_isa::avx512_vnni;
+  if (avx2 && os_avx) return int8_isa::avx2;
+  return int8_isa::portable;
+}
+#else
+inline int8_isa detect() { return int8_isa::portable; }
+#endif
+
+inline int8_isa limit_from_env() {
+  const char* e = std::getenv("TESSERA_INT8_ISA");
+  if (!e) return int8_isa::amx;
+  for (int i = 0; i <= 3; ++i)
+    if (int8_isa_name(int8_isa(i)) == e) return int8_isa(i);
+  return int8_isa::amx;
+}
+
+inline std::atomic<int>& limit() {
+  static std::atomic<int> l{int(limit_from_env())};
+  return l;
+}
+
+}  // namespace detail::s8
+
+/// The best int8 path this CPU and OS offer.
+inline int8_isa int8_isa_supported() {
+  static const int8_isa best = detail::s8::detect();
+  return best;
+}
+/// The path the int8 kernels take: the supported one, capped by set_int8_isa_limit / TESSERA_INT8_ISA.
+inline int8_isa int8_isa_active() { return int8_isa(std::min(int(int8_isa_supported()), detail::s8::limit().load())); }
+/// Caps the int8 path (tests and benchmarks run each path the machine has with it).
+inline void set_int8_isa_limit(int8_isa i) { detail::s8::limit().store(int(i)); }
+
+namespace detail {
+
+inline constexpr index_t s8_kq = 64;  ///< K padding: one AMX tile row of A holds 64 k
+inline constexpr int s8_np = 16;      ///< columns per B panel
+inline constexpr int s8_mg = 16;      ///< rows per A group
+
+inline index_t s8_kpad(index_t K) { return (K + s8_kq - 1) / s8_kq * s8_kq; }
+
+/// 64-byte aligned byte buffer.
+struct s8_buffer {
+  std::unique_ptr<std::uint8_t[], decltype(&std::free)> p{nullptr, &std::free};
+  std::size_t size = 0;
+  std::uint8_t* grow(std::size_t n) {
+    if (n > size) {
+      p.reset(static_cast<std::uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64)));
+      if (!p) throw std::bad_alloc();
+      size = n;
+    }
+    return p.get();
+  }
+};
+
+/// Packs quads [q0, q1) (rows 4 q0 .. 4 q1 of B, rows past K zero) of panel p (columns 16 p .. 16 p + 16, columns
+/// past N zero) of a K x N int8 matrix into the panel's layout at out.
+inline void s8_pack_b_panel(mat_ref<std::int8_t> b, index_t K, index_t N, index_t p, index_t q0, index_t q1, std::int8_t* out) {
+  const index_t j0 = p * s8_np, cols = std::min<index_t>(s8_np, N - j0);
+  index_t q = q0;
+#if TESSERA_INT8_X86
+  if (cols == s8_np && b.cs == 1)  // 4 x 16 byte transposes: rows k..k+3 into column quads
+    for (; q < q1 && 4 * q + 3 < K; ++q) {
+      const std::int8_t* r = b.p + 4 * q * b.rs + j0;
+      const __m128i r0 = _mm_loadu_si128((const __m128i*)r), r1 = _mm_loadu_si128((const __m128i*)(r + b.rs)),
+                    r2 = _mm_loadu_si128((const __m128i*)(r + 2 * b.rs)), r3 = _mm_loadu_si128((const __m128i*)(r + 3 * b.rs));
+      const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+      const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+      __m128i* o = (__m128i*)(out + q * 64);
+      _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
+      _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
+      _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
+      _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
+    }
+#endif
+  for (; q < q1; ++q)
+    for (index_t r = 0; r < 4; ++r)
+      for (index_t j = 0; j < s8_np; ++j) {
+        const index_t k = 4 * q + r;
+        out[q * 64 + j * 4 + r] = (k < K && j < cols) ? b(k, j0 + j) : std::int8_t(0);
+      }
+}
+
+/// Column sums of a packed panel (16 columns), from its quads.
+#if TESSERA_INT8_X86
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void s8_panel_sums_vnni(const std::int8_t* panel, index_t Kp,
+                                                                                     std::int32_t* sums) {
+  __m512i acc = _mm512_setzero_si512();
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (index_t q = 0; q < Kp / 4; ++q) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(panel + q * 64));
+  _mm512_storeu_si512(sums, acc);
+}
+#endif
+inline void s8_panel_sums(const std::int8_t* panel, index_t Kp, std::int32_t* sums) {
+#if TESSERA_INT8_X86
+  if (int8_isa_supported() >= int8_isa::avx512_vnni) return s8_panel_sums_vnni(panel, Kp, sums);
+#endif
+  for (int j = 0; j < s8_np; ++j) sums[j] = 0;
+  for (index_t q = 0; q < Kp / 4; ++q)
+    for (int j = 0; j < s8_np; ++j)
+      for (int r = 0; r < 4; ++r) sums[j] += panel[q * 64 + j * 4 + r];
+}
+
+}  // namespace detail
+
+/// B (K x N int8: weights) packed for the int8 GEMM once, with its column sums (for zero points and int8 A).
+struct packed_b_s8 {
+  index_t K = 0, N = 0, Kp = 0, panels = 0;
+  detail::s8_buffer buf;
+  std::vector<std::int32_t> col_sums;
+
+  packed_b_s8() = default;
+  packed_b_s8(detail::mat_ref<std::int8_t> b, index_t K_, index_t N_, int nthreads = 1) { pack(b, K_, N_, nthreads); }
+  const std::int8_t* panel(index_t p) const { return reinterpret_cast<const std::int8_t*>(buf.p.get()) + p * Kp * detail::s8_np; }
+
+  void pack(detail::mat_ref<std::int8_t> b, index_t K_, index_t N_, int nthreads = 1) {
+    K = K_, N = N_, Kp = detail::s8_kpad(K), panels = (N + detail::s8_np - 1) / detail::s8_np;
+    auto* out = reinterpret_cast<std::int8_t*>(buf.grow(std::size_t(std::max<index_t>(1, panels * Kp * detail::s8_np))));
+    const int nt = double(K) * double(N) < 1e6 ? 1 : std::max(1, nthreads);
+    col_sums.assign(std::size_t(panels * detail::s8_np), 0);  // padded to whole panels
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
+#endif
+    for (int t = 0; t < nt; ++t) {  // each thread its range of panels, swept 64 rows of B at a time (rows in cache)
+      const index_t p0 = panels * t / nt, p1 = panels * (t + 1) / nt;
+      for (index_t q = 0; q < Kp / 4; q += 16)
+        for (index_t p = p0; p < p1; ++p) detail::s8_pack_b_panel(b, K, N, p, q, q + 16, out + p * Kp * detail::s8_np);
+      for (index_t p = p0; p < p1; ++p)
+        detail::s8_panel_sums(out + p * Kp * detail::s8_np, Kp, col_sums.data() + p * detail::s8_np);
+    }
+  }
+};
+
+namespace detail {
+
+/// Packs rows [16 g, 16 g + 16) of A (M x K, row stride lda) into group g's layout; rows past M are zero.
+/// Signed A is stored as a + 128 (flipping the sign bit).
+template <class TA>
+void s8_pack_a_group(const TA* a, index_t lda, index_t M, index_t K, index_t Kp, index_t g, std::uint8_t* out) {
+  const std::uint8_t flip = std::is_signed_v<TA> ? 0x80 : 0;
+  for (index_t i = 0; i < s8_mg; ++i) {
+    const index_t r = g * s8_mg + i;
+    for (index_t kc = 0; kc < Kp; kc += s8_kq) {
+      std::uint8_t* o = out + kc * s8_mg + i * s8_kq;
+      const index_t n = r < M ? std::clamp<index_t>(K - kc, 0, s8_kq) : 0;
+      const auto* src = n > 0 ? reinterpret_cast<const std::uint8_t*>(a + r * lda + kc) : nullptr;
+      if (flip) {
+        for (index_t k = 0; k < n; ++k) o[k] = std::uint8_t(src[k] ^ flip);
+      } else if (n > 0) {
+        std::memcpy(o, src, std::size_t(n));
+      }
+      // padding is 0 in the stored form too (its products with B's zero padding vanish either way)
+      if (n < s8_kq) std::memset(o + n, 0, std::size_t(s8_kq - n));
+    }
+  }
+}
+
+/// The register-tile kernels. Each computes C[rows x cols] over quads [q0, q1) of K from a packed A group (pa,
+/// rows r0 .. r0+rows of it) and packed B panels (pb, panel stride pstride), into an int32 tile (row stride ldt)
+/// that is overwritten (load_c false) or added to (load_c true).
+inline void s8_tile_portable(const std::uint8_t* pa, int r0, int rows, const std::int8_t* pb, index_t pstride, int npan,
+                             index_t q0, index_t q1, std::int32_t* t, index_t ldt, bool load_c) {
+  for (int i = 0; i < rows; ++i)
+    for (int p = 0; p < npan; ++p)
+      for (int j = 0; j < s8_np; ++j) {
+        std::int32_t acc = load_c ? t[i * ldt + p * s8_np + j] : 0;
+        for (index_t q = q0; q < q1; ++q) {
+          const std::uint8_t* aq = pa + (q / 16) * (s8_mg * s8_kq) + (r0 + i) * s8_kq + (q % 16) * 4;
+          const std::int8_t* bq = pb + p * pstride + q * 64 + j * 4;
+          for (int r = 0; r < 4; ++r) acc += std::int32_t(aq[r]) * std::int32_t(bq[r]);
+        }
+        t[i * ldt + p * s8_np + j] = acc;
+      }
+}
+
+#if TESSERA_INT8_X86
+/// 2 rows x (npan <= 2) panels with AVX2: B quads widened to int16 (4 columns x 4 k per register), A's quad
+/// widened and repeated; vpmaddwd sums pairs into int32 without saturation, the pairs are added at the end.
+__attribute__((target("avx2"))) inline void s8_tile_avx2(const std::uint8_t* pa, int r0, int rows, const std::int8_t* pb,
+                                                        index_t pstride, int npan, index_t q0, index_t q1, std::int32_t* t,
+                                                        index_t ldt, bool load_c) {
+  for (int i0 = 0; i0 < rows; i0 += 2) {
+    __m256i acc[2][8];  // [row][4-column group of the 32]: lanes hold (column, pair) partial sums
+    for (auto& r : acc)
+      for (auto& v : r) v = _mm256_setzero_si256();
+    for (index_t q = q0; q < q1; ++q) {
+      __m256i bw[8];
+      for (int p = 0; p < npan; ++p)
+        for (int g = 0; g < 4; ++g)
+          bw[p * 4 + g] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(pb + p * pstride + q * 64 + g * 16)));
+      for (int i = 0; i < 2; ++i) {
+        if (i0 + i >= rows) break;
+        const std::uint8_t* aq = pa + (q / 16) * (s8_mg * s8_kq) + (r0 + i0 + i) * s8_kq + (q % 16) * 4;
+        std::int32_t quad;
+        std::memcpy(&quad, aq, 4);
+        const __m256i aw = _mm256_cvtepu8_epi16(_mm_set1_epi32(quad));  // a0 a1 a2 a3 repeated
+        for (int g = 0; g < 4 * npan; ++g) acc[i][g] = _mm256_add_epi32(acc[i][g], _mm256_madd_epi16(aw, bw[g]));
+      }
+    }
+    for (int i = 0; i < 2 && i0 + i < rows; ++i)
+      for (int g = 0; g < 4 * npan; g += 2) {
+        // lanes (c0p0 c0p1 c1p0 c1p1 | c2p0 c2p1 c3p0 c3p1) and the same for columns 4..7 -> c0 .. c7
+        const __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][g], acc[i][g + 1]), 0xd8);
+        std::int32_t* out = t + (i0 + i) * ldt + g * 4;
+        const __m256i old = load_c ? _mm256_loadu_si256((const __m256i*)out) : _mm256_setzero_si256();
+        _mm256_storeu_si256((__m256i*)out, _mm256_add_epi32(old, s));
+      }
+  }
+}
+
+/// 8 rows x (npan <= 2) panels with AVX-512 VNNI: 16 accumulators, per quad 2 B loads, 8 broadcasts, 16 vpdpbusd.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void s8_tile_vnni(const std::uint8_t* pa, int r0, int rows,
+                                                                               const std::int8_t* pb, index_t pstride, int npan,
+                                                                               index_t q0, index_t q1, std::int32_t* t,
+                                                                               index_t ldt, bool load_c) {
+  for (int i0 = 0; i0 < rows; i0 += 8) {
+    __m512i acc[8][2];
+    TS_UNROLL
+    for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+    const std::int8_t* b1 = pb + (npan > 1 ? pstride : 0);  // a second panel (a repeat of the first when npan == 1)
+    for (index_t q = q0; q < q1; ++q) {
+      const __m512i bv0 = _mm512_loadu_si512(pb + q * 64), bv1 = _mm512_loadu_si512(b1 + q * 64);
+      const std::uint8_t* aq = pa + (q / 16) * (s8_mg * s8_kq) + (r0 + i0) * s8_kq + (q % 16) * 4;
+      TS_UNROLL
+      for (int i = 0; i < 8; ++i) {
+        std::int32_t quad;
+        std::memcpy(&quad, aq + i * s8_kq, 4);
+        const __m512i av = _mm512_set1_epi32(quad);
+        acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, bv0);
+        acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, bv1);
+      }
+    }
+    for (int i = 0; i < 8 && i0 + i < rows; ++i)
+      for (int p = 0; p < npan; ++p) {
+        std::int32_t* out = t + (i0 + i) * ldt + p * s8_np;
+        const __m512i old = load_c ? _mm512_loadu_si512(out) : _mm512_setzero_si512();
+        _mm512_storeu_si512(out, _mm512_add_epi32(old, acc[i][p]));
+      }
+  }
+}
+
+struct alignas(64) amx_tile_config {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+  amx_tile_config() {
+    for (int i = 0; i < 8; ++i) colsb[i] = 64, rows[i] = 16;  // every tile 16 rows x 64 bytes
+  }
+};
+
+__attribute__((target("amx-tile"))) inline void amx_configure() {
+  static const amx_tile_config cfg;
+  _tile_loadconfig(&cfg);
+}
+__attribute__((target("amx-tile"))) inline void amx_release() { _tile_release(); }
+
+/// A 32 x 32 block of C (two A groups x two B panels; M2/N2 false: one of them) over K chunks [c0, c1) of 64:
+/// tiles 0..3 hold C, 4..5 A, 6..7 B. C is loaded from / stored to t (row stride ldt int32s) when load_c,
+/// else starts at zero.
+template <bool M2, bool N2>
+__attribute__((target("amx-tile,amx-int8"))) inline void s8_block_amx(const std::uint8_t* pa0, const std::uint8_t* pa1,
+                                                                     const std::int8_t* pb0, const std::int8_t* pb1, index_t c0,
+                                                                     index_t c1, std::int32_t* t, index_t ldt, bool load_c) {
+  const index_t sc = ldt * 4;
+  std::int32_t* t10 = t + 16 * ldt;
+  if (load_c) {
+    _tile_loadd(0, t, sc);
+    if constexpr (N2) _tile_loadd(1, t + 16, sc);
+    if constexpr (M2) _tile_loadd(2, t10, sc);
+    if constexpr (M2 && N2) _tile_loadd(3, t10 + 16, sc);
+  } else {
+    _tile_zero(0);
+    if constexpr (N2) _tile_zero(1);
+    if constexpr (M2) _tile_zero(2);
+    if constexpr (M2 && N2) _tile_zero(3);
+  }
+  for (index_t c = c0; c < c1; ++c) {
+    _tile_loadd(4, pa0 + c * (s8_mg * s8_kq), 64);
+    _tile_loadd(6, pb0 + c * 1024, 64);
+    if constexpr (N2) _tile_loadd(7, pb1 + c * 1024, 64);
+    _tile_dpbusd(0, 4, 6);
+    if constexpr (N2) _tile_dpbusd(1, 4, 7);
+    if constexpr (M2) {
+      _tile_loadd(5, pa1 + c * (s8_mg * s8_kq), 64);
+      _tile_dpbusd(2, 5, 6);
+      if constexpr (N2) _tile_dpbusd(3, 5, 7);
+    }
+  }
+  _tile_stored(0, t, sc);
+  if constexpr (N2) _tile_stored(1, t + 16, sc);
+  if constexpr (M2) _tile_stored(2, t10, sc);
+  if constexpr (M2 && N2) _tile_stored(3, t10 + 16, sc);
+}
+#endif
+
+#ifndef TESSERA_S8_KC
+#define TESSERA_S8_KC 4096  // K block (bytes of a row of A): C is stored once up to K = 4096
+#endif
+#ifndef TESSERA_S8_MC
+#define TESSERA_S8_MC 128  // rows of A in a block: 128 x 4096 bytes stay in L2
+#endif
+
+/// Thread-local packing space for A (and B when the caller gives it unpacked).
+struct s8_workspace {
+  s8_buffer a;
+  packed_b_s8 b;
+  static s8_workspace& of_this_thread() {
+    thread_local s8_workspace w;
+    return w;
+  }
+};
+
+/// C (+)= A * B on packed A (all groups) and packed B, threads sharing out C by columns or by rows; the epilogue
+/// runs as epi(i0, j0, rows, cols) on each finished block of C, while it is in cache. Signed A: a_signed.
+template <class Epi>
+void s8_gemm_packed(index_t M, index_t N, const std::uint8_t* pa, const packed_b_s8& b, bool a_signed, std::int32_t* c,
+                    index_t ldc, bool accumulate, int nt, int8_isa isa, const Epi& epi) {
+  const index_t Kp = b.Kp, groups = (M + s8_mg - 1) / s8_mg;
+  const index_t KC = std::min<index_t>(Kp, TESSERA_S8_KC), MC = TESSERA_S8_MC;
+  // 2D split of 32 x 32 blocks: threads take column ranges when there are enough, else row ranges
+  const index_t nblk = (b.panels + 1) / 2, mblk = (groups + 1) / 2;
+  const bool by_cols = nblk >= mblk || nblk >= 2 * index_t(nt);
+  auto work = [&](int tid, int nthreads) {
+    index_t jp0 = 0, jp1 = b.panels, g0 = 0, g1 = groups;  // this thread's panels and groups
+    if (by_cols) {
+      jp0 = std::min(b.panels, 2 * (nblk * tid / nthreads)), jp1 = std::min(b.panels, 2 * (nblk * (tid + 1) / nthreads));
+    } else {
+      g0 = std::min(groups, 2 * (mblk * tid / nthreads)), g1 = std::min(groups, 2 * (mblk * (tid + 1) / nthreads));
+    }
+    if (jp0 >= jp1 || g0 >= g1) return;
+    alignas(64) std::int32_t tile[32 * 32];
+#if TESSERA_INT8_X86
+    if (isa == int8_isa::amx) amx_configure();
+#endif
+    for (index_t kc0 = 0; kc0 < Kp; kc0 += KC) {
+      const index_t kc1 = std::min(Kp, kc0 + KC);
+      const bool last = kc1 == Kp, acc = accumulate || kc0 > 0;
+      for (index_t gb = g0; gb < g1; gb += MC / s8_mg) {
+        const index_t gb1 = std::min(g1, gb + MC / s8_mg);
+        for (index_t p = jp0; p < jp1; p += 2) {
+          const int npan = int(std::min<index_t>(2, jp1 - p));
+          const index_t j0 = p * s8_np, cols = std::min<index_t>(npan * s8_np, b.N - j0);
+          const std::int8_t* pb = b.panel(p);
+          for (index_t g = gb; g < gb1; g += 2) {
+            const int ngrp = int(std::min<index_t>(2, gb1 - g));
+            const index_t i0 = g * s8_mg, rows = std::min<index_t>(ngrp * s8_mg, M - i0);
+            const std::uint8_t* pag = pa + g * Kp * s8_mg;
+            const bool full = rows == 2 * s8_mg && cols == 2 * s8_np;
+            std::int32_t* t = full ? c + i0 * ldc + j0 : tile;
+            const index_t ldt = full ? ldc : 32;
+            const bool load_c = full && acc;
+            switch (isa) {
+#if TESSERA_INT8_X86
+              case int8_isa::amx: {
+                const std::uint8_t* pa1 = pag + Kp * s8_mg;
+                const std::int8_t* pb1 = pb + Kp * s8_np;
+                const index_t c0 = kc0 / s8_kq, c1 = kc1 / s8_kq;
+                if (ngrp == 2 && npan == 2) s8_block_amx<true, true>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
+                else if (ngrp == 2) s8_block_amx<true, false>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
+                else if (npan == 2) s8_block_amx<false, true>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
+                else s8_block_amx<false, false>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
+                break;
+              }
+              case int8_isa::avx512_vnni:
+                for (int gg = 0; gg < ngrp; ++gg)
+                  s8_tile_vnni(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, M - i0 - gg * s8_mg)), pb, Kp * s8_np,
+                               npan, kc0 / 4, std::min(kc1, (b.K + 3) / 4 * 4) / 4, t + gg * s8_mg * ldt, ldt, load_c);
+                break;
+              case int8_isa::avx2:
+                for (int gg = 0; gg < ngrp; ++gg)
+                  s8_tile_avx2(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, M - i0 - gg * s8_mg)), pb, Kp * s8_np,
+                               npan, kc0 / 4, std::min(kc1, (b.K + 3) / 4 * 4) / 4, t + gg * s8_mg * ldt, ldt, load_c);
+                break;
+#endif
+              default:
+                for (int gg = 0; gg < ngrp; ++gg)
+                  s8_tile_portable(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, M - i0 - gg * s8_mg)), pb,
+                                   Kp * s8_np, npan, kc0 / 4, std::min(kc1, (b.K + 3) / 4 * 4) / 4, t + gg * s8_mg * ldt,
+                                   ldt, load_c);
+            }
+            if (!full)  // edge block: add its valid part
+              for (index_t i = 0; i < rows; ++i)
+                for (index_t j = 0; j < cols; ++j)
+                  c[(i0 + i) * ldc + j0 + j] = acc ? c[(i0 + i) * ldc + j0 + j] + tile[i * 32 + j] : tile[i * 32 + j];
+          }
+        }
+        if (last) {
+          const index_t i0 = gb * s8_mg, rows = std::min(M, gb1 * s8_mg) - i0;
+          const index_t j0 = jp0 * s8_np, cols = std::min(b.N, jp1 * s8_np) - j0;
+          if (a_signed)  // A was stored as a + 128: take 128 * sum_k b(k, j) back out
+            for (index_t i = 0; i < rows; ++i)
+              for (index_t j = 0; j < cols; ++j) c[(i0 + i) * ldc + j0 + j] -= 128 * b.col_sums[std::size_t(j0 + j)];
+          if constexpr (Epi::active) epi(i0, j0, rows, cols);
+        }
+      }
+    }
+#if TESSERA_INT8_X86
+    if (isa == int8_isa::amx) amx_release();
+#endif
+  };
+#if defined(_OPENMP)
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    work(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  work(0, 1);
+}
+
+/// The path for a product of this shape: AMX needs rows to fill its 16-row tiles.
+inline int8_isa s8_isa_for(index_t M, index_t K) {
+  const int8_isa isa = int8_isa_active();
+  if (isa == int8_isa::amx && (M < 8 || K < 32)) return int8_isa::avx512_vnni;
+  return isa;
+}
+
+/// C (+)= A * B: A is M x K uint8 or int8 (row stride lda, unit column stride), B packed; C int32 with row stride ldc.
+template <class TA, class Epi = no_epilogue>
+void cpu_gemm_s8(index_t M, index_t N, index_t K, const TA* a, index_t lda, const packed_b_s8& b, std::int32_t* c,
+                 index_t ldc, bool accumulate, int nthreads, const Epi& epi = {}) {
+  static_assert(std::is_same_v<TA, std::uint8_t> || std::is_same_v<TA, std::int8_t>, "int8 GEMM: A must be uint8 or int8");
+  if (b.K != K || b.N != N)
+    throw shape_error("int8 GEMM: packed B is " + std::to_string(b.K) + " x " + std::to_string(b.N) + ", the product needs " +
+                      std::to_string(K) + " x " + std::to_string(N));
+  if (M == 0 || N == 0) return;
+  stats::count_pass();
+  const index_t groups = (M + s8_mg - 1) / s8_mg, Kp = b.Kp;
+  auto& ws = s8_workspace::of_this_thread();
+  std::uint8_t* pa = ws.a.grow(std::size_t(std::max<index_t>(1, groups * Kp * s8_mg)));
+  const double ops = 2.0 * double(M) * double(N) * double(K);
+  const int nt = ops < 4e6 ? 1 : std::max(1, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && groups > 1)
+#endif
+  for (index_t g = 0; g < groups; ++g) s8_pack_a_group(a, lda, M, K, Kp, g, pa + g * Kp * s8_mg);
+  s8_gemm_packed(M, N, pa, b, std::is_signed_v<TA>, c, ldc, accumulate, nt, s8_isa_for(M, K), epi);
+}
+
+/// The same with B given as a K x N int8 matrix (packed into thread-local space on each call).
+template <class TA, class Epi = no_epilogue>
+void cpu_gemm_s8(index_t M, index_t N, index_t K, const TA* a, index_t lda, mat_ref<std::int8_t> b, std::int32_t* c,
+                 index_t ldc, bool accumulate, int nthreads, const Epi& epi = {}) {
+  auto& ws = s8_workspace::of_this_thread();
+  ws.b.pack(b, K, N, nthreads);
+  cpu_gemm_s8(M, N, K, a, lda, ws.b, c, ldc, accumulate, nthreads, epi);
+}
+
+}  // namespace detail
+}  // namespace tessera
