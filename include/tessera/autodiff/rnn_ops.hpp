@@ -1,4 +1,4 @@
-// Recurrent operations (host policies):
+// Recurrent operations (host policies; a device policy is a compile error naming the operation):
 //   lstm(x, layers, opts, h0, c0, rng, training)   a multi-layer LSTM over a sequence with PyTorch's semantics and
 //       parameter layout (per layer weight_ih [4H, I], weight_hh [4H, H], bias_ih [4H], bias_hh [4H]; gates i, f, g, o;
 //       c' = f*c + i*g, h' = o*tanh(c')). Input [B, T, I] (batch_first) or [T, B, I]; returns the output sequence in the
@@ -8,8 +8,18 @@
 //       Backward through time: per step one fused pointwise pass and one GEMM (dh_{t-1} = dgates W_hh); the weight
 //       gradients afterwards as large GEMMs over all steps at once. The whole stack is one recorded node.
 //   select_last_step(y)   [N, T, H] -> [N, H], the last time step.
+// Single steps (cells), libtorch's rnn_cell / lstm_cell / gru_cell: x [B, I], state [B, H] (an empty Var: zeros),
+// weight_ih [G*H, I], weight_hh [G*H, H], bias_ih, bias_hh [G*H] (empty Vars: no bias).
+//   rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)   h' = tanh (or relu) (x W_ih^T + b_ih + h W_hh^T + b_hh)
+//   lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)             {h', c'}, gates i, f, g, o as lstm
+//   gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)                 gates r, z, n: r = s(W_ir x + b_ir + W_hr h + b_hr),
+//       z = s(W_iz x + b_iz + W_hz h + b_hz), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) n + z h
+// Each cell: one GEMM per input for all its gates (the biases as the GEMM's initial value), the gate math in one
+// vectorised pass (the LSTM's is the sequence LSTM's step pass); backward one fused pointwise pass, then a GEMM per
+// input gradient and per weight gradient.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -205,6 +215,205 @@ inline void lstm_step_backward(const T* gates, const T* c, const T* cprev, const
     });
   }
 }
+
+// ---- pieces shared by the sequence LSTM and the cells ----
+
+/// G[r, :] = b1 + b2 for the rows r < rows of G [rows, GW]; an empty bias counts as zeros.
+template <class T, class P>
+void fill_bias_rows(T* G, index_t rows, index_t GW, const Var<T, 1, P>& b1, const Var<T, 1, P>& b2) {
+  if (rows <= 0) return;
+  const T* p1 = b1.defined() ? b1.value().data() : nullptr;
+  const T* p2 = b2.defined() ? b2.value().data() : nullptr;
+  for (index_t j = 0; j < GW; ++j) G[j] = (p1 ? p1[j] : T(0)) + (p2 ? p2[j] : T(0));
+  for (index_t r = 1; r < rows; ++r) std::memcpy(G + r * GW, G, std::size_t(GW) * sizeof(T));
+}
+
+/// G [rows, GW] += src [rows, in] W^T for W [GW, in]: a projection of every gate at once (`wt`: W^T packed once).
+template <class T>
+void add_projection(T* G, const T* src, const T* W, index_t rows, index_t GW, index_t in, int nt,
+                    const tessera::detail::packed_b<T>* wt = nullptr) {
+  tessera::detail::cpu_gemm<T>(rows, GW, in, {src, in, 1}, {W, 1, in}, G, GW, true, nt, {}, wt);
+}
+
+/// out [rows, in] (+)= dG [rows, GW] W [GW, in]: the gradient through a projection (`w`: W packed once).
+template <class T>
+void project_back(T* out, const T* dG, const T* W, index_t rows, index_t GW, index_t in, bool accumulate, int nt,
+                  const tessera::detail::packed_b<T>* w = nullptr) {
+  tessera::detail::cpu_gemm<T>(rows, in, GW, {dG, GW, 1}, {W, in, 1}, out, in, accumulate, nt, {}, w);
+}
+
+/// dW [GW, in] += dG^T src over `rows` rows (dG [rows, GW], src [rows, in]) when W requires a gradient: one GEMM.
+template <class T, class P>
+void add_weight_grad(const Var<T, 2, P>& W, const T* dG, const T* src, index_t rows, index_t GW, index_t in, int nt) {
+  if (W.requires_grad()) tessera::detail::cpu_gemm<T>(GW, in, rows, {dG, 1, GW}, {src, in, 1}, zeroed_grad(W), in, true, nt);
+}
+
+/// The column sums of dG [rows, GW] added to the gradient of each of b1, b2 that is defined and requires one.
+template <class T, class P>
+void add_bias_grads(const T* dG, index_t rows, index_t GW, const Var<T, 1, P>& b1, const Var<T, 1, P>& b2 = {}) {
+  const bool w1 = b1.defined() && b1.requires_grad(), w2 = b2.defined() && b2.requires_grad();
+  if (!w1 && !w2) return;
+  std::vector<T> db(std::size_t(GW), T(0));
+  for (index_t r = 0; r < rows; ++r) {
+    const T* row = dG + r * GW;
+    for (index_t j = 0; j < GW; ++j) db[std::size_t(j)] += row[j];
+  }
+  for (const auto* b : {w1 ? &b1 : nullptr, w2 ? &b2 : nullptr})
+    if (b) {
+      T* gb = zeroed_grad(*b);
+      for (index_t j = 0; j < GW; ++j) gb[j] += db[std::size_t(j)];
+    }
+}
+
+/// `a` += `b` elementwise over n values (a gradient into a gradient).
+template <class T>
+inline void add_into(T* a, const T* b, index_t n) {
+  for (index_t k = 0; k < n; ++k) a[k] += b[k];
+}
+
+/// The inputs of a recorded operation (every defined Var) and whether any of them requires a gradient.
+struct recorded_inputs {
+  std::vector<std::shared_ptr<node_base>> nodes;
+  bool any = false;
+  template <class V>
+  recorded_inputs& add(const V& v) {
+    if (v.defined()) {
+      nodes.push_back(v.ptr());
+      any = any || v.requires_grad();
+    }
+    return *this;
+  }
+};
+
+/// Makes `out` (a fresh result) a node of the graph when gradients are on and any input requires one; backward calls
+/// back(gradient of out, value of out) (raw, contiguous).
+template <class T, int R, class P, class F>
+void record(Var<T, R, P>& out, recorded_inputs in, F&& back) {
+  if (!grad_mode() || !in.any) return;
+  auto& nd = out.node();
+  nd.requires_grad = true;
+  nd.is_leaf = false;
+  nd.inputs = std::move(in.nodes);
+  nd.backward_fn = [self = &nd, b = std::forward<F>(back)]() { b(self->grad_buffer().data(), self->value.data()); };
+}
+
+/// Elements [offset, offset + prod(d)) of a packed result as a Var of their own, whose gradient flows into the
+/// packed node's (an operation with several results records one node).
+template <int R, class T, class P>
+Var<T, R, P> packed_piece(const Var<T, 1, P>& packed, index_t offset, const dims_t<R>& d) {
+  using VR = Var<T, R, P>;
+  typename VR::tensor v(d);
+  std::copy(packed.value().data() + offset, packed.value().data() + offset + v.size(), v.data());
+  return VR::make(std::move(v), [packed, offset](const auto& gr) {
+    add_into(packed.node().grad_buffer().data() + offset, gr.data(), gr.size());
+  }, packed);
+}
+
+/// v's gradient (+)= dG [rows, GW] W [GW, in], when v is defined and requires one.
+template <class T, class P>
+void grad_through(const Var<T, 2, P>& v, const T* dG, const Var<T, 2, P>& W, index_t rows, index_t GW, index_t in, int nt) {
+  if (!v.defined() || !v.requires_grad()) return;
+  bool acc;
+  auto& g = fresh_or_grad(v, acc);
+  project_back(g.data(), dG, W.value().data(), rows, GW, in, acc, nt);
+}
+
+/// W_hh's gradient from one step: dG^T h, or zeros when the step started from the zero state (as libtorch, whose
+/// zero state still goes through the product).
+template <class T, class P>
+void add_recurrent_weight_grad(const Var<T, 2, P>& w_hh, const T* dG, const Var<T, 2, P>& h, index_t rows, index_t GW, index_t H,
+                               int nt) {
+  if (h.defined()) add_weight_grad(w_hh, dG, h.value().data(), rows, GW, H, nt);
+  else if (w_hh.requires_grad()) zeroed_grad(w_hh);
+}
+
+/// Checks a cell's operands for `gates` gates of hidden size H (weight_hh's second extent); returns {B, I, H}.
+/// Each error names the shapes that disagree and the shape expected.
+template <class T, class P>
+std::array<index_t, 3> check_cell(const char* op, index_t gates, const Var<T, 2, P>& x, const Var<T, 2, P>& h,
+                                  const Var<T, 2, P>* c, const Var<T, 2, P>& w_ih, const Var<T, 2, P>& w_hh,
+                                  const Var<T, 1, P>& b_ih, const Var<T, 1, P>& b_hh) {
+  using tessera::detail::format_dims;
+  const std::string pre = std::string("tessera: ") + op + ": ";
+  const auto xd = x.dims(), wi = w_ih.dims(), wh = w_hh.dims();
+  const index_t H = wh[1], GH = gates * H;
+  if (H < 1 || wh[0] != GH)
+    throw shape_error(pre + "weight_hh " + format_dims(wh) + " is not [" + std::to_string(gates) + " * H, H] (expected " +
+                      format_dims(dims_t<2>{gates * std::max<index_t>(H, 1), H}) + ")");
+  if (wi != dims_t<2>{GH, xd[1]})
+    throw shape_error(pre + "weight_ih " + format_dims(wi) + " does not fit the input " + format_dims(xd) + " and weight_hh " +
+                      format_dims(wh) + " (expected " + format_dims(dims_t<2>{GH, xd[1]}) + ")");
+  for (const auto* b : {&b_ih, &b_hh})
+    if (b->defined() && b->dims()[0] != GH)
+      throw shape_error(pre + (b == &b_ih ? "bias_ih " : "bias_hh ") + format_dims(b->dims()) + " does not fit weight_hh " +
+                        format_dims(wh) + " (expected " + format_dims(dims_t<1>{GH}) + ")");
+  for (const auto* st : {&h, c})
+    if (st && st->defined() && st->dims() != dims_t<2>{xd[0], H})
+      throw shape_error(pre + (st == &h ? "the hidden state " : "the cell state ") + format_dims(st->dims()) +
+                        " does not fit the input " + format_dims(xd) + " and weight_hh " + format_dims(wh) + " (expected " +
+                        format_dims(dims_t<2>{xd[0], H}) + ")");
+  return {xd[0], xd[1], H};
+}
+
+/// Forward of a GRU step's pointwise part for B rows: gi [B, 3H] (x W_ih^T + b_ih, replaced by the activations r, z, n),
+/// gh [B, 3H] (h W_hh^T + b_hh, read), h' = (1 - z) n + z h.
+template <class T>
+inline void gru_step_forward(T* gi, const T* gh, const T* hprev, T* hout, index_t B, index_t H, int nt = 1) {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && B > 1 && B * H >= 8192)
+#endif
+  for (index_t b = 0; b < B; ++b) {
+    T* a = gi + b * 3 * H;
+    const T* q = gh + b * 3 * H;
+    const T* hp = hprev ? hprev + b * H : nullptr;
+    T* hb = hout + b * H;
+    lstm_columns<T>(H, [&]<class V>(index_t j) {
+      const V r = math::sigmoid(lstm_ld<V>(a + j) + lstm_ld<V>(q + j));
+      const V z = math::sigmoid(lstm_ld<V>(a + H + j) + lstm_ld<V>(q + H + j));
+      const V n = math::tanh(lstm_ld<V>(a + 2 * H + j) + r * lstm_ld<V>(q + 2 * H + j));
+      lstm_st(a + j, r);
+      lstm_st(a + H + j, z);
+      lstm_st(a + 2 * H + j, n);
+      const V h = hp ? lstm_ld<V>(hp + j) : V{};
+      lstm_st(hb + j, n + z * (h - n));
+    });
+  }
+}
+
+/// Backward of a GRU step's pointwise part: from dh' to the pre-activation gradients of the input side (dgi) and
+/// the recurrent side (dgh, which differs in the n gate: r * dn); dhprev (may be null) += dh' * z.
+template <class T>
+inline void gru_step_backward(const T* act, const T* gh, const T* hprev, const T* dh, T* dgi, T* dgh, T* dhprev, index_t B,
+                              index_t H, int nt = 1) {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && B > 1 && B * H >= 8192)
+#endif
+  for (index_t b = 0; b < B; ++b) {
+    const T* a = act + b * 3 * H;
+    const T* q = gh + b * 3 * H;
+    const T* hp = hprev ? hprev + b * H : nullptr;
+    const T* dhb = dh + b * H;
+    T* di = dgi + b * 3 * H;
+    T* dq = dgh + b * 3 * H;
+    T* dp = dhprev ? dhprev + b * H : nullptr;
+    lstm_columns<T>(H, [&]<class V>(index_t j) {
+      const V one = V{} + T(1);
+      const V r = lstm_ld<V>(a + j), z = lstm_ld<V>(a + H + j), n = lstm_ld<V>(a + 2 * H + j);
+      const V d = lstm_ld<V>(dhb + j);
+      const V h = hp ? lstm_ld<V>(hp + j) : V{};
+      const V dn = d * (one - z) * (one - n * n);
+      const V dz = d * (h - n) * z * (one - z);
+      const V dr = dn * lstm_ld<V>(q + 2 * H + j) * r * (one - r);
+      lstm_st(di + j, dr);
+      lstm_st(di + H + j, dz);
+      lstm_st(di + 2 * H + j, dn);
+      lstm_st(dq + j, dr);
+      lstm_st(dq + H + j, dz);
+      lstm_st(dq + 2 * H + j, dn * r);
+      if (dp) lstm_st(dp + j, lstm_ld<V>(dp + j) + d * z);
+    });
+  }
+}
 }  // namespace detail
 
 /// A multi-layer LSTM (see the top of this file). h0, c0 [L, B, H] may be empty Vars (zeros). Dropout between layers
@@ -214,7 +423,6 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
                        const Var<T, 3, P>& h0 = {}, const Var<T, 3, P>& c0 = {}, Rng* rng = nullptr, bool training = false) {
   static_assert(!P::on_device, "tessera: ad::lstm: only host policies are supported so far");
   using V1 = Var<T, 1, P>;
-  using V3 = Var<T, 3, P>;
   const index_t L = index_t(layers.size());
   if (L < 1 || opts.num_layers != int(L))
     throw std::invalid_argument("tessera: lstm: " + std::to_string(L) + " layers of parameters given, options say " +
@@ -263,20 +471,15 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
     s.y.resize(std::size_t(TB * H));
     T* G = s.gate.data();
     // gates = x W_ih^T + b_ih + b_hh for all steps: one GEMM onto the biases
-    const T* bi = p.bias_ih.value().data();
-    const T* bh = p.bias_hh.value().data();
-    if (TB > 0)
-      for (index_t j = 0; j < G4; ++j) G[j] = bi[j] + bh[j];
-    for (index_t r = 1; r < TB; ++r) std::memcpy(G + r * G4, G, std::size_t(G4) * sizeof(T));
-    const T* Wih = p.weight_ih.value().data();
+    detail::fill_bias_rows(G, TB, G4, p.bias_ih, p.bias_hh);
     const T* Whh = p.weight_hh.value().data();
-    tessera::detail::cpu_gemm<T>(TB, G4, in, {s.x.data(), in, 1}, {Wih, 1, in}, G, G4, true, nt);
+    detail::add_projection(G, s.x.data(), p.weight_ih.value().data(), TB, G4, in, nt);
     const tessera::detail::packed_b<T> whh_t({Whh, 1, H}, H, G4);  // W_hh^T packed once for every step
     for (index_t t = 0; t < Tn; ++t) {
       const T* hprev = t > 0 ? s.y.data() + (t - 1) * B * H : (h0p ? h0p + l * B * H : nullptr);
       const T* cprev = t > 0 ? s.c.data() + (t - 1) * B * H : (c0p ? c0p + l * B * H : nullptr);
       T* Gt = G + t * B * G4;
-      if (hprev) tessera::detail::cpu_gemm<T>(B, G4, H, {hprev, H, 1}, {Whh, 1, H}, Gt, G4, true, nt, {}, &whh_t);
+      if (hprev) detail::add_projection(Gt, hprev, Whh, B, G4, H, nt, &whh_t);
       detail::lstm_step_forward<T>(Gt, cprev, s.c.data() + t * B * H, s.y.data() + t * B * H, B, H, nt);
     }
     if (l + 1 < L) {
@@ -309,26 +512,12 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
   }
 
   V1 packed(std::move(packed_v), false);
-  bool need = grad_mode() && (x.requires_grad() || (h0.defined() && h0.requires_grad()) || (c0.defined() && c0.requires_grad()));
-  for (const auto& p : layers)
-    need = need || (grad_mode() && (p.weight_ih.requires_grad() || p.weight_hh.requires_grad() || p.bias_ih.requires_grad() ||
-                                    p.bias_hh.requires_grad()));
-  if (need) {
-    auto& nd = packed.node();
-    nd.requires_grad = true;
-    nd.is_leaf = false;
-    nd.inputs.push_back(x.ptr());
-    if (h0.defined()) nd.inputs.push_back(h0.ptr());
-    if (c0.defined()) nd.inputs.push_back(c0.ptr());
-    for (const auto& p : layers) {
-      nd.inputs.push_back(p.weight_ih.ptr());
-      nd.inputs.push_back(p.weight_hh.ptr());
-      nd.inputs.push_back(p.bias_ih.ptr());
-      nd.inputs.push_back(p.bias_hh.ptr());
-    }
-    nd.backward_fn = [self = &nd, saved, x, h0, c0, layers, B, Tn, H, L, bf = opts.batch_first, nt]() {
+  detail::recorded_inputs inputs;
+  inputs.add(x).add(h0).add(c0);
+  for (const auto& p : layers) inputs.add(p.weight_ih).add(p.weight_hh).add(p.bias_ih).add(p.bias_hh);
+  detail::record(packed, std::move(inputs),
+                 [saved, x, h0, c0, layers, B, Tn, H, L, bf = opts.batch_first, nt](const T* g, const T*) {
       const index_t G4 = 4 * H, TB = Tn * B, n_out = TB * H, n_state = L * B * H;
-      const T* g = self->grad_buffer().data();
       // gradient at the top layer's output, time-major
       std::vector<T> dy(std::size_t(TB * H));
       if (bf) detail::swap01(g, dy.data(), B, Tn, H);
@@ -350,44 +539,19 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
           const T* cprev = t > 0 ? s.c.data() + (t - 1) * B * H : (c0p ? c0p + l * B * H : nullptr);
           T* dGt = dG.data() + t * B * G4;
           detail::lstm_step_backward<T>(s.gate.data() + t * B * G4, s.c.data() + t * B * H, cprev, dh.data(), dc.data(), dGt, B, H, nt);
-          tessera::detail::cpu_gemm<T>(B, H, G4, {dGt, G4, 1}, {Whh, H, 1}, dh.data(), H, false, nt, {}, &whh);  // dh_{t-1} = dgates W_hh
+          detail::project_back(dh.data(), dGt, Whh, B, G4, H, false, nt, &whh);  // dh_{t-1} = dgates W_hh
         }
-        if (h0.defined() && h0.requires_grad()) {
-          T* gh = detail::zeroed_grad(h0) + l * B * H;
-          for (index_t k = 0; k < B * H; ++k) gh[k] += dh[std::size_t(k)];
-        }
-        if (c0.defined() && c0.requires_grad()) {
-          T* gc = detail::zeroed_grad(c0) + l * B * H;
-          for (index_t k = 0; k < B * H; ++k) gc[k] += dc[std::size_t(k)];
-        }
-        if (p.weight_hh.requires_grad()) {
-          T* gw = detail::zeroed_grad(p.weight_hh);
-          // steps 1..T-1 at once: dgates[1..]^T h[0..T-2]; step 0 against h0
-          if (Tn > 1)
-            tessera::detail::cpu_gemm<T>(G4, H, (Tn - 1) * B, {dG.data() + B * G4, 1, G4}, {s.y.data(), H, 1}, gw, H, true, nt);
-          if (h0p) tessera::detail::cpu_gemm<T>(G4, H, B, {dG.data(), 1, G4}, {h0p + l * B * H, H, 1}, gw, H, true, nt);
-        }
-        if (p.weight_ih.requires_grad())
-          tessera::detail::cpu_gemm<T>(G4, in, TB, {dG.data(), 1, G4}, {s.x.data(), in, 1}, detail::zeroed_grad(p.weight_ih), in, true, nt);
-        if (p.bias_ih.requires_grad() || p.bias_hh.requires_grad()) {
-          std::vector<T> db(std::size_t(G4), T(0));
-          for (index_t r = 0; r < TB; ++r) {
-            const T* row = dG.data() + r * G4;
-            for (index_t j = 0; j < G4; ++j) db[std::size_t(j)] += row[j];
-          }
-          if (p.bias_ih.requires_grad()) {
-            T* gb = detail::zeroed_grad(p.bias_ih);
-            for (index_t j = 0; j < G4; ++j) gb[j] += db[std::size_t(j)];
-          }
-          if (p.bias_hh.requires_grad()) {
-            T* gb = detail::zeroed_grad(p.bias_hh);
-            for (index_t j = 0; j < G4; ++j) gb[j] += db[std::size_t(j)];
-          }
-        }
+        if (h0.defined() && h0.requires_grad()) detail::add_into(detail::zeroed_grad(h0) + l * B * H, dh.data(), B * H);
+        if (c0.defined() && c0.requires_grad()) detail::add_into(detail::zeroed_grad(c0) + l * B * H, dc.data(), B * H);
+        // steps 1..T-1 at once: dgates[1..]^T h[0..T-2]; step 0 against h0
+        if (Tn > 1) detail::add_weight_grad(p.weight_hh, dG.data() + B * G4, s.y.data(), (Tn - 1) * B, G4, H, nt);
+        if (h0p) detail::add_weight_grad(p.weight_hh, dG.data(), h0p + l * B * H, B, G4, H, nt);
+        detail::add_weight_grad(p.weight_ih, dG.data(), s.x.data(), TB, G4, in, nt);
+        detail::add_bias_grads(dG.data(), TB, G4, p.bias_ih, p.bias_hh);
         const bool want_dx = l > 0 || x.requires_grad();
         if (want_dx) {
-          dX.assign(std::size_t(TB * in), T(0));
-          tessera::detail::cpu_gemm<T>(TB, in, G4, {dG.data(), G4, 1}, {p.weight_ih.value().data(), in, 1}, dX.data(), in, false, nt);
+          dX.resize(std::size_t(TB * in));
+          detail::project_back(dX.data(), dG.data(), p.weight_ih.value().data(), TB, G4, in, false, nt);
           if (l > 0) {
             dy = dX;
             if (!s.mask.empty())
@@ -408,23 +572,13 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
         }
       }
       for (auto& s : *saved) s = detail::lstm_layer_saved<T>{};  // free what backward needed
-    };
-  }
+  });
 
-  // the three results as views of the packed node
-  auto piece = [&](index_t offset, const dims_t<3>& d) {
-    typename V3::tensor v(d);
-    std::copy(packed.value().data() + offset, packed.value().data() + offset + v.size(), v.data());
-    return V3::make(std::move(v), [packed, offset](const auto& gr) {
-      T* dst = packed.node().grad_buffer().data() + offset;
-      const T* src = gr.data();
-      for (index_t k = 0; k < gr.size(); ++k) dst[k] += src[k];
-    }, packed);
-  };
+  // the three results as pieces of the packed node
   lstm_result<T, P> r;
-  r.output = piece(0, opts.batch_first ? dims_t<3>{B, Tn, H} : dims_t<3>{Tn, B, H});
-  r.h_n = piece(n_out, state_dims);
-  r.c_n = piece(n_out + n_state, state_dims);
+  r.output = detail::packed_piece<3>(packed, 0, opts.batch_first ? dims_t<3>{B, Tn, H} : dims_t<3>{Tn, B, H});
+  r.h_n = detail::packed_piece<3>(packed, n_out, state_dims);
+  r.c_n = detail::packed_piece<3>(packed, n_out + n_state, state_dims);
   return r;
 }
 
@@ -445,6 +599,140 @@ Var<T, 2, P> select_last_step(const Var<T, 3, P>& y) {
     for (index_t n = 0; n < N; ++n)
       for (index_t k = 0; k < H; ++k) gy[(n * Tn + Tn - 1) * H + k] += gs[n * H + k];
   }, y);
+}
+
+
+// ---- cells: one time step ----
+
+/// The nonlinearity of rnn_cell (libtorch's nonlinearity option).
+enum class rnn_nonlinearity { tanh, relu };
+
+/// The new state of an LSTM cell.
+template <class T, class P>
+struct lstm_cell_state {
+  Var<T, 2, P> h;  ///< [B, H]
+  Var<T, 2, P> c;  ///< [B, H]
+};
+
+/// h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh) (relu with rnn_nonlinearity::relu). x [B, I]; h [B, H] or an empty
+/// Var (zeros); w_ih [H, I], w_hh [H, H]; biases [H] or empty (none). Backward: one pass for the activation's
+/// derivative and the biases' gradient, then GEMMs for dx, dh, dW_ih, dW_hh.
+template <class T, class P>
+Var<T, 2, P> rnn_cell(const Var<T, 2, P>& x, const Var<T, 2, P>& h, const Var<T, 2, P>& w_ih, const Var<T, 2, P>& w_hh,
+                      const Var<T, 1, P>& b_ih = {}, const Var<T, 1, P>& b_hh = {},
+                      rnn_nonlinearity nonlinearity = rnn_nonlinearity::tanh) {
+  static_assert(!P::on_device, "tessera: ad::rnn_cell runs on host policies only (cpu, cpu_threads); there is no CUDA path yet");
+  using V2 = Var<T, 2, P>;
+  const auto s = detail::check_cell("rnn_cell", 1, x, h, static_cast<const V2*>(nullptr), w_ih, w_hh, b_ih, b_hh);
+  const index_t B = s[0], I = s[1], H = s[2];
+  const int nt = P::num_threads();
+  typename V2::tensor y(B, H);
+  detail::fill_bias_rows(y.data(), B, H, b_ih, b_hh);
+  detail::add_projection(y.data(), x.value().data(), w_ih.value().data(), B, H, I, nt);
+  if (h.defined()) detail::add_projection(y.data(), h.value().data(), w_hh.value().data(), B, H, H, nt);
+  const activation act = nonlinearity == rnn_nonlinearity::relu ? activation::relu : activation::tanh;
+  detail::assign_activated(y, y, act);  // in place, one vectorised pass
+  V2 out(std::move(y), false);
+  detail::recorded_inputs in;
+  in.add(x).add(h).add(w_ih).add(w_hh).add(b_ih).add(b_hh);
+  detail::record(out, std::move(in), [x, h, w_ih, w_hh, b_ih, b_hh, B, I, H, act, nt](const T* g, const T* yv) {
+    const bool want_b = (b_ih.defined() && b_ih.requires_grad()) || (b_hh.defined() && b_hh.requires_grad());
+    detail::uninit_vector<T> dz;
+    dz.resize(std::size_t(B * H));
+    std::vector<T> db(std::size_t(want_b ? H : 0), T(0));
+    detail::activation_backward(g, yv, dz.data(), want_b ? db.data() : nullptr, B, H, 1, act, nt);
+    for (const auto* b : {&b_ih, &b_hh})
+      if (b->defined() && b->requires_grad()) detail::add_into(detail::zeroed_grad(*b), db.data(), H);
+    detail::grad_through(x, dz.data(), w_ih, B, H, I, nt);
+    detail::grad_through(h, dz.data(), w_hh, B, H, H, nt);
+    detail::add_weight_grad(w_ih, dz.data(), x.value().data(), B, H, I, nt);
+    detail::add_recurrent_weight_grad(w_hh, dz.data(), h, B, H, H, nt);
+  });
+  return out;
+}
+
+/// One LSTM step, libtorch's lstm_cell: gates = x W_ih^T + b_ih + h W_hh^T + b_hh (i, f, g, o), c' = f*c + i*g,
+/// h' = o*tanh(c'). x [B, I]; h, c [B, H] or empty Vars (zeros); w_ih [4H, I], w_hh [4H, H]; biases [4H] or empty.
+/// Forward: the biases, one GEMM for x and one for h into the gates, then the sequence LSTM's fused step pass.
+/// Backward: its fused step pass, then GEMMs. Returns {h', c'}.
+template <class T, class P>
+lstm_cell_state<T, P> lstm_cell(const Var<T, 2, P>& x, const Var<T, 2, P>& h, const Var<T, 2, P>& c, const Var<T, 2, P>& w_ih,
+                                const Var<T, 2, P>& w_hh, const Var<T, 1, P>& b_ih = {}, const Var<T, 1, P>& b_hh = {}) {
+  static_assert(!P::on_device, "tessera: ad::lstm_cell runs on host policies only (cpu, cpu_threads); there is no CUDA path yet");
+  using V1 = Var<T, 1, P>;
+  const auto s = detail::check_cell("lstm_cell", 4, x, h, &c, w_ih, w_hh, b_ih, b_hh);
+  const index_t B = s[0], I = s[1], H = s[2], G4 = 4 * H;
+  const int nt = P::num_threads();
+  auto gates = std::make_shared<detail::uninit_vector<T>>();
+  gates->resize(std::size_t(B * G4));
+  T* G = gates->data();
+  detail::fill_bias_rows(G, B, G4, b_ih, b_hh);
+  detail::add_projection(G, x.value().data(), w_ih.value().data(), B, G4, I, nt);
+  if (h.defined()) detail::add_projection(G, h.value().data(), w_hh.value().data(), B, G4, H, nt);
+  typename V1::tensor pv(2 * B * H);  // [h' | c']
+  detail::lstm_step_forward<T>(G, c.defined() ? c.value().data() : nullptr, pv.data() + B * H, pv.data(), B, H, nt);
+  V1 packed(std::move(pv), false);
+  detail::recorded_inputs in;
+  in.add(x).add(h).add(c).add(w_ih).add(w_hh).add(b_ih).add(b_hh);
+  detail::record(packed, std::move(in), [gates, x, h, c, w_ih, w_hh, b_ih, b_hh, B, I, H, nt](const T* g, const T* v) {
+    const index_t G4 = 4 * H;
+    std::vector<T> dc(g + B * H, g + 2 * B * H);  // dc', then dc
+    detail::uninit_vector<T> dG;
+    dG.resize(std::size_t(B * G4));
+    detail::lstm_step_backward<T>(gates->data(), v + B * H, c.defined() ? c.value().data() : nullptr, g, dc.data(), dG.data(), B, H, nt);
+    if (c.defined() && c.requires_grad()) detail::add_into(detail::zeroed_grad(c), dc.data(), B * H);
+    detail::grad_through(x, dG.data(), w_ih, B, G4, I, nt);
+    detail::grad_through(h, dG.data(), w_hh, B, G4, H, nt);
+    detail::add_weight_grad(w_ih, dG.data(), x.value().data(), B, G4, I, nt);
+    detail::add_recurrent_weight_grad(w_hh, dG.data(), h, B, G4, H, nt);
+    detail::add_bias_grads(dG.data(), B, G4, b_ih, b_hh);
+  });
+  return {detail::packed_piece<2>(packed, 0, dims_t<2>{B, H}), detail::packed_piece<2>(packed, B * H, dims_t<2>{B, H})};
+}
+
+/// One GRU step, libtorch's gru_cell (gates r, z, n; see the top of this file). x [B, I]; h [B, H] or an empty Var
+/// (zeros); w_ih [3H, I], w_hh [3H, H]; biases [3H] or empty. Forward: one GEMM for x (onto b_ih) and one for h
+/// (onto b_hh), then one pass for the gates and h'. Backward: one pass, then GEMMs.
+template <class T, class P>
+Var<T, 2, P> gru_cell(const Var<T, 2, P>& x, const Var<T, 2, P>& h, const Var<T, 2, P>& w_ih, const Var<T, 2, P>& w_hh,
+                      const Var<T, 1, P>& b_ih = {}, const Var<T, 1, P>& b_hh = {}) {
+  static_assert(!P::on_device, "tessera: ad::gru_cell runs on host policies only (cpu, cpu_threads); there is no CUDA path yet");
+  using V1 = Var<T, 1, P>;
+  using V2 = Var<T, 2, P>;
+  const auto s = detail::check_cell("gru_cell", 3, x, h, static_cast<const V2*>(nullptr), w_ih, w_hh, b_ih, b_hh);
+  const index_t B = s[0], I = s[1], H = s[2], G3 = 3 * H;
+  const int nt = P::num_threads();
+  auto buf = std::make_shared<detail::uninit_vector<T>>();  // gi [B, 3H] | gh [B, 3H]
+  buf->resize(std::size_t(2 * B * G3));
+  T* gi = buf->data();
+  T* gh = gi + B * G3;
+  const V1 none;
+  detail::fill_bias_rows(gi, B, G3, b_ih, none);
+  detail::fill_bias_rows(gh, B, G3, none, b_hh);
+  detail::add_projection(gi, x.value().data(), w_ih.value().data(), B, G3, I, nt);
+  if (h.defined()) detail::add_projection(gh, h.value().data(), w_hh.value().data(), B, G3, H, nt);
+  typename V2::tensor y(B, H);
+  detail::gru_step_forward<T>(gi, gh, h.defined() ? h.value().data() : nullptr, y.data(), B, H, nt);
+  V2 out(std::move(y), false);
+  detail::recorded_inputs in;
+  in.add(x).add(h).add(w_ih).add(w_hh).add(b_ih).add(b_hh);
+  detail::record(out, std::move(in), [buf, x, h, w_ih, w_hh, b_ih, b_hh, B, I, H, nt](const T* g, const T*) {
+    const index_t G3 = 3 * H;
+    detail::uninit_vector<T> d;
+    d.resize(std::size_t(2 * B * G3));
+    T* dgi = d.data();
+    T* dgh = dgi + B * G3;
+    const T* act = buf->data();
+    T* dhp = h.defined() && h.requires_grad() ? detail::zeroed_grad(h) : nullptr;
+    detail::gru_step_backward<T>(act, act + B * G3, h.defined() ? h.value().data() : nullptr, g, dgi, dgh, dhp, B, H, nt);
+    if (dhp) detail::project_back(dhp, dgh, w_hh.value().data(), B, G3, H, true, nt);
+    detail::grad_through(x, dgi, w_ih, B, G3, I, nt);
+    detail::add_weight_grad(w_ih, dgi, x.value().data(), B, G3, I, nt);
+    detail::add_recurrent_weight_grad(w_hh, dgh, h, B, G3, H, nt);
+    detail::add_bias_grads(dgi, B, G3, b_ih);
+    detail::add_bias_grads(dgh, B, G3, b_hh);
+  });
+  return out;
 }
 
 }  // namespace ad
