@@ -1,0 +1,97 @@
+// Square int8 GEMM (uint8 x int8 -> int32): tessera's kernel on each instruction path this machine has, with B
+// packed on every call (as oneDNN's dnnl_gemm_u8s8s32 takes it) and prepacked (weights), against oneDNN's
+// u8s8s32 GEMM in the same binary when oneDNN is found; n = 64 .. 4096, 1 and 2 threads. Counter: OP/s (2 n^3).
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <vector>
+
+#include <tessera/kernels/cpu/gemm_s8.hpp>
+
+#if defined(TESSERA_HAVE_DNNL)
+#include <dnnl.h>
+#endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace ts = tessera;
+
+namespace {
+
+struct operands {
+  std::vector<std::uint8_t> a;
+  std::vector<std::int8_t> b;
+  std::vector<std::int32_t> c;
+  explicit operands(int n) : a(std::size_t(n) * n), b(std::size_t(n) * n), c(std::size_t(n) * n) {
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = std::uint8_t(i * 2654435761u >> 24);
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = std::int8_t(i * 40503u >> 8);
+  }
+};
+
+void ops(benchmark::State& st) {
+  const double n = double(st.range(0));
+  st.counters["OP/s"] = benchmark::Counter(2 * n * n * n * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+
+/// range(2): 0 packs B on every call, 1 uses B packed once; range(3): the instruction path.
+void BM_tessera_gemm_u8s8s32(benchmark::State& st) {
+  const int n = int(st.range(0)), threads = int(st.range(1));
+  const bool prepacked = st.range(2) != 0;
+  const auto isa = ts::int8_isa(st.range(3));
+  if (int(isa) > int(ts::int8_isa_supported())) {
+    st.SkipWithError("this path is not available on this CPU");
+    return;
+  }
+  ts::set_int8_isa_limit(isa);
+  operands o(n);
+  const ts::detail::mat_ref<std::int8_t> b{o.b.data(), n, 1};
+  const ts::packed_b_s8 pb(b, n, n, threads);
+  for (auto _ : st) {
+    if (prepacked) ts::detail::cpu_gemm_s8(n, n, n, o.a.data(), n, pb, o.c.data(), n, false, threads);
+    else ts::detail::cpu_gemm_s8(n, n, n, o.a.data(), n, b, o.c.data(), n, false, threads);
+    benchmark::DoNotOptimize(o.c.data());
+  }
+  ts::set_int8_isa_limit(ts::int8_isa::amx);
+  st.SetLabel(std::string(ts::int8_isa_name(isa)) + (prepacked ? " prepacked" : ""));
+  ops(st);
+}
+
+#if defined(TESSERA_HAVE_DNNL)
+void BM_onednn_gemm_u8s8s32(benchmark::State& st) {
+  const int n = int(st.range(0));
+#if defined(_OPENMP)
+  omp_set_num_threads(int(st.range(1)));
+#endif
+  operands o(n);
+  const std::int32_t co = 0;
+  for (auto _ : st) {
+    // oneDNN's GEMM API is row-major: the same operands as ours
+    dnnl_gemm_u8s8s32('N', 'N', 'F', n, n, n, 1.f, o.a.data(), n, 0, o.b.data(), n, 0, 0.f, o.c.data(), n, &co);
+    benchmark::DoNotOptimize(o.c.data());
+  }
+  ops(st);
+}
+#endif
+
+void sizes(benchmark::internal::Benchmark* b, bool with_paths) {
+  for (int t : {1, 2})
+    for (int n : {64, 128, 256, 512, 1024, 2048, 4096}) {
+      if (!with_paths) {
+        b->Args({n, t});
+        continue;
+      }
+      for (int pre : {0, 1}) b->Args({n, t, pre, int(ts::int8_isa::amx)});
+      if (n == 1024 || n == 2048)
+        for (int isa : {int(ts::int8_isa::avx512_vnni), int(ts::int8_isa::avx2)}) b->Args({n, t, 0, isa});
+    }
+  b->ArgNames(with_paths ? std::vector<std::string>{"n", "threads", "prepacked", "isa"} : std::vector<std::string>{"n", "threads"});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+BENCHMARK(BM_tessera_gemm_u8s8s32)->Apply([](auto* b) { sizes(b, true); });
+#if defined(TESSERA_HAVE_DNNL)
+BENCHMARK(BM_onednn_gemm_u8s8s32)->Apply([](auto* b) { sizes(b, false); });
+#endif
