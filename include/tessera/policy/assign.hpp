@@ -180,12 +180,24 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
       else {
       if (node.expr_dims() != dst.dims() || dst.strides()[1] != 1) return;  // the product must fill dst exactly
       if (reads_overlap(dst, e, false) || contraction_overlaps(dst, node)) return;  // dst is written before it is read
-      node.fuse_target = dst.data();
-      node.fuse_strides = dst.strides();
-      auto ev = e.template evaluator<2>(dst.dims());
-      node.fuse_target = nullptr;
       using EE = std::remove_cvref_t<E>;
-      node.run_into(dst, tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
+      using NT = typename std::remove_cvref_t<decltype(node)>::value_type;
+      if constexpr (std::is_same_v<NT, T>) {
+        node.fuse_target = dst.data();
+        node.fuse_strides = dst.strides();
+        auto ev = e.template evaluator<2>(dst.dims());
+        node.fuse_target = nullptr;
+        node.run_into(dst, tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
+      } else {
+        // the product's own type is not dst's (int32 accumulators under a uint8 or float result): its blocks land
+        // in a scratch matrix and the tree reads them from there, each block while it is still in cache
+        Tensor<NT, dyn_shape_t<2>, P> scratch(dst.dims());
+        node.fuse_target = scratch.data();
+        node.fuse_strides = scratch.strides();
+        auto ev = e.template evaluator<2>(dst.dims());
+        node.fuse_target = nullptr;
+        node.run_into(scratch.view(), tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
+      }
       done = true;
       }
     });

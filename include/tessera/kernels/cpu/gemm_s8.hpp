@@ -501,11 +501,13 @@ inline int8_isa s8_isa_for(index_t M, index_t K) {
   return isa;
 }
 
-/// C (+)= A * B: A is M x K uint8 or int8 (row stride lda, unit column stride), B packed; C int32 with row stride ldc.
-template <class TA, class Epi = no_epilogue>
-void cpu_gemm_s8(index_t M, index_t N, index_t K, const TA* a, index_t lda, const packed_b_s8& b, std::int32_t* c,
-                 index_t ldc, bool accumulate, int nthreads, const Epi& epi = {}) {
-  static_assert(std::is_same_v<TA, std::uint8_t> || std::is_same_v<TA, std::int8_t>, "int8 GEMM: A must be uint8 or int8");
+/// C (+)= A * B with A's rows supplied by pack_group(g, out), which writes rows [16 g, 16 g + 16) of A (zero past
+/// M and past K) in the packed group layout: row i's k at out[(k / 64) * 1024 + i * 64 + k % 64] (as
+/// s8_pack_a_group does for a row-major A; a convolution gathers its taps there directly). a_signed: the rows hold
+/// int8 values stored as a + 128.
+template <class PackGroup, class Epi = no_epilogue>
+void cpu_gemm_s8_rows(index_t M, index_t N, index_t K, const PackGroup& pack_group, bool a_signed, const packed_b_s8& b,
+                      std::int32_t* c, index_t ldc, bool accumulate, int nthreads, const Epi& epi = {}) {
   if (b.K != K || b.N != N)
     throw shape_error("int8 GEMM: packed B is " + std::to_string(b.K) + " x " + std::to_string(b.N) + ", the product needs " +
                       std::to_string(K) + " x " + std::to_string(N));
@@ -519,8 +521,19 @@ void cpu_gemm_s8(index_t M, index_t N, index_t K, const TA* a, index_t lda, cons
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && groups > 1)
 #endif
-  for (index_t g = 0; g < groups; ++g) s8_pack_a_group(a, lda, M, K, Kp, g, pa + g * Kp * s8_mg);
-  s8_gemm_packed(M, N, pa, b, std::is_signed_v<TA>, c, ldc, accumulate, nt, s8_isa_for(M, K), epi);
+  for (index_t g = 0; g < groups; ++g) pack_group(g, pa + g * Kp * s8_mg);
+  s8_gemm_packed(M, N, pa, b, a_signed, c, ldc, accumulate, nt, s8_isa_for(M, K), epi);
+}
+
+/// C (+)= A * B: A is M x K uint8 or int8 (row stride lda, unit column stride), B packed; C int32 with row stride ldc.
+template <class TA, class Epi = no_epilogue>
+void cpu_gemm_s8(index_t M, index_t N, index_t K, const TA* a, index_t lda, const packed_b_s8& b, std::int32_t* c,
+                 index_t ldc, bool accumulate, int nthreads, const Epi& epi = {}) {
+  static_assert(std::is_same_v<TA, std::uint8_t> || std::is_same_v<TA, std::int8_t>, "int8 GEMM: A must be uint8 or int8");
+  const index_t Kp = b.Kp;
+  cpu_gemm_s8_rows(
+      M, N, K, [&](index_t g, std::uint8_t* out) { s8_pack_a_group(a, lda, M, K, Kp, g, out); }, std::is_signed_v<TA>, b, c,
+      ldc, accumulate, nthreads, epi);
 }
 
 /// The same with B given as a K x N int8 matrix (packed into thread-local space on each call).

@@ -1,0 +1,162 @@
+// Affine quantization: real = scale * (q - zero_point). quantize, dequantize and requantize are elementwise
+// expression nodes, so they fuse with what is around them, and around an int8 product they run as its epilogue:
+//   y = quant::quantize<std::uint8_t>(relu(quant::dequantize(quant::matmul(x, w)) + bias), out_qp)
+// is one GEMM whose blocks are dequantized, biased, rectified and requantized while still in cache.
+// Scales and zero points are scalars (per tensor) or tensors that broadcast (per channel).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "tessera/expr/elementwise.hpp"
+
+namespace tessera::quant {
+
+/// real = scale * (q - zero_point)
+struct qparams {
+  float scale = 1.0f;
+  std::int32_t zero_point = 0;
+  friend bool operator==(const qparams&, const qparams&) = default;
+};
+
+/// The smallest and largest stored values of a quantized type.
+template <class Q>
+inline constexpr float qmin_v = float(std::numeric_limits<Q>::min());
+template <class Q>
+inline constexpr float qmax_v = float(std::numeric_limits<Q>::max());
+
+/// Affine parameters covering [lo, hi] (widened to hold 0, so that zero padding and ReLU's zero are exact).
+template <class Q = std::uint8_t>
+qparams affine_qparams(float lo, float hi) {
+  static_assert(std::is_same_v<Q, std::uint8_t> || std::is_same_v<Q, std::int8_t>, "tessera::quant: uint8 or int8");
+  if (!(lo <= hi) || !std::isfinite(lo) || !std::isfinite(hi))
+    throw std::invalid_argument("tessera::quant::affine_qparams: the range [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                "] is empty or not finite (was any value observed?)");
+  lo = std::min(lo, 0.0f), hi = std::max(hi, 0.0f);
+  const float span = hi - lo;
+  const float scale = span > 0 ? span / (qmax_v<Q> - qmin_v<Q>) : 1.0f;
+  const float zp = std::nearbyint(qmin_v<Q> - lo / scale);
+  return {scale, std::int32_t(std::clamp(zp, qmin_v<Q>, qmax_v<Q>))};
+}
+
+/// Symmetric int8 parameters for values in [-absmax, absmax] (weights): zero point 0, q in [-127, 127].
+inline qparams symmetric_qparams(float absmax) {
+  if (!(absmax >= 0) || !std::isfinite(absmax))
+    throw std::invalid_argument("tessera::quant::symmetric_qparams: the bound " + std::to_string(absmax) + " is not finite");
+  return {absmax > 0 ? absmax / 127.0f : 1.0f, 0};
+}
+
+namespace op {
+
+/// round-half-even of x already clamped to a small range (|x| < 2^22): the same bits in packets and scalars
+template <class V>
+TS_INLINE V round_small(V x) {
+  if constexpr (detail::is_scalar_v<V>) return std::nearbyint(x);
+  else return (x + 12582912.0f) - 12582912.0f;  // 1.5 * 2^23
+}
+
+/// q = clamp(round(x / scale) + zero_point) as Q; operands (x, 1/scale, zero_point), all float.
+template <class Q>
+struct quantize {
+  static constexpr const char* name = "quantize";
+  template <class T>
+  static constexpr bool accepts = std::is_same_v<T, float>;
+  template <class...>
+  using result = Q;
+  template <class V>
+  static TS_HD TS_INLINE auto apply(V x, V inv_scale, V zp) {
+    V y = x * inv_scale + zp;
+    y = y >= V{} + qmin_v<Q> ? y : V{} + qmin_v<Q>;  // written so that NaN goes to the low end
+    y = y <= V{} + qmax_v<Q> ? y : V{} + qmax_v<Q>;
+    y = round_small(y);
+    if constexpr (detail::is_scalar_v<V>) return static_cast<Q>(static_cast<std::int32_t>(y));
+    else {
+#if TESSERA_SIMD
+      constexpr int N = int(sizeof(V) / sizeof(float));
+      return __builtin_convertvector(__builtin_convertvector(y, simd::vec<std::int32_t, N>), simd::vec<Q, N>);
+#else
+      return y;
+#endif
+    }
+  }
+};
+
+/// real = (q - zero_point) * scale; operands (q of any integer type, scale, zero_point), the last two float.
+struct dequantize {
+  static constexpr const char* name = "dequantize";
+  template <class T>
+  static constexpr bool accepts = std::is_integral_v<T> && !std::is_same_v<T, bool>;
+  template <class...>
+  using result = float;
+  template <class VQ, class V>
+  static TS_HD TS_INLINE V apply(VQ q, V scale, V zp) {
+    if constexpr (detail::is_scalar_v<VQ>) return (float(q) - zp) * scale;
+    else {
+#if TESSERA_SIMD
+      return (__builtin_convertvector(q, V) - zp) * scale;
+#else
+      return q;
+#endif
+    }
+  }
+};
+
+}  // namespace op
+
+namespace detail {
+using tessera::detail::as_expr;
+using tessera::detail::make_map;
+
+/// A scale or zero point operand: a float scalar, or a tensor / expression of floats (per channel, broadcast).
+template <class X>
+auto param_expr(X&& x) {
+  if constexpr (tessera::detail::is_scalar_v<X>) return tessera::detail::scalar_node<float>{float(x)};
+  else {
+    auto e = as_expr(std::forward<X>(x));
+    static_assert(std::is_same_v<typename decltype(e)::value_type, float>,
+                  "tessera::quant: per-channel scales and zero points are float tensors");
+    return e;
+  }
+}
+}  // namespace detail
+
+/// x (float) to Q with scale and zero point (scalars, or float tensors broadcast against x: per channel).
+template <class Q = std::uint8_t, tessera::detail::TensorLike X, class S, class Z>
+auto quantize(X&& x, S&& scale, Z&& zero_point) {
+  static_assert(std::is_same_v<Q, std::uint8_t> || std::is_same_v<Q, std::int8_t>, "tessera::quant::quantize: to uint8 or int8");
+  auto ex = detail::as_expr(std::forward<X>(x));
+  (void)error::element_type_not_supported<op::quantize<Q>, typename decltype(ex)::value_type>::ok;
+  auto inv = [&] {
+    if constexpr (tessera::detail::is_scalar_v<S>) return tessera::detail::scalar_node<float>{1.0f / float(scale)};
+    else return tessera::detail::make_binary<tessera::op::div>(1.0f, detail::param_expr(std::forward<S>(scale)));
+  }();
+  return detail::make_map<op::quantize<Q>>(std::move(ex), std::move(inv), detail::param_expr(std::forward<Z>(zero_point)));
+}
+template <class Q = std::uint8_t, tessera::detail::TensorLike X>
+auto quantize(X&& x, const qparams& qp) {
+  return quantize<Q>(std::forward<X>(x), qp.scale, float(qp.zero_point));
+}
+
+/// q (any integer type) to float: (q - zero_point) * scale; scalars or float tensors broadcast against q.
+template <tessera::detail::TensorLike X, class S, class Z>
+auto dequantize(X&& q, S&& scale, Z&& zero_point) {
+  auto eq = detail::as_expr(std::forward<X>(q));
+  (void)error::element_type_not_supported<op::dequantize, typename decltype(eq)::value_type>::ok;
+  return detail::make_map<op::dequantize>(std::move(eq), detail::param_expr(std::forward<S>(scale)),
+                                          detail::param_expr(std::forward<Z>(zero_point)));
+}
+template <tessera::detail::TensorLike X>
+auto dequantize(X&& q, const qparams& qp) {
+  return dequantize(std::forward<X>(q), qp.scale, float(qp.zero_point));
+}
+
+/// From one quantization to another (an int32 accumulator or a quantized tensor) in one pass.
+template <class Q = std::uint8_t, tessera::detail::TensorLike X>
+auto requantize(X&& q, const qparams& from, const qparams& to) {
+  return quantize<Q>(dequantize(std::forward<X>(q), from), to);
+}
+
+}  // namespace tessera::quant
