@@ -1,6 +1,7 @@
-// The SimpleCNN (issue 4's main job) at batch 64, 2 threads: one training step (forward, cross-entropy, backward,
-// SGD with momentum) and one inference batch, on fixed pseudo-random images. items/s counts images. The epoch
-// and the PyTorch peer are measured by bench/simplecnn_report.sh on the real data.
+// The SimpleCNN (issue 4's main job) on fixed pseudo-random images, 1 and 2 threads: one training step at batch 64
+// (forward, cross-entropy, backward, SGD with momentum) and one inference batch at batch 1 to 256 (and 500, the
+// example's test batch). items/s counts images. The epoch on the real data and the PyTorch peers (the same batch
+// sweep in bench/torch_peers.py) are run by bench/compare.
 #include <benchmark/benchmark.h>
 
 #include <tessera/nn/sequential.hpp>
@@ -28,7 +29,7 @@ struct batch {
 };
 
 void BM_simplecnn_train_step(benchmark::State& st) {
-  ts::cpu_threads::set_num_threads(2);
+  ts::cpu_threads::set_num_threads(int(st.range(0)));
   SimpleCNN net(0);
   ts::optim::SGD<float> opt(net.parameters(), {.lr = 0.01, .momentum = 0.9});
   batch b(64);
@@ -43,7 +44,7 @@ void BM_simplecnn_train_step(benchmark::State& st) {
 }
 
 void BM_simplecnn_inference(benchmark::State& st) {
-  ts::cpu_threads::set_num_threads(2);
+  ts::cpu_threads::set_num_threads(int(st.range(1)));
   SimpleCNN net(0);
   net.eval();
   batch b(st.range(0));
@@ -55,5 +56,9 @@ void BM_simplecnn_inference(benchmark::State& st) {
 }
 }  // namespace
 
-BENCHMARK(BM_simplecnn_train_step)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_simplecnn_inference)->Arg(64)->Arg(500)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_simplecnn_train_step)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_simplecnn_inference)
+    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64, 128, 256, 500}, {1, 2}})
+    ->ArgNames({"batch", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
