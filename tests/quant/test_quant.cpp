@@ -201,7 +201,9 @@ TEST_CASE("int8 NHWC convolution with fused requantization matches loops", "[qua
     ts::conv2d_options o;
   };
   for (const auto& g : {geometry{2, 7, 9, 3, 5, 3, {.padding = 1}}, geometry{1, 8, 8, 32, 33, 3, {.stride = 2, .padding = 1}},
-                        geometry{3, 5, 5, 1, 7, 3, {}}, geometry{1, 9, 7, 4, 2, 3, {.padding = 2, .dilation = 2}}}) {
+                        geometry{3, 5, 5, 1, 7, 3, {}}, geometry{1, 9, 7, 4, 2, 3, {.padding = 2, .dilation = 2}},
+                        geometry{2, 6, 5, 8, 9, 3, {.padding = 1}}, geometry{3, 14, 14, 32, 64, 3, {.padding = 1}},
+                        geometry{2, 28, 28, 1, 32, 3, {.padding = 1}}, geometry{1, 5, 6, 40, 3, 3, {.stride = 2, .padding = 2, .dilation = 2}}}) {
     std::vector<float> w(std::size_t(g.K * g.C * g.R * g.R));
     fill_random(w.data(), index_t(w.size()), rng, -1.0f, 1.0f);
     const q::qconv_weight qw(w.data(), g.K, g.C, g.R, g.R);
@@ -234,6 +236,22 @@ TEST_CASE("int8 NHWC convolution with fused requantization matches loops", "[qua
             const auto want = ref_quantize<std::uint8_t>(float(std::max(real, 0.0)), qy);
             INFO("n " << n << " oh " << oh << " ow " << ow << " k " << k);
             CHECK(std::abs(int(y((n * OH + oh) * OW + ow, k)) - int(want)) <= 1);
+          }
+    // with the 2 x 2 max-pool computed window by window: exactly the pool of the unpooled result (the tree is
+    // monotonic per channel, so pooling the accumulators first changes nothing)
+    if (OH < 2 || OW < 2) continue;
+    const index_t PH = OH / 2, PW = OW / 2;
+    Mat<std::uint8_t> yp(g.N * PH * PW, g.K);
+    yp = q::quantize(ts::relu(q::dequantize(q::conv2d_maxpool2_nhwc(x, qw, qx, g.o), dq) + bias), qy);
+    for (index_t n = 0; n < g.N; ++n)
+      for (index_t ph = 0; ph < PH; ++ph)
+        for (index_t pw = 0; pw < PW; ++pw)
+          for (index_t k = 0; k < g.K; ++k) {
+            int m = 0;
+            for (index_t dh = 0; dh < 2; ++dh)
+              for (index_t dw = 0; dw < 2; ++dw) m = std::max(m, int(y((n * OH + 2 * ph + dh) * OW + 2 * pw + dw, k)));
+            INFO("n " << n << " ph " << ph << " pw " << pw << " k " << k);
+            CHECK(int(yp((n * PH + ph) * PW + pw, k)) == m);
           }
   }
 }

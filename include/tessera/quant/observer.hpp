@@ -72,11 +72,14 @@ struct histogram_observer {
     if (count.empty()) count.assign(std::size_t(bins), 0.0), lo = std::min(0.0, double(a)), hi = std::max(0.0, double(b));
     if (hi == lo) hi = lo + 1e-6;
     while (a < lo || b > hi) grow(a < lo, b > hi);
-    const double w = (hi - lo) / bins;
+    const float inv = float(bins / (hi - lo)), base = float(lo);
     for (index_t i = 0; i < n; ++i) {
-      if (!std::isfinite(p[i])) continue;
-      const int k = std::min(bins - 1, int((p[i] - lo) / w));
-      count[std::size_t(k)] += 1;
+      const float v = (p[i] - base) * inv;
+      if (!(v >= 0.0f)) {  // NaN, or below lo by rounding
+        if (std::isfinite(p[i])) count[0] += 1;
+        continue;
+      }
+      count[std::size_t(std::min(bins - 1, int(v)))] += 1;
     }
   }
   template <class T>

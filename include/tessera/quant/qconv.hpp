@@ -37,6 +37,117 @@ struct qconv_weight {
 
 namespace detail {
 
+/// What the convolution's row gather reads, by value: byte stores may alias anything reached through a pointer,
+/// and the compiler would reload each of these after every one.
+struct s8_gather {
+  const std::uint8_t* xp;
+  index_t nstride, H, W, C, OH, OW, M, Kt, Kp, KH, KW, st, pd, dl;
+  std::uint8_t pv;
+  bool pooled;  ///< rows in 2 x 2 window order: row 4 w + q is pixel q of window w (for a max-pool of the result)
+};
+
+/// Rows [16 g, 16 g + 16) of the convolution's implicit [pixels, taps] matrix into the int8 GEMM's group layout
+/// (row i's tap k at out[(k / 64) * 1024 + i * 64 + k % 64]).
+inline void s8_gather_group(const s8_gather p, index_t g, std::uint8_t* out) {
+  const auto [xp, nstride, H, W, C, OH, OW, M, Kt, Kp, KH, KW, st, pd, dl, pv, pooled] = p;
+  constexpr index_t MG = tessera::detail::s8_mg, KQ = tessera::detail::s8_kq;
+  auto at = [&](index_t i, index_t k) { return out + (k / KQ) * (MG * KQ) + i * KQ + k % KQ; };
+  // len bytes of row i at k, split where they cross a 64-byte chunk of the layout
+  auto put = [&](index_t i, index_t k, const std::uint8_t* src, index_t len) {
+    while (len > 0) {
+      const index_t n = std::min(len, KQ - k % KQ);
+      std::memcpy(at(i, k), src, std::size_t(n));
+      k += n, src += n, len -= n;
+    }
+  };
+  auto fill = [&](index_t i, index_t k, std::uint8_t v, index_t len) {
+    while (len > 0) {
+      const index_t n = std::min(len, KQ - k % KQ);
+      std::memset(at(i, k), v, std::size_t(n));
+      k += n, len -= n;
+    }
+  };
+  const bool one_chunk = Kp == KQ;    // each row one 64-byte line (a first layer: C * KH * KW <= 64)
+  const bool blocks32 = C % 32 == 0;  // taps of whole 32-byte blocks, never across a 64-byte chunk
+  const index_t run = KW * C;         // an interior pixel's taps of one kernel row: one run of bytes (dilation 1)
+  if (one_chunk) std::memset(out, 0, std::size_t(MG * KQ));
+  // the group's first pixel, then stepping (divisions per row would cost more than the copies)
+  const index_t PH = OH / 2, PW = OW / 2;
+  index_t n = 0, oh = 0, ow = 0, ph = 0, pw = 0, q = 0;
+  const index_t r0 = g * MG;
+  if (pooled) {
+    const index_t wi = r0 / 4;
+    n = wi / (PH * PW), ph = (wi % (PH * PW)) / PW, pw = wi % PW, q = r0 % 4;
+  } else {
+    n = r0 / (OH * OW), oh = (r0 % (OH * OW)) / OW, ow = r0 % OW;
+  }
+  for (index_t i = 0; i < MG; ++i) {
+    if (r0 + i >= M) {
+      if (!one_chunk) fill(i, 0, 0, Kp);
+      continue;
+    }
+    if (pooled) oh = 2 * ph + q / 2, ow = 2 * pw + q % 2;
+    const std::uint8_t* img = xp + n * nstride;
+    const index_t ih0 = oh * st - pd, iw0 = ow * st - pd;
+    if (dl == 1 && ih0 >= 0 && ih0 + KH <= H && iw0 >= 0 && iw0 + KW <= W) {  // inside the image: no bounds to test
+      const std::uint8_t* src = img + (ih0 * W + iw0) * C;
+      if (one_chunk) {
+        std::uint8_t* dst = out + i * KQ;
+        for (index_t kh = 0; kh < KH; ++kh, src += W * C, dst += run)
+          for (index_t b = 0; b < run; ++b) dst[b] = src[b];
+      } else if (blocks32) {
+        for (index_t kh = 0; kh < KH; ++kh, src += W * C)
+          for (index_t b = 0; b < run; b += 32) std::memcpy(at(i, kh * run + b), src + b, 32);
+        fill(i, Kt, 0, Kp - Kt);
+      } else {
+        for (index_t kh = 0; kh < KH; ++kh, src += W * C) put(i, kh * run, src, run);
+        fill(i, Kt, 0, Kp - Kt);
+      }
+    } else {  // at the border: tap by tap, the padding reads the zero point
+      for (index_t kh = 0; kh < KH; ++kh)
+        for (index_t kw = 0; kw < KW; ++kw) {
+          const index_t ih = ih0 + kh * dl, iw = iw0 + kw * dl, k = (kh * KW + kw) * C;
+          if (ih >= 0 && ih < H && iw >= 0 && iw < W) put(i, k, img + (ih * W + iw) * C, C);
+          else fill(i, k, pv, C);
+        }
+      if (!one_chunk) fill(i, Kt, 0, Kp - Kt);
+    }
+    if (pooled) {
+      if (++q == 4) {
+        q = 0;
+        if (++pw == PW) {
+          pw = 0;
+          if (++ph == PH) ph = 0, ++n;
+        }
+      }
+    } else if (++ow == OW) {
+      ow = 0;
+      if (++oh == OH) oh = 0, ++n;
+    }
+  }
+}
+
+/// The epilogue of a convolution computed in window order: each finished block of accumulators (in the GEMM
+/// thread's own buffer: the unpooled values never reach memory) is max-pooled four rows by four into the
+/// destination (the pooled accumulator), then the outer epilogue runs on the pooled block. Pooling the int32
+/// accumulators first is exact: dequantization (scale > 0), the bias and ReLU are one monotonic map per channel.
+template <class Epi>
+struct pool4_epilogue {
+  static constexpr bool active = true;
+  static constexpr bool local_c = true;
+  std::int32_t* dst;
+  index_t ldd;
+  const Epi* epi;
+  void local(const std::int32_t* cb, index_t ldc, index_t i0, index_t j0, index_t rows, index_t cols) const {
+    for (index_t w = 0; w < rows / 4; ++w) {
+      const std::int32_t* a = cb + 4 * w * ldc;
+      std::int32_t* o = dst + (i0 / 4 + w) * ldd + j0;
+      for (index_t j = 0; j < cols; ++j) o[j] = std::max(std::max(a[j], a[ldc + j]), std::max(a[2 * ldc + j], a[3 * ldc + j]));
+    }
+    if constexpr (Epi::active) (*epi)(i0 / 4, j0, rows / 4, cols);
+  }
+};
+
 /// The int32 accumulator of an int8 convolution of an NHWC uint8 view X [N, H, W, C] (padding reads X's zero
 /// point, which stands for 0), as a [N*OH*OW, K] matrix.
 template <class X>
@@ -54,9 +165,11 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
   conv2d_options o;
   std::uint8_t pad_value;
   index_t OH = 0, OW = 0;
+  bool pool2 = false;  ///< the result is max-pooled 2 x 2 (stride 2): [N*(OH/2)*(OW/2), K]
   tessera::dims_t<2> dims_;
 
-  s8_conv_node(X x_, qconv_weight w_, conv2d_options o_, qparams qx) : x(std::move(x_)), w(std::move(w_)), o(o_) {
+  s8_conv_node(X x_, qconv_weight w_, conv2d_options o_, qparams qx, bool pool2_ = false)
+      : x(std::move(x_)), w(std::move(w_)), o(o_), pool2(pool2_) {
     const auto& d = x.dims();
     if (o.groups != 1) throw std::invalid_argument("tessera::quant::conv2d_nhwc: groups are not supported yet");
     if (d[3] != w.C)
@@ -69,7 +182,10 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
       throw shape_error("tessera::quant::conv2d_nhwc: the input " + tessera::detail::format_dims(d) + " is smaller than the " +
                         std::to_string(w.KH) + " x " + std::to_string(w.KW) + " kernel");
     pad_value = std::uint8_t(std::clamp(qx.zero_point, 0, 255));
-    dims_ = {d[0] * OH * OW, w.K};
+    if (pool2 && (OH < 2 || OW < 2))
+      throw shape_error("tessera::quant::conv2d_nhwc: a " + std::to_string(OH) + " x " + std::to_string(OW) +
+                        " output is too small for a 2 x 2 max-pool");
+    dims_ = {pool2 ? d[0] * (OH / 2) * (OW / 2) : d[0] * OH * OW, w.K};
   }
   const tessera::dims_t<2>& expr_dims() const { return dims_; }
   template <class F>
@@ -82,7 +198,7 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
     const auto& s = x.strides();
     if (s[3] != 1 || s[2] != d[3] || s[1] != d[2] * d[3]) {  // the gather reads whole pixels: make X contiguous
       Tensor<std::uint8_t, Shape<dyn, dyn, dyn, dyn>, P> xc(x);
-      s8_conv_node<decltype(xc.cview())>(xc.cview(), w, o, {1.0f, pad_value}).run_on_host(dst, epi);
+      s8_conv_node<decltype(xc.cview())>(xc.cview(), w, o, {1.0f, pad_value}, pool2).run_on_host(dst, epi);
       return;
     }
     if (dst.strides()[1] != 1 && w.K > 1) {
@@ -91,36 +207,18 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
       dd = t.cview();
       return;
     }
-    const index_t H = d[1], W = d[2], C = d[3], M = dims_[0], Kt = w.KH * w.KW * C, Kp = w.w->packed.Kp;
-    const std::uint8_t* xp = x.data();
-    const index_t nstride = s[0];
-    const index_t plane = OH * OW;
-    auto gather = [&](index_t g, std::uint8_t* out) {
-      thread_local std::vector<std::uint8_t> row;
-      row.resize(std::size_t(Kp));
-      for (index_t i = 0; i < tessera::detail::s8_mg; ++i) {
-        const index_t r = g * tessera::detail::s8_mg + i;
-        if (r < M) {
-          const index_t n = r / plane, oh = (r % plane) / OW, ow = r % OW;
-          std::uint8_t* t = row.data();
-          for (index_t kh = 0; kh < w.KH; ++kh) {
-            const index_t ih = oh * o.stride - o.padding + kh * o.dilation;
-            for (index_t kw = 0; kw < w.KW; ++kw, t += C) {
-              const index_t iw = ow * o.stride - o.padding + kw * o.dilation;
-              if (ih >= 0 && ih < H && iw >= 0 && iw < W) std::memcpy(t, xp + n * nstride + (ih * W + iw) * C, std::size_t(C));
-              else std::memset(t, pad_value, std::size_t(C));
-            }
-          }
-          std::memset(row.data() + Kt, 0, std::size_t(Kp - Kt));
-        } else {
-          std::memset(row.data(), 0, std::size_t(Kp));
-        }
-        for (index_t c = 0; c < Kp; c += tessera::detail::s8_kq)
-          std::memcpy(out + c * tessera::detail::s8_mg + i * tessera::detail::s8_kq, row.data() + c, std::size_t(tessera::detail::s8_kq));
-      }
-    };
-    tessera::detail::cpu_gemm_s8_rows(M, w.K, Kt, gather, false, w.w->packed, dst.data(), dst.strides()[0], false,
-                                      P::num_threads(), epi);
+    const index_t H = d[1], W = d[2], C = d[3], Kt = w.KH * w.KW * C, Kp = w.w->packed.Kp;
+    const index_t M = pool2 ? 4 * dims_[0] : dims_[0];  // pooled: the GEMM computes the windows' pixels only
+    const s8_gather g0{x.data(), s[0], H, W, C, OH, OW, M, Kt, Kp, w.KH, w.KW, o.stride, o.padding, o.dilation, pad_value, pool2};
+    auto gather = [g0](index_t g, std::uint8_t* out) { s8_gather_group(g0, g, out); };
+    if (!pool2) {
+      tessera::detail::cpu_gemm_s8_rows(M, w.K, Kt, gather, false, w.w->packed, dst.data(), dst.strides()[0], false,
+                                        P::num_threads(), epi);
+      return;
+    }
+    // blocks of C hold whole windows (they start at multiples of 16 rows): pool each as it is finished
+    const pool4_epilogue<Epi> pe{dst.data(), dst.strides()[0], &epi};
+    tessera::detail::cpu_gemm_s8_rows(M, w.K, Kt, gather, false, w.w->packed, nullptr, 0, false, P::num_threads(), pe);
   }
 };
 }  // namespace detail
@@ -132,6 +230,16 @@ auto conv2d_nhwc(X&& x, const qconv_weight& w, qparams qx, conv2d_options o = {}
   auto ex = tessera::detail::contraction_operand(std::forward<X>(x));
   static_assert(decltype(ex)::rank == 4, "tessera::quant::conv2d_nhwc: the input is [N, H, W, C]");
   return detail::s8_conv_node<decltype(ex)>(std::move(ex), w, o, qx);
+}
+
+/// The same followed by a 2 x 2, stride 2 max-pool: a [N*(OH/2)*(OW/2), K] matrix. The pixels are computed window by
+/// window and each block pooled while in cache, so a surrounding dequantize / bias / ReLU / requantize tree runs on
+/// a quarter of the values (exact: it is monotonic per channel) and no separate pooling pass remains.
+template <class X>
+auto conv2d_maxpool2_nhwc(X&& x, const qconv_weight& w, qparams qx, conv2d_options o = {}) {
+  auto ex = tessera::detail::contraction_operand(std::forward<X>(x));
+  static_assert(decltype(ex)::rank == 4, "tessera::quant::conv2d_maxpool2_nhwc: the input is [N, H, W, C]");
+  return detail::s8_conv_node<decltype(ex)>(std::move(ex), w, o, qx, true);
 }
 
 /// Dequantization constants of an int8 convolution (see product_dequant).
@@ -158,8 +266,19 @@ void max_pool2x2_nhwc(const Tensor<std::uint8_t, Shape<dyn, dyn, dyn, dyn>, P>& 
     std::uint8_t* out = yp + r * OW * C;
     for (index_t ow = 0; ow < OW; ++ow) {
       const std::uint8_t *a0 = a + 2 * ow * C, *b0 = b + 2 * ow * C;
-      for (index_t c = 0; c < C; ++c)
-        out[ow * C + c] = std::max(std::max(a0[c], a0[C + c]), std::max(b0[c], b0[C + c]));
+      index_t c = 0;
+#if TESSERA_SIMD
+      using V = simd::vec<std::uint8_t, 16>;
+      for (; c + 16 <= C; c += 16) {
+        V p, q2, u, v;
+        std::memcpy(&p, a0 + c, 16), std::memcpy(&q2, a0 + C + c, 16), std::memcpy(&u, b0 + c, 16), std::memcpy(&v, b0 + C + c, 16);
+        p = p > q2 ? p : q2;
+        u = u > v ? u : v;
+        p = p > u ? p : u;
+        std::memcpy(out + ow * C + c, &p, 16);
+      }
+#endif
+      for (; c < C; ++c) out[ow * C + c] = std::max(std::max(a0[c], a0[C + c]), std::max(b0[c], b0[C + c]));
     }
   }
 }

@@ -133,7 +133,9 @@ struct product_dequant {
 template <tessera::detail::TensorLike X>
   requires std::is_same_v<typename std::remove_cvref_t<X>::value_type, std::int32_t>
 auto dequantize(X&& acc, const product_dequant& dq) {
-  return dequantize(std::forward<X>(acc), dq.scale.cview(), dq.offset.cview());
+  using PX = typename std::remove_cvref_t<X>::policy;  // the constants are host memory: read them under X's policy
+  return dequantize(std::forward<X>(acc), View<const float, Shape<dyn>, PX>(dq.scale.data(), dq.scale.dims(), dq.scale.strides()),
+                    View<const float, Shape<dyn>, PX>(dq.offset.data(), dq.offset.dims(), dq.offset.strides()));
 }
 
 }  // namespace tessera::quant

@@ -396,88 +396,126 @@ struct s8_workspace {
   }
 };
 
-/// C (+)= A * B on packed A (all groups) and packed B, threads sharing out C by columns or by rows; the epilogue
-/// runs as epi(i0, j0, rows, cols) on each finished block of C, while it is in cache. Signed A: a_signed.
+/// Computes the 32 x 32 block (at most) of C at rows [i0, i0 + rows) x columns [j0, j0 + cols) over K chunks
+/// [kc0, kc1) from A groups pag (one or two) and B panels pb (one or two), into t (row stride ldt) when the block is
+/// full, else through a local tile whose valid part is stored (or added, acc) at t.
+inline void s8_block(int8_isa isa, const std::uint8_t* pag, index_t Kp, int ngrp, const std::int8_t* pb, int npan, index_t K,
+                     index_t kc0, index_t kc1, index_t rows, index_t cols, std::int32_t* t, index_t ldt, bool acc) {
+  alignas(64) std::int32_t tile[32 * 32];
+  const bool full = rows == 2 * s8_mg && cols == 2 * s8_np;
+  std::int32_t* out = full ? t : tile;
+  const index_t ld = full ? ldt : 32;
+  const bool load_c = full && acc;
+  const index_t q0 = kc0 / 4, q1 = std::min(kc1, (K + 3) / 4 * 4) / 4;  // the VNNI / AVX2 / portable paths skip K's padding
+  switch (isa) {
+#if TESSERA_INT8_X86
+    case int8_isa::amx: {
+      const std::uint8_t* pa1 = pag + Kp * s8_mg;
+      const std::int8_t* pb1 = pb + Kp * s8_np;
+      const index_t c0 = kc0 / s8_kq, c1 = kc1 / s8_kq;
+      if (ngrp == 2 && npan == 2) s8_block_amx<true, true>(pag, pa1, pb, pb1, c0, c1, out, ld, load_c);
+      else if (ngrp == 2) s8_block_amx<true, false>(pag, pa1, pb, pb1, c0, c1, out, ld, load_c);
+      else if (npan == 2) s8_block_amx<false, true>(pag, pa1, pb, pb1, c0, c1, out, ld, load_c);
+      else s8_block_amx<false, false>(pag, pa1, pb, pb1, c0, c1, out, ld, load_c);
+      break;
+    }
+    case int8_isa::avx512_vnni:
+      for (int gg = 0; gg < ngrp; ++gg)
+        s8_tile_vnni(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, rows - gg * s8_mg)), pb, Kp * s8_np, npan, q0, q1,
+                     out + gg * s8_mg * ld, ld, load_c);
+      break;
+    case int8_isa::avx2:
+      for (int gg = 0; gg < ngrp; ++gg)
+        s8_tile_avx2(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, rows - gg * s8_mg)), pb, Kp * s8_np, npan, q0, q1,
+                     out + gg * s8_mg * ld, ld, load_c);
+      break;
+#endif
+    default:
+      for (int gg = 0; gg < ngrp; ++gg)
+        s8_tile_portable(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, rows - gg * s8_mg)), pb, Kp * s8_np, npan, q0,
+                         q1, out + gg * s8_mg * ld, ld, load_c);
+  }
+  if (!full)  // edge block: store its valid part
+    for (index_t i = 0; i < rows; ++i)
+      for (index_t j = 0; j < cols; ++j) t[i * ldt + j] = acc ? t[i * ldt + j] + tile[i * 32 + j] : tile[i * 32 + j];
+}
+
+/// An epilogue that takes each finished block of C from a buffer of the thread's own instead of from C (which is
+/// then never written): epi.local(cblock, ld, i0, j0, rows, cols), cblock holding element (i0, j0).
 template <class Epi>
-void s8_gemm_packed(index_t M, index_t N, const std::uint8_t* pa, const packed_b_s8& b, bool a_signed, std::int32_t* c,
-                    index_t ldc, bool accumulate, int nt, int8_isa isa, const Epi& epi) {
+concept s8_local_epilogue = requires { requires Epi::local_c; };
+
+/// The int8 GEMM's driver: C (+)= A * B with A's 16-row groups from pack_group(g, out) (see cpu_gemm_s8_rows) and B
+/// packed. Threads take ranges of columns when there are enough (A is then packed once, whole, and shared) or of
+/// rows (each thread packs its own rows, a block of MC rows at a time, right before multiplying them: a tall A is
+/// never written to memory whole). The epilogue runs on each finished block of C while it is in cache.
+template <class PackGroup, class Epi>
+void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed_b_s8& b, bool a_signed, std::int32_t* c,
+                 index_t ldc, bool accumulate, int nt, int8_isa isa, const Epi& epi) {
   const index_t Kp = b.Kp, groups = (M + s8_mg - 1) / s8_mg;
-  const index_t KC = std::min<index_t>(Kp, TESSERA_S8_KC), MC = TESSERA_S8_MC;
-  // 2D split of 32 x 32 blocks: threads take column ranges when there are enough, else row ranges
+  const index_t KC = std::min<index_t>(Kp, TESSERA_S8_KC), MC = TESSERA_S8_MC, GB = MC / s8_mg;
+  constexpr bool local_c = s8_local_epilogue<Epi>;
   const index_t nblk = (b.panels + 1) / 2, mblk = (groups + 1) / 2;
-  const bool by_cols = nblk >= mblk || nblk >= 2 * index_t(nt);
+  const bool by_cols = !local_c && (nblk >= mblk || nblk >= 2 * index_t(nt));
+  std::uint8_t* shared_pa = nullptr;
+  if (by_cols) {
+    shared_pa = s8_workspace::of_this_thread().a.grow(std::size_t(groups * Kp * s8_mg));
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && groups > 1)
+#endif
+    for (index_t g = 0; g < groups; ++g) pack_group(g, shared_pa + g * Kp * s8_mg);
+  }
+  auto finish = [&](index_t i0, index_t j0, index_t rows, index_t cols, std::int32_t* cb, index_t ldb) {
+    if (a_signed)  // A was stored as a + 128: take 128 * sum_k b(k, j) back out
+      for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) cb[i * ldb + j] -= 128 * b.col_sums[std::size_t(j0 + j)];
+    if constexpr (local_c) epi.local(cb, ldb, i0, j0, rows, cols);
+    else if constexpr (Epi::active) epi(i0, j0, rows, cols);
+  };
   auto work = [&](int tid, int nthreads) {
     index_t jp0 = 0, jp1 = b.panels, g0 = 0, g1 = groups;  // this thread's panels and groups
-    if (by_cols) {
-      jp0 = std::min(b.panels, 2 * (nblk * tid / nthreads)), jp1 = std::min(b.panels, 2 * (nblk * (tid + 1) / nthreads));
-    } else {
-      g0 = std::min(groups, 2 * (mblk * tid / nthreads)), g1 = std::min(groups, 2 * (mblk * (tid + 1) / nthreads));
-    }
+    if (by_cols) jp0 = std::min(b.panels, 2 * (nblk * tid / nthreads)), jp1 = std::min(b.panels, 2 * (nblk * (tid + 1) / nthreads));
+    else g0 = std::min(groups, 2 * (mblk * tid / nthreads)), g1 = std::min(groups, 2 * (mblk * (tid + 1) / nthreads));
     if (jp0 >= jp1 || g0 >= g1) return;
-    alignas(64) std::int32_t tile[32 * 32];
+    const index_t j0t = jp0 * s8_np, colst = std::min(b.N, jp1 * s8_np) - j0t;
 #if TESSERA_INT8_X86
     if (isa == int8_isa::amx) amx_configure();
 #endif
-    for (index_t kc0 = 0; kc0 < Kp; kc0 += KC) {
-      const index_t kc1 = std::min(Kp, kc0 + KC);
-      const bool last = kc1 == Kp, acc = accumulate || kc0 > 0;
-      for (index_t gb = g0; gb < g1; gb += MC / s8_mg) {
-        const index_t gb1 = std::min(g1, gb + MC / s8_mg);
-        for (index_t p = jp0; p < jp1; p += 2) {
-          const int npan = int(std::min<index_t>(2, jp1 - p));
-          const index_t j0 = p * s8_np, cols = std::min<index_t>(npan * s8_np, b.N - j0);
-          const std::int8_t* pb = b.panel(p);
-          for (index_t g = gb; g < gb1; g += 2) {
-            const int ngrp = int(std::min<index_t>(2, gb1 - g));
-            const index_t i0 = g * s8_mg, rows = std::min<index_t>(ngrp * s8_mg, M - i0);
-            const std::uint8_t* pag = pa + g * Kp * s8_mg;
-            const bool full = rows == 2 * s8_mg && cols == 2 * s8_np;
-            std::int32_t* t = full ? c + i0 * ldc + j0 : tile;
-            const index_t ldt = full ? ldc : 32;
-            const bool load_c = full && acc;
-            switch (isa) {
-#if TESSERA_INT8_X86
-              case int8_isa::amx: {
-                const std::uint8_t* pa1 = pag + Kp * s8_mg;
-                const std::int8_t* pb1 = pb + Kp * s8_np;
-                const index_t c0 = kc0 / s8_kq, c1 = kc1 / s8_kq;
-                if (ngrp == 2 && npan == 2) s8_block_amx<true, true>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
-                else if (ngrp == 2) s8_block_amx<true, false>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
-                else if (npan == 2) s8_block_amx<false, true>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
-                else s8_block_amx<false, false>(pag, pa1, pb, pb1, c0, c1, t, ldt, load_c);
-                break;
-              }
-              case int8_isa::avx512_vnni:
-                for (int gg = 0; gg < ngrp; ++gg)
-                  s8_tile_vnni(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, M - i0 - gg * s8_mg)), pb, Kp * s8_np,
-                               npan, kc0 / 4, std::min(kc1, (b.K + 3) / 4 * 4) / 4, t + gg * s8_mg * ldt, ldt, load_c);
-                break;
-              case int8_isa::avx2:
-                for (int gg = 0; gg < ngrp; ++gg)
-                  s8_tile_avx2(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, M - i0 - gg * s8_mg)), pb, Kp * s8_np,
-                               npan, kc0 / 4, std::min(kc1, (b.K + 3) / 4 * 4) / 4, t + gg * s8_mg * ldt, ldt, load_c);
-                break;
-#endif
-              default:
-                for (int gg = 0; gg < ngrp; ++gg)
-                  s8_tile_portable(pag + gg * Kp * s8_mg, 0, int(std::min<index_t>(s8_mg, M - i0 - gg * s8_mg)), pb,
-                                   Kp * s8_np, npan, kc0 / 4, std::min(kc1, (b.K + 3) / 4 * 4) / 4, t + gg * s8_mg * ldt,
-                                   ldt, load_c);
-            }
-            if (!full)  // edge block: add its valid part
-              for (index_t i = 0; i < rows; ++i)
-                for (index_t j = 0; j < cols; ++j)
-                  c[(i0 + i) * ldc + j0 + j] = acc ? c[(i0 + i) * ldc + j0 + j] + tile[i * 32 + j] : tile[i * 32 + j];
-          }
+    auto multiply = [&](const std::uint8_t* pa, index_t gb, index_t gb1, index_t kc0, index_t kc1, std::int32_t* cb, index_t ldb,
+                        bool acc) {  // groups [gb, gb1) (pa: group gb) into cb (row gb * 16, column j0t)
+      for (index_t p = jp0; p < jp1; p += 2) {
+        const int npan = int(std::min<index_t>(2, jp1 - p));
+        const index_t j0 = p * s8_np, cols = std::min<index_t>(npan * s8_np, b.N - j0);
+        for (index_t g = gb; g < gb1; g += 2) {
+          const int ngrp = int(std::min<index_t>(2, gb1 - g));
+          const index_t i0 = g * s8_mg, rows = std::min<index_t>(ngrp * s8_mg, M - i0);
+          s8_block(isa, pa + (g - gb) * Kp * s8_mg, Kp, ngrp, b.panel(p), npan, b.K, kc0, kc1, rows, cols,
+                   cb + (i0 - gb * s8_mg) * ldb + (j0 - j0t), ldb, acc);
         }
-        if (last) {
-          const index_t i0 = gb * s8_mg, rows = std::min(M, gb1 * s8_mg) - i0;
-          const index_t j0 = jp0 * s8_np, cols = std::min(b.N, jp1 * s8_np) - j0;
-          if (a_signed)  // A was stored as a + 128: take 128 * sum_k b(k, j) back out
-            for (index_t i = 0; i < rows; ++i)
-              for (index_t j = 0; j < cols; ++j) c[(i0 + i) * ldc + j0 + j] -= 128 * b.col_sums[std::size_t(j0 + j)];
-          if constexpr (Epi::active) epi(i0, j0, rows, cols);
+      }
+    };
+    if (by_cols) {  // K blocks outermost: a block of B's panels is used for every row
+      for (index_t kc0 = 0; kc0 < Kp; kc0 += KC) {
+        const index_t kc1 = std::min(Kp, kc0 + KC);
+        for (index_t gb = g0; gb < g1; gb += GB) {
+          const index_t gb1 = std::min(g1, gb + GB);
+          multiply(shared_pa + gb * Kp * s8_mg, gb, gb1, kc0, kc1, c + gb * s8_mg * ldc + j0t, ldc, accumulate || kc0 > 0);
+          if (kc1 == Kp) finish(gb * s8_mg, j0t, std::min(M, gb1 * s8_mg) - gb * s8_mg, colst, c + gb * s8_mg * ldc + j0t, ldc);
         }
+      }
+    } else {  // row blocks outermost: each packed by its thread, then every K block and column over it
+      thread_local s8_buffer own_a;
+      thread_local std::vector<std::int32_t> own_c;
+      std::uint8_t* pa = own_a.grow(std::size_t(GB * Kp * s8_mg));
+      const index_t ldb = local_c ? (colst + 15) / 16 * 16 : ldc;
+      if constexpr (local_c) own_c.resize(std::size_t(MC * ldb));
+      for (index_t gb = g0; gb < g1; gb += GB) {
+        const index_t gb1 = std::min(g1, gb + GB);
+        for (index_t g = gb; g < gb1; ++g) pack_group(g, pa + (g - gb) * Kp * s8_mg);
+        std::int32_t* cb = local_c ? own_c.data() : c + gb * s8_mg * ldc + j0t;
+        for (index_t kc0 = 0; kc0 < Kp; kc0 += KC)
+          multiply(pa, gb, gb1, kc0, std::min(Kp, kc0 + KC), cb, ldb, (accumulate && !local_c) || kc0 > 0);
+        finish(gb * s8_mg, j0t, std::min(M, gb1 * s8_mg) - gb * s8_mg, colst, cb, ldb);
       }
     }
 #if TESSERA_INT8_X86
@@ -513,16 +551,9 @@ void cpu_gemm_s8_rows(index_t M, index_t N, index_t K, const PackGroup& pack_gro
                       std::to_string(K) + " x " + std::to_string(N));
   if (M == 0 || N == 0) return;
   stats::count_pass();
-  const index_t groups = (M + s8_mg - 1) / s8_mg, Kp = b.Kp;
-  auto& ws = s8_workspace::of_this_thread();
-  std::uint8_t* pa = ws.a.grow(std::size_t(std::max<index_t>(1, groups * Kp * s8_mg)));
   const double ops = 2.0 * double(M) * double(N) * double(K);
   const int nt = ops < 4e6 ? 1 : std::max(1, nthreads);
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && groups > 1)
-#endif
-  for (index_t g = 0; g < groups; ++g) pack_group(g, pa + g * Kp * s8_mg);
-  s8_gemm_packed(M, N, pa, b, a_signed, c, ldc, accumulate, nt, s8_isa_for(M, K), epi);
+  s8_gemm_run(M, N, pack_group, b, a_signed, c, ldc, accumulate, nt, s8_isa_for(M, K), epi);
 }
 
 /// C (+)= A * B: A is M x K uint8 or int8 (row stride lda, unit column stride), B packed; C int32 with row stride ldc.
