@@ -4,6 +4,7 @@
 #   /usr/bin/python3 bench/torch_peers.py [--min-time S] [--threads 1,2] [--out FILE] WORKLOAD...
 # WORKLOAD: chain:N,N,...  (tanh(x*y + 0.5*z) * sigmoid(x - z) on N floats; bytes: 4 arrays of 4 bytes)
 #           conv           (conv2d + bias + ReLU on the SimpleCNN's two layers at batch 64, as bench_conv)
+#           pool           (max_pool2d 2x2 on 64x32x28x28 and 64x64x14x14, as bench_pool)
 #           linear         (relu(x W^T + b), 256 x 1024 -> 1024, as bench_gemm's BM_linear_bias_relu_fused)
 #           lstm           (2 layers, T=100, B=64, I=128, H=256: forward, forward+backward; 2 threads, as bench_lstm)
 #           train_step     (the SimpleCNN's SGD step at batch 64 on random images, as bench_simplecnn)
@@ -56,6 +57,14 @@ def main():
                     with torch.no_grad():
                         s, r = measure(lambda: torch.relu(conv(x)), a.min_time)
                     add(f"BM_torch_conv_bias_relu/n:64/c:{c}/k:{k}/hw:{hw}/threads:{t}", s, r, **{"FLOP/s": flops / s})
+        elif kind == "pool":
+            for (c, hw) in [(32, 28), (64, 14)]:
+                x = torch.rand(64, c, hw, hw)
+                for t in threads:
+                    torch.set_num_threads(t)
+                    s, r = measure(lambda: F.max_pool2d(x, 2), a.min_time)
+                    add(f"BM_torch_max_pool2d/c:{c}/hw:{hw}/threads:{t}", s, r,
+                        bytes_per_second=4.0 * (x.numel() + x.numel() // 4) / s)
         elif kind == "linear":
             lin = nn.Linear(1024, 1024); x = torch.randn(256, 1024)
             for t in threads:

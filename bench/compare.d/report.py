@@ -223,6 +223,8 @@ def summary_rows(db, torch_name):
     for c, hw in ((32, 28), (64, 14)):
         row("max_pool2d 2×2", f"64×{c}×{hw}×{hw}, 2 threads", db.get("BM_tessera_max_pool2d", c=c, hw=hw),
             "plain OpenMP loop", db.get("BM_plain_loop_max_pool2d", c=c, hw=hw))
+        row("max_pool2d 2×2", f"64×{c}×{hw}×{hw}, 2 threads", db.get("BM_tessera_max_pool2d", c=c, hw=hw),
+            torch_name, db.get("BM_torch_max_pool2d", c=c, hw=hw, threads=2))
     row("LSTM forward", "T=100 B=64 I=128 H=256, 2 layers, 2 threads", db.get("BM_lstm_forward"), torch_name,
         db.get("BM_torch_lstm_forward", threads=2))
     row("LSTM forward + backward", "same", db.get("BM_lstm_forward_backward"), torch_name,
@@ -456,12 +458,12 @@ def plot_elementwise(db, pl):
             if pts:
                 series.append((label, pl.data(f"ew_{fam}_{t}", pts), st))
         if series:
-            panels.append(f"set title 'Elementwise, {t} thread{'s' if t > 1 else ''}'\nplot {pl.lines(series)}")
+            panels.append(f"set title 'Elementwise, {t} thread{'s' if t > 1 else ''}; x: n floats per array'\nplot {pl.lines(series)}")
     if not panels:
         return None
     ns = sorted({n for fam, _, _ in fams for t in (1, 2) for n in db.values(fam, "n", threads=t)})
     tics = ", ".join(f"'{fmt_n(n)}' {n}" for n in ns)
-    return pl.render("elementwise", f"set logscale x 2\nset xtics ({tics})\nset xlabel 'n (floats)'\n"
+    return pl.render("elementwise", f"set logscale x 2\nset xtics ({tics})\n"
                      "set ylabel 'GB/s (each array read once, the result written once)'\nset yrange [0:*]\n"
                      "set key outside bottom center horizontal maxrows 3 font ',9'\n"
                      f"set multiplot layout 1,{len(panels)}\n" + "\n".join(panels) + "\nunset multiplot", 1200, 560)
