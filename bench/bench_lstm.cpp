@@ -1,6 +1,7 @@
 // ad::lstm, 2 layers, T = 100, B = 64, I = 128, H = 256, float, 2 threads: the forward pass (under no_grad) and
 // forward + backward. FLOP/s counts the GEMMs of the forward pass, 2*T*B*4H*(I+H) + 2*T*B*4H*(H+H) (for forward +
-// backward the same count times 3: two more GEMMs of each size).
+// backward the same count times 3: two more GEMMs of each size). One cell step (ad::lstm_cell, B = 64, I = 128,
+// H = 256, from a given (h, c)): forward, and forward + backward; FLOP/s counts 2*B*4H*(I+H) (times 3 with backward).
 #include <benchmark/benchmark.h>
 
 #include <tessera/autodiff/rnn_ops.hpp>
@@ -62,7 +63,36 @@ void BM_lstm_forward_backward(benchmark::State& st) {
   }
   st.counters["FLOP/s"] = benchmark::Counter(3.0 * forward_flops * double(st.iterations()), benchmark::Counter::kIsRate);
 }
+
+void BM_lstm_cell_step(benchmark::State& st) {
+  P::set_num_threads(2);
+  setup s;
+  auto& p = s.layers[0];
+  ts::Tensor<float, ts::dyn_shape_t<2>, P> xv(B, I), hv(B, H), cv(B, H);
+  ts::Rng rng(2);
+  for (auto* t : {&xv, &hv, &cv})
+    for (index_t i = 0; i < t->size(); ++i) t->data()[i] = rng.uniform(-1.0f, 1.0f);
+  const bool backward = st.range(0) != 0;
+  ad::Var<float, 2, P> x(xv, backward), h(hv, backward), c(cv, backward);
+  for (auto _ : st) {
+    if (backward) {
+      for (auto* v : {&x, &h, &c}) v->zero_grad();
+      p.weight_ih.zero_grad(), p.weight_hh.zero_grad(), p.bias_ih.zero_grad(), p.bias_hh.zero_grad();
+      auto r = ad::lstm_cell(x, h, c, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh);
+      auto loss = ad::sum(r.h) + ad::sum(r.c);
+      loss.backward();
+      benchmark::DoNotOptimize(p.weight_hh.grad().data());
+    } else {
+      ad::no_grad ng;
+      auto r = ad::lstm_cell(x, h, c, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh);
+      benchmark::DoNotOptimize(r.h.value().data());
+    }
+  }
+  st.counters["FLOP/s"] =
+      benchmark::Counter((backward ? 3.0 : 1.0) * 2.0 * B * 4 * H * (I + H) * double(st.iterations()), benchmark::Counter::kIsRate);
+}
 }  // namespace
 
 BENCHMARK(BM_lstm_forward)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_lstm_forward_backward)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_lstm_cell_step)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
