@@ -12,6 +12,9 @@
 #include <tessera/nn/sequential.hpp>
 #include <tessera/optim/optim.hpp>
 #include <tessera/tessera.hpp>
+#if !defined(__CUDACC__)
+#include <tessera/quant/model.hpp>
+#endif
 
 namespace ts = tessera;
 namespace nn = tessera::nn;
@@ -36,9 +39,11 @@ decltype(auto) on_host(const X& t) {
   else return (t);
 }
 
-/// Accuracy of `net` over a dataset, in batches of 500 (inference: no graph is recorded).
-double accuracy(SimpleCNN& net, const ts::idx_dataset& d, double& secs) {
-  net.eval();
+/// Accuracy of `net` (the float model, or its int8 model) over a dataset, in batches of 500 (inference: no graph is
+/// recorded).
+template <class Net>
+double accuracy(Net& net, const ts::idx_dataset& d, double& secs) {
+  if constexpr (requires { net.eval(); }) net.eval();
   const auto t0 = std::chrono::steady_clock::now();
   const ts::index_t n = d.images.dims()[0], bs = 500;
   ts::index_t correct = 0;
@@ -75,6 +80,9 @@ int main(int argc, char** argv) {
   else
     std::printf("Fashion-MNIST: %lld training and %lld test images; batch 64, %d thread(s)\n", (long long)train.size(),
                 (long long)test.size(), threads);
+
+  // 1000 training images (the first, unshuffled) to calibrate the int8 model on at the end
+  ts::Tensor<float, ts::Shape<dyn, 1, 28, 28>> calibration(ts::slice<0>(train.images, 0, 1000));
 
   SimpleCNN net(/*seed=*/0);
   ts::optim::SGD<float> opt(net.parameters(), {.lr = 0.05, .momentum = 0.9});
@@ -127,4 +135,20 @@ int main(int argc, char** argv) {
   const double acc = accuracy(restored, test, infer_s);
   std::printf("checkpoint %s: %zu entries; the restored model scores %.2f%% (inference over the 10k test images: %.2f s)\n",
               ckpt.c_str(), r.names().size(), 100 * acc, infer_s);
+
+#if !defined(__CUDACC__)
+  // int8: calibrate on 1000 training images, convert the trained model type to its int8 model type, compare
+  double float_s = 0, int8_s = 0;
+  const double float_acc = accuracy(net, test, float_s);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto qnet = ts::quant::quantize(net, calibration);
+  const double convert_s = seconds_since(t0);
+  const double int8_acc = accuracy(qnet, test, int8_s);
+  std::printf("int8 (kernels: %s): calibrated on %lld images and converted in %.2f s\n",
+              std::string(ts::int8_isa_name(ts::int8_isa_active())).c_str(), (long long)calibration.dims()[0], convert_s);
+  std::printf("  test accuracy  float %.2f%%  int8 %.2f%%  (drop %.2f points)\n", 100 * float_acc, 100 * int8_acc,
+              100 * (float_acc - int8_acc));
+  std::printf("  inference over the 10k test images  float %.3f s  int8 %.3f s  (%.2fx faster)\n", float_s, int8_s,
+              float_s / int8_s);
+#endif
 }

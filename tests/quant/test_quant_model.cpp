@@ -1,0 +1,160 @@
+// Post-training quantization of model types: the int8 model of a small CNN against a plain-loop simulation of the
+// same int8 arithmetic (quantized input, int8 weights per channel, int32 sums, requantization), and against the
+// float model.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <tessera/quant/model.hpp>
+#include <tessera/tessera.hpp>
+
+namespace ts = tessera;
+namespace nn = tessera::nn;
+namespace q = tessera::quant;
+using ts::dyn;
+using ts::index_t;
+
+namespace {
+using TinyCNN = nn::Sequential<ts::Shape<dyn, 2, 8, 6>, nn::Conv2d<2, 5, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU,
+                               nn::MaxPool2d<2>, nn::Flatten, nn::Linear<5 * 4 * 3, 7>, nn::ReLU, nn::Dropout<0.5>,
+                               nn::Linear<7, 3>>;
+
+ts::Tensor<float, ts::Shape<dyn, 2, 8, 6>> images(index_t n, std::uint32_t seed) {
+  ts::Tensor<float, ts::Shape<dyn, 2, 8, 6>> x(n);
+  std::uint32_t s = seed;
+  for (index_t i = 0; i < x.size(); ++i) {
+    s = s * 1664525u + 1013904223u;
+    x.data()[i] = float(s >> 8) / float(1 << 24) * 4.0f - 1.5f;
+  }
+  return x;
+}
+
+float clampf(float v, float lo, float hi) { return std::min(std::max(v, lo), hi); }
+int quantize_ref(float x, q::qparams qp) { return int(clampf(std::nearbyint(x / qp.scale) + float(qp.zero_point), 0, 255)); }
+}  // namespace
+
+TEST_CASE("the int8 model of a small CNN computes what its int8 arithmetic says, written out in loops", "[quant][model]") {
+  TinyCNN net(7);
+  const auto calib = images(64, 1);
+  auto qnet = q::quantize(net, calib, {.observer = q::observer_kind::minmax});
+  static_assert(std::is_same_v<decltype(qnet), q::int8_model_t<TinyCNN>>);
+  const auto x = images(5, 2);
+  const auto logits = qnet.predict(x);
+  REQUIRE(logits.dims() == ts::dims_t<2>{5, 3});
+
+  // the stages: conv (+ ReLU, + pool), identity (ReLU), identity (pool, done by the conv), identity (flatten),
+  // linear (+ ReLU), identity (ReLU), identity (dropout), linear to float
+  const auto& st = qnet.stages();
+  REQUIRE(st.size() == 8);
+  REQUIRE(st[0].kind == q::detail::stage::conv);
+  CHECK(st[0].pooled);
+  CHECK(st[0].fused_relu);
+  REQUIRE(st[4].kind == q::detail::stage::linear);
+  REQUIRE(st[7].kind == q::detail::stage::linear);
+  CHECK(st[7].to_float);
+
+  const q::qparams qin = qnet.input_qparams();
+  const auto& w1 = net.layer<0>().weight.value();  // [5, 2, 3, 3]
+  const auto& b1 = net.layer<0>().bias.value();
+  const auto& cw = *st[0].cw.w;  // its int8 weights: rows (kh, kw, c), one scale per output channel
+  for (index_t n = 0; n < 5; ++n) {
+    // input: quantized
+    int xi[2][8][6];
+    for (int c = 0; c < 2; ++c)
+      for (int h = 0; h < 8; ++h)
+        for (int w = 0; w < 6; ++w) xi[c][h][w] = quantize_ref(x(n, c, h, w), qin);
+    // conv 3x3 pad 1 in int32 (padding is the zero point), dequantize, bias, ReLU, requantize, then the 2x2 max-pool
+    int pooled[5][4][3];
+    for (int k = 0; k < 5; ++k)
+      for (int ph = 0; ph < 4; ++ph)
+        for (int pw = 0; pw < 3; ++pw) {
+          int m = 0;
+          for (int dh = 0; dh < 2; ++dh)
+            for (int dw = 0; dw < 2; ++dw) {
+              const int oh = 2 * ph + dh, ow = 2 * pw + dw;
+              std::int64_t acc = 0;
+              for (int c = 0; c < 2; ++c)
+                for (int kh = 0; kh < 3; ++kh)
+                  for (int kw = 0; kw < 3; ++kw) {
+                    const int ih = oh - 1 + kh, iw = ow - 1 + kw;
+                    const int v = (ih >= 0 && ih < 8 && iw >= 0 && iw < 6) ? xi[c][ih][iw] : qin.zero_point;
+                    acc += std::int64_t(v - qin.zero_point) * cw.values[std::size_t(((kh * 3 + kw) * 2 + c) * 5 + k)];
+                  }
+              const float real = float(acc) * qin.scale * cw.scale[std::size_t(k)] + b1(k);
+              m = std::max(m, quantize_ref(std::max(real, 0.0f), st[0].out));
+            }
+          pooled[k][ph][pw] = m;
+        }
+    // the int8 weights of the conv are the float weights within half a step
+    for (int k = 0; k < 5; ++k)
+      for (int c = 0; c < 2; ++c)
+        for (int kh = 0; kh < 3; ++kh)
+          for (int kw = 0; kw < 3; ++kw)
+            CHECK(std::fabs(cw.real((kh * 3 + kw) * 2 + c, k) - w1(k, c, kh, kw)) <= cw.scale[std::size_t(k)] * 0.5001f);
+    // flatten in PyTorch's (c, h, w) order, Linear 60 -> 7 (+ ReLU, requantized), Linear 7 -> 3 (float)
+    const auto& l1 = *st[4].lw;  // rows in NHWC order (h, w, c)
+    const auto& bl1 = net.layer<4>().bias.value();
+    int hidden[7];
+    for (int o = 0; o < 7; ++o) {
+      std::int64_t acc = 0;
+      for (int c = 0; c < 5; ++c)
+        for (int h = 0; h < 4; ++h)
+          for (int w = 0; w < 3; ++w) {
+            const int f_nhwc = (h * 3 + w) * 5 + c;
+            acc += std::int64_t(pooled[c][h][w] - st[0].out.zero_point) * l1.values[std::size_t(f_nhwc * 7 + o)];
+            // the permuted int8 weight stands for the float weight at PyTorch's flatten position c * 12 + h * 3 + w
+            CHECK(std::fabs(l1.real(f_nhwc, o) - net.layer<4>().weight.value()(o, c * 12 + h * 3 + w)) <=
+                  l1.scale[std::size_t(o)] * 0.5001f);
+          }
+      const float real = float(acc) * st[0].out.scale * l1.scale[std::size_t(o)] + bl1(o);
+      hidden[o] = quantize_ref(std::max(real, 0.0f), st[4].out);
+    }
+    const auto& l2 = *st[7].lw;
+    const auto& bl2 = net.layer<7>().bias.value();
+    for (int o = 0; o < 3; ++o) {
+      std::int64_t acc = 0;
+      for (int f = 0; f < 7; ++f) acc += std::int64_t(hidden[f] - st[4].out.zero_point) * l2.values[std::size_t(f * 3 + o)];
+      const float want = float(acc) * st[4].out.scale * l2.scale[std::size_t(o)] + bl2(o);
+      INFO("image " << n << " logit " << o);
+      // one requantization step of difference upstream (float rounding at .5) moves a logit by about one weight step
+      CHECK(logits(n, o) == Approx(want).margin(0.05));
+    }
+  }
+}
+
+TEST_CASE("the int8 model agrees with the float model", "[quant][model]") {
+  TinyCNN net(11);
+  net.eval();
+  const auto calib = images(256, 3);
+  for (auto kind : {q::observer_kind::minmax, q::observer_kind::histogram}) {
+    auto qnet = q::quantize(net, calib, {.observer = kind});
+    const auto x = images(200, 4);
+    const auto lf = net.predict(x);
+    const auto lq = qnet.predict(x);
+    double err = 0, mag = 0;
+    int agree = 0;
+    for (index_t i = 0; i < 200; ++i) {
+      index_t af = 0, aq = 0;
+      for (index_t j = 0; j < 3; ++j) {
+        err = std::max(err, double(std::fabs(lf(i, j) - lq(i, j))));
+        mag = std::max(mag, double(std::fabs(lf(i, j))));
+        if (lf(i, j) > lf(i, af)) af = j;
+        if (lq(i, j) > lq(i, aq)) aq = j;
+      }
+      agree += af == aq;
+    }
+    INFO("observer " << int(kind) << ": max |float - int8| " << err << " of logits up to " << mag);
+    CHECK(err < 0.05 * mag);
+    CHECK(agree >= 190);
+  }
+}
+
+TEST_CASE("int8 models check their input shape and their calibration data", "[quant][model]") {
+  TinyCNN net(1);
+  auto qnet = q::quantize(net, images(8, 1));
+  ts::Tensor<float, ts::Shape<dyn, dyn, dyn, dyn>> bad(2, 2, 7, 6);
+  CHECK_THROWS_WITH(qnet.predict(bad), Catch::Contains("[2, 2, 7, 6]") && Catch::Contains("8"));
+  CHECK_THROWS_WITH(q::quantize(net, images(0, 1)), Catch::Contains("no calibration images"));
+}
