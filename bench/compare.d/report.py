@@ -463,7 +463,7 @@ def plot_elementwise(db, pl):
         return None
     ns = sorted({n for fam, _, _ in fams for t in (1, 2) for n in db.values(fam, "n", threads=t)})
     tics = ", ".join(f"'{fmt_n(n)}' {n}" for n in ns)
-    return pl.render("elementwise", f"set logscale x 2\nset xtics ({tics})\n"
+    return pl.render("elementwise", f"set logscale x 2\nset xtics ({tics})\nset xrange [{ns[0] / 1.5}:{ns[-1] * 1.5}]\n"
                      "set ylabel 'GB/s (each array read once, the result written once)'\nset yrange [0:*]\n"
                      "set key outside bottom center horizontal maxrows 3 font ',9'\n"
                      f"set multiplot layout 1,{len(panels)}\n" + "\n".join(panels) + "\nunset multiplot", 1200, 560)
