@@ -240,6 +240,13 @@ def summary_rows(db, torch_name):
         o, p = ours.counters["inference_s"], peer.counters["inference_s"]
         rows.append(("SimpleCNN inference over the test set", f"{test_images(db)} (tessera in batches of 500, PyTorch in one), 2 threads", fmt_time(o), torch_name,
                      fmt_time(p), ratio(p / o)))
+    if ours and "int8_inference_s" in ours.counters and "float_inference_s" in ours.counters:
+        q, f = ours.counters["int8_inference_s"], ours.counters["float_inference_s"]
+        rows.append(("SimpleCNN int8 inference over the test set (quantized after the epoch)", f"{test_images(db)}, 2 threads",
+                     fmt_time(q), "tessera float (same run)", fmt_time(f), ratio(f / q)))
+        if peer and "inference_s" in peer.counters:
+            rows.append(("SimpleCNN int8 inference over the test set", f"{test_images(db)}, 2 threads", fmt_time(q),
+                         f"{torch_name} float", fmt_time(peer.counters["inference_s"]), ratio(peer.counters["inference_s"] / q)))
     ours, peer = db.get("BM_epoch_row_lstm_tessera", threads=2), db.get("BM_epoch_row_lstm_torch", threads=2)
     row("row-LSTM training epoch", f"Fashion-MNIST, {epoch_images(db)}, batch 64, 2 threads", ours, torch_name, peer)
     if ours and peer and "inference_s" in ours.counters and "inference_s" in peer.counters:
@@ -364,6 +371,12 @@ def epochs_table(db, torch_name):
             if e:
                 rows.append((label, who, f"{e.time_s:.1f} s", fmt_time(e.counters.get("inference_s")),
                              f"{e.counters['accuracy']:.2f} %" if "accuracy" in e.counters else "—"))
+    e = db.get("BM_epoch_simplecnn_tessera", threads=2)
+    if e and "int8_inference_s" in e.counters:
+        c = e.counters
+        rows.append(("SimpleCNN, int8 (quantized after the epoch)", "tessera", "—", fmt_time(c["int8_inference_s"]) +
+                     (f" (float in the same run: {fmt_time(c['float_inference_s'])})" if "float_inference_s" in c else ""),
+                     f"{c['int8_accuracy']:.2f} %" if "int8_accuracy" in c else "—"))
     return table(["model", "who", "one training epoch", "inference over the test set", "test accuracy after it"],
                  rows) if rows else ""
 
