@@ -158,3 +158,75 @@ TEST_CASE("int8 models check their input shape and their calibration data", "[qu
   CHECK_THROWS_WITH(qnet.predict(bad), Catch::Contains("[2, 2, 7, 6]") && Catch::Contains("8"));
   CHECK_THROWS_WITH(q::quantize(net, images(0, 1)), Catch::Contains("no calibration images"));
 }
+
+namespace {
+float sigmoid_ref(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+/// The int8 LSTM's arithmetic in loops: per layer, x quantized with its own range, int32 sums with the int8 weights,
+/// dequantized plus both biases; per step h quantized with its own range likewise; gates and cell update in float.
+std::vector<float> qlstm_reference(const q::qlstm& m, std::vector<float> x, index_t T, index_t B) {
+  for (const auto& l : m.layers) {
+    const index_t H = l.H, G = 4 * H, in = l.in;
+    auto dyn_q = [](const float* p, index_t n) {
+      float lo = p[0], hi = p[0];
+      for (index_t i = 0; i < n; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
+      return q::affine_qparams(lo, hi);
+    };
+    auto product = [&](const float* a, index_t rows, index_t K, const q::qweight& w, std::vector<float>& out, bool add) {
+      const q::qparams qa = dyn_q(a, rows * K);
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < G; ++j) {
+          std::int64_t acc = 0;
+          for (index_t k = 0; k < K; ++k)
+            acc += std::int64_t(quantize_ref(a[r * K + k], qa) - qa.zero_point) * w.values[std::size_t(k * G + j)];
+          const float v = float(acc) * qa.scale * w.scale[std::size_t(j)];
+          out[std::size_t(r * G + j)] = add ? out[std::size_t(r * G + j)] + v : v + l.bias(j);
+        }
+    };
+    std::vector<float> gates(std::size_t(T * B * G)), y(std::size_t(T * B * H)), c(std::size_t(B * H));
+    product(x.data(), T * B, in, *l.w_ih, gates, false);
+    for (index_t t = 0; t < T; ++t) {
+      std::vector<float> g(gates.begin() + t * B * G, gates.begin() + (t + 1) * B * G);
+      if (t > 0) product(y.data() + (t - 1) * B * H, B, H, *l.w_hh, g, true);
+      for (index_t b = 0; b < B; ++b)
+        for (index_t j = 0; j < H; ++j) {
+          const float* gb = g.data() + b * G;
+          const float i = sigmoid_ref(gb[j]), f = sigmoid_ref(gb[H + j]), gg = std::tanh(gb[2 * H + j]), o = sigmoid_ref(gb[3 * H + j]);
+          float& cc = c[std::size_t(b * H + j)];
+          cc = (t > 0 ? f * cc : 0.0f) + i * gg;
+          y[std::size_t((t * B + b) * H + j)] = o * std::tanh(cc);
+        }
+    }
+    x = std::move(y);
+  }
+  return x;
+}
+}  // namespace
+
+TEST_CASE("the int8 LSTM computes its int8 arithmetic and stays close to the float LSTM", "[quant][lstm]") {
+  using Net = nn::Sequential<ts::Shape<dyn, 4, 5>, nn::LSTM<5, 7, ts::lstm_options{.num_layers = 2, .batch_first = true}>,
+                             nn::LastStep, nn::Linear<7, 3>>;
+  Net net(3);
+  net.eval();
+  const index_t B = 3, T = 4;
+  ts::Tensor<float, ts::Shape<dyn, 4, 5>> x(B);
+  for (index_t i = 0; i < x.size(); ++i) x.data()[i] = std::sin(0.37f * float(i)) * 2.0f;
+  const q::qlstm m(net.layer<0>().layers);
+  // time-major input
+  std::vector<float> xt(std::size_t(T * B * 5));
+  ts::Tensor<float, ts::Shape<dyn, dyn>, ts::cpu_threads> xtm(T * B, 5);
+  for (index_t t = 0; t < T; ++t)
+    for (index_t b = 0; b < B; ++b)
+      for (index_t k = 0; k < 5; ++k) xt[std::size_t((t * B + b) * 5 + k)] = xtm(t * B + b, k) = x(b, t, k);
+  ts::Tensor<float, ts::Shape<dyn, dyn>, ts::cpu_threads> y;
+  m.run_time_major(xtm, T, B, y);
+  const auto want = qlstm_reference(m, xt, T, B);
+  REQUIRE(y.dims() == ts::dims_t<2>{T * B, 7});
+  for (index_t i = 0; i < y.size(); ++i) CHECK(y.data()[i] == Approx(want[std::size_t(i)]).margin(2e-3));
+  // the whole model: close to the float model's logits
+  auto qnet = q::quantize(net, x);
+  const auto lq = qnet.predict(x);
+  const auto lf = net.predict(x);
+  for (index_t b = 0; b < B; ++b)
+    for (index_t j = 0; j < 3; ++j) CHECK(lq(b, j) == Approx(lf(b, j)).margin(0.02));
+}

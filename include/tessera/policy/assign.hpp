@@ -179,9 +179,11 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
       if constexpr (!requires { requires std::remove_cvref_t<decltype(node)>::epilogue_ok; }) return;
       else {
       if (node.expr_dims() != dst.dims() || dst.strides()[1] != 1) return;  // the product must fill dst exactly
-      if (reads_overlap(dst, e, false) || contraction_overlaps(dst, node)) return;  // dst is written before it is read
       using EE = std::remove_cvref_t<E>;
       using NT = typename std::remove_cvref_t<decltype(node)>::value_type;
+      // dst is written before it is read when the product lands there; when it lands in a scratch matrix instead,
+      // the tree may read dst element for element (y = y + dequantize(...): an accumulating epilogue)
+      if (reads_overlap(dst, e, !std::is_same_v<NT, T>) || contraction_overlaps(dst, node)) return;
       if constexpr (std::is_same_v<NT, T>) {
         node.fuse_target = dst.data();
         node.fuse_strides = dst.strides();

@@ -9,6 +9,9 @@
 //                     epilogue (exact, a quarter of the epilogue's work); elsewhere on the uint8 values
 //   Flatten           free (the next Linear's weight columns are permuted from NCHW to NHWC order at conversion)
 //   ReLU              fused into the layer before it, or max(q, zero point) alone; Dropout: the identity
+//   LSTM              int8 weights, activations quantized dynamically per sequence and per step (quant::qlstm)
+//   LastStep          the last step of the float sequence; a Linear after it quantizes its input with the range
+//                     calibrated there
 //   auto q = tessera::quant::quantize(model, calibration_images);   // int8_model_t<decltype(model)>
 //   auto logits = q.predict(images);                                 // float [B, classes]
 #pragma once
@@ -19,9 +22,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "tessera/nn/recurrent.hpp"
 #include "tessera/nn/sequential.hpp"
 #include "tessera/quant/observer.hpp"
 #include "tessera/quant/qconv.hpp"
+#include "tessera/quant/qlstm.hpp"
 
 namespace tessera::quant {
 
@@ -55,13 +60,24 @@ inline constexpr bool is_dropout<nn::Dropout<P>> = true;
 template <class L>
 inline constexpr bool is_flatten = std::is_same_v<L, nn::Flatten>;
 template <class L>
+inline constexpr bool is_last_step = std::is_same_v<L, nn::LastStep>;
+template <class L>
+inline constexpr bool is_lstm = false;
+template <int I, int H, lstm_options O>
+inline constexpr bool is_lstm<nn::LSTM<I, H, O>> = true;
+template <class L>
+inline constexpr bool lstm_batch_first = false;
+template <int I, int H, lstm_options O>
+inline constexpr bool lstm_batch_first<nn::LSTM<I, H, O>> = O.batch_first;
+template <class L>
 inline constexpr bool has_weights = is_conv<L> || is_linear<L>;
 
 template <class L>
 struct layer_has_no_int8_version {
-  static constexpr bool ok = is_conv<L> || is_linear<L> || nn::is_relu<L> || nn::is_maxpool2<L> || is_flatten<L> || is_dropout<L>;
+  static constexpr bool ok = is_conv<L> || is_linear<L> || nn::is_relu<L> || nn::is_maxpool2<L> || is_flatten<L> ||
+                            is_dropout<L> || is_lstm<L> || is_last_step<L>;
   static_assert(ok, "tessera::quant: this layer has no int8 version yet (int8 models take Conv2d, Linear, ReLU, "
-                    "MaxPool2d<2>, Flatten and Dropout)");
+                    "MaxPool2d<2>, Flatten, Dropout, LSTM and LastStep)");
 };
 
 /// An activation between int8 layers: uint8 values, NHWC [B, H, W, C] ([B, 1, 1, F] for features), and their
@@ -70,6 +86,10 @@ struct qact {
   Tensor<std::uint8_t, Shape<dyn, dyn, dyn, dyn>, cpu_threads> t;
   qparams qp;
   Tensor<float, Shape<dyn, dyn>, cpu_threads> logits;
+  /// Float activations of recurrent models: a time-major sequence [T*B, F] (T > 0) or a matrix [B, F] (T == 0).
+  Tensor<float, Shape<dyn, dyn>, cpu_threads> f;
+  index_t T = 0, B = 0;
+  bool is_float = false;
 };
 
 using act4 = Tensor<std::uint8_t, Shape<dyn, dyn, dyn, dyn>, cpu_threads>;
@@ -93,7 +113,9 @@ View<const T, S, PT> on_policy(const Tensor<T, S, P>& x) {
 
 /// One int8 layer: what runs, and with which constants.
 struct stage {
-  enum kind_t { identity, conv, linear, relu_alone, pool } kind = identity;
+  enum kind_t { identity, conv, linear, relu_alone, pool, lstm, last_step } kind = identity;
+  std::shared_ptr<const qlstm> rnn;  // lstm
+  qparams in_qp;                      // linear on a float input: its calibrated quantization
   qconv_weight cw;                   // conv
   std::shared_ptr<const qweight> lw; // linear
   conv2d_options o;
@@ -132,7 +154,29 @@ struct stage {
         x.qp = out;
         return;
       }
+      case lstm: {
+        Tensor<float, Shape<dyn, dyn>, cpu_threads> y;
+        rnn->run_time_major(x.f, x.T, x.B, y);
+        x.f = std::move(y);
+        return;
+      }
+      case last_step: {
+        const index_t F = x.f.dims()[1];
+        Tensor<float, Shape<dyn, dyn>, cpu_threads> y(x.B, F);
+        std::memcpy(y.data(), x.f.data() + (x.T - 1) * x.B * F, std::size_t(x.B * F) * sizeof(float));
+        x.f = std::move(y);
+        x.T = 0;
+        return;
+      }
       case linear: {
+        if (x.is_float) {  // a float input (after LastStep): quantized with the calibrated range
+          const index_t B = x.f.dims()[0], F = x.f.dims()[1];
+          x.t = act4(B, 1, 1, F);
+          auto m = as_matrix(x.t);
+          m = quantize(x.f, in_qp);
+          x.qp = in_qp;
+          x.is_float = false;
+        }
         const auto d = x.t.dims();
         const index_t B = d[0], F = d[1] * d[2] * d[3];
         const View<const std::uint8_t, Shape<dyn, dyn>, cpu_threads> xm(x.t.data(), {B, F}, {F, 1});
@@ -173,7 +217,8 @@ struct any_observer {
 /// The int8 inference model of the float model nn::Sequential<In, Layers...> (any float CPU policy).
 template <class In, class... Layers>
 class int8_sequential {
-  static_assert(In::rank == 4 || In::rank == 2, "tessera::quant: int8 models take images [B, C, H, W] or features [B, F]");
+  static_assert(In::rank == 4 || In::rank == 3 || In::rank == 2,
+                "tessera::quant: int8 models take images [B, C, H, W], sequences [B, T, F] or features [B, F]");
   static_assert((detail::layer_has_no_int8_version<Layers>::ok && ...));
   using layer_list = std::tuple<Layers...>;
   template <std::size_t I>
@@ -226,6 +271,15 @@ class int8_sequential {
       const auto d = x.dims();
       a.t = detail::act4(d[0], d[2], d[3], d[1]);
       a.t = quantize(permute<0, 2, 3, 1>(detail::on_policy<cpu_threads>(x)), input_qp_);  // NCHW -> NHWC on the way
+    } else if constexpr (In::rank == 3) {  // a sequence, kept in float and time-major: [T*B, F]
+      const auto d = x.dims();
+      const bool bf = detail::lstm_batch_first<layer_t<0>>;
+      a.B = bf ? d[0] : d[1], a.T = bf ? d[1] : d[0];
+      a.is_float = true;
+      Tensor<float, Shape<dyn, dyn, dyn>, cpu_threads> tm(a.T, a.B, d[2]);
+      if (bf) tm = permute<1, 0, 2>(detail::on_policy<cpu_threads>(x));
+      else tm = detail::on_policy<cpu_threads>(x);
+      a.f = Tensor<float, Shape<dyn, dyn>, cpu_threads>(reshape<Shape<dyn, dyn>>(tm.cview(), {a.T * a.B, d[2]}));
     } else {
       const auto d = x.dims();
       a.t = detail::act4(d[0], 1, 1, d[1]);
@@ -313,6 +367,7 @@ class int8_sequential {
             for (index_t o = 0; o < out; ++o) b[std::size_t(f * out + o)] = w.data()[o * in + src];
           }
           s.lw = std::make_shared<const qweight>(b.data(), in, out, out, 1, opt.per_channel);
+          s.in_qp = cur;  // used when the input arrives in float (after LastStep)
           s.dq = product_dequant(*s.lw, cur);
           s.bias = Tensor<float, Shape<dyn>, cpu_threads>(out);
           if constexpr (detail::linear_has_bias<LT>) s.bias = fl.bias.value();
@@ -326,6 +381,16 @@ class int8_sequential {
         } else {
           build<I + 1>(model, obs, dims, next, opt, nullptr);
         }
+      } else if constexpr (detail::is_lstm<LT>) {
+        static_assert(I == 0, "tessera::quant: an LSTM is converted as a model's first layer");
+        s.kind = detail::stage::lstm;
+        s.rnn = std::make_shared<const qlstm>(model.template layer<I>().layers);
+        stages_.push_back(std::move(s));
+        build<I + 1>(model, obs, dims, cur, opt, nullptr);
+      } else if constexpr (detail::is_last_step<LT>) {
+        s.kind = detail::stage::last_step;
+        stages_.push_back(std::move(s));
+        build<I + 1>(model, obs, dims, obs[I + 1].params(), opt, nullptr);
       } else if constexpr (nn::is_relu<LT>) {
         s.kind = detail::stage::relu_alone;
         stages_.push_back(std::move(s));
