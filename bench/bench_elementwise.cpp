@@ -109,7 +109,7 @@ void BM_triad(benchmark::State& st) {
 }
 
 void sizes(benchmark::internal::Benchmark* b) {
-  for (long n : {1L << 10, 1L << 13, 1L << 16, 1L << 19, 1L << 22, 1L << 24, 1L << 26})
+  for (long n : {1L << 10, 1L << 13, 1L << 16, 1L << 19, 1L << 22, 1L << 24, 1L << 26, 1L << 28})  // 1K .. 256M floats
     for (long t : {1L, long(kThreads)}) b->Args({n, t});
   b->ArgNames({"n", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
