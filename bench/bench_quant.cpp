@@ -52,16 +52,16 @@ void BM_inference(benchmark::State& st) {
   st.SetLabel(st.range(2) ? std::string("int8 ") + std::string(ts::int8_isa_name(ts::int8_isa_active())) : "float");
 }
 
-void BM_simplecnn_inference(benchmark::State& st) { BM_inference<SimpleCNN, ts::Shape<dyn, 1, 28, 28>>(st); }
-void BM_row_lstm_inference(benchmark::State& st) { BM_inference<RowLSTM, ts::Shape<dyn, 28, 28>>(st); }
+void BM_quant_simplecnn_inference(benchmark::State& st) { BM_inference<SimpleCNN, ts::Shape<dyn, 1, 28, 28>>(st); }
+void BM_quant_row_lstm_inference(benchmark::State& st) { BM_inference<RowLSTM, ts::Shape<dyn, 28, 28>>(st); }
 }  // namespace
 
-BENCHMARK(BM_simplecnn_inference)
+BENCHMARK(BM_quant_simplecnn_inference)
     ->ArgsProduct({{1, 16, 64, 256, 500}, {1, 2}, {0, 1}})
     ->ArgNames({"batch", "threads", "int8"})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_row_lstm_inference)
+BENCHMARK(BM_quant_row_lstm_inference)
     ->ArgsProduct({{64, 500}, {1, 2}, {0, 1}})
     ->ArgNames({"batch", "threads", "int8"})
     ->UseRealTime()

@@ -101,8 +101,9 @@ int main(int argc, char** argv) {
   const double float_acc = accuracy(net, test_rows, test.labels, float_s);
   auto qnet = ts::quant::quantize(net, calibration);
   const double int8_acc = accuracy(qnet, test_rows, test.labels, int8_s);
-  std::printf("int8 (kernels: %s): test accuracy float %.2f%%  int8 %.2f%%  (drop %.2f points)\n",
-              std::string(ts::int8_isa_name(ts::int8_isa_active())).c_str(), 100 * float_acc, 100 * int8_acc,
+  std::printf("int8 weights, dynamically quantized activations (kernels: %s)\n",
+              std::string(ts::int8_isa_name(ts::int8_isa_active())).c_str());
+  std::printf("  test accuracy  float %.2f%%  int8 %.2f%%  (drop %.2f points)\n", 100 * float_acc, 100 * int8_acc,
               100 * (float_acc - int8_acc));
   std::printf("  inference over the 10k test sequences  float %.3f s  int8 %.3f s  (%.2fx faster)\n", float_s, int8_s,
               float_s / int8_s);

@@ -234,6 +234,10 @@ def summary_rows(db, torch_name):
     for b in (1, 64, 256):
         row("SimpleCNN inference", f"batch {b}, 2 threads", db.get("BM_simplecnn_inference", batch=b, threads=2),
             torch_name, db.get("BM_torch_simplecnn_inference", batch=b, threads=2))
+    for fam, model in (("BM_quant_simplecnn_inference", "SimpleCNN"), ("BM_quant_row_lstm_inference", "row-LSTM")):
+        for b in (64, 500):
+            row(f"{model} int8 inference (bench_quant)", f"batch {b}, 2 threads", db.get(fam, batch=b, threads=2, int8=1),
+                "tessera float", db.get(fam, batch=b, threads=2, int8=0))
     ours, peer = db.get("BM_epoch_simplecnn_tessera", threads=2), db.get("BM_epoch_simplecnn_torch", threads=2)
     row("SimpleCNN training epoch", f"Fashion-MNIST, {epoch_images(db)}, batch 64, 2 threads", ours, torch_name, peer)
     if ours and peer and "inference_s" in ours.counters and "inference_s" in peer.counters:
@@ -253,6 +257,10 @@ def summary_rows(db, torch_name):
         o, p = ours.counters["inference_s"], peer.counters["inference_s"]
         rows.append(("row-LSTM inference over the test set", f"{test_images(db)}, 2 threads", fmt_time(o), torch_name,
                      fmt_time(p), ratio(p / o)))
+    if ours and "int8_inference_s" in ours.counters and "float_inference_s" in ours.counters:
+        q, f = ours.counters["int8_inference_s"], ours.counters["float_inference_s"]
+        rows.append(("row-LSTM int8 inference over the test set (int8 weights, dynamic activations)",
+                     f"{test_images(db)}, 2 threads", fmt_time(q), "tessera float (same run)", fmt_time(f), ratio(f / q)))
     return rows
 
 
@@ -371,12 +379,13 @@ def epochs_table(db, torch_name):
             if e:
                 rows.append((label, who, f"{e.time_s:.1f} s", fmt_time(e.counters.get("inference_s")),
                              f"{e.counters['accuracy']:.2f} %" if "accuracy" in e.counters else "—"))
-    e = db.get("BM_epoch_simplecnn_tessera", threads=2)
-    if e and "int8_inference_s" in e.counters:
-        c = e.counters
-        rows.append(("SimpleCNN, int8 (quantized after the epoch)", "tessera", "—", fmt_time(c["int8_inference_s"]) +
-                     (f" (float in the same run: {fmt_time(c['float_inference_s'])})" if "float_inference_s" in c else ""),
-                     f"{c['int8_accuracy']:.2f} %" if "int8_accuracy" in c else "—"))
+    for label, fam in (("SimpleCNN", "BM_epoch_simplecnn_tessera"), ("row LSTM", "BM_epoch_row_lstm_tessera")):
+        e = db.get(fam, threads=2)
+        if e and "int8_inference_s" in e.counters:
+            c = e.counters
+            rows.append((f"{label}, int8 (quantized after the epoch)", "tessera", "—", fmt_time(c["int8_inference_s"]) +
+                         (f" (float in the same run: {fmt_time(c['float_inference_s'])})" if "float_inference_s" in c else ""),
+                         f"{c['int8_accuracy']:.2f} %" if "int8_accuracy" in c else "—"))
     return table(["model", "who", "one training epoch", "inference over the test set", "test accuracy after it"],
                  rows) if rows else ""
 
