@@ -41,6 +41,7 @@ namespace detail {
 /// and the compiler would reload each of these after every one.
 struct s8_gather {
   const std::uint8_t* xp;
+  const std::uint8_t* xend;  ///< one past the input's last byte (no read goes beyond it)
   index_t nstride, H, W, C, OH, OW, M, Kt, Kp, KH, KW, st, pd, dl;
   std::uint8_t pv;
   bool pooled;  ///< rows in 2 x 2 window order: row 4 w + q is pixel q of window w (for a max-pool of the result)
@@ -49,7 +50,7 @@ struct s8_gather {
 /// Rows [16 g, 16 g + 16) of the convolution's implicit [pixels, taps] matrix into the int8 GEMM's group layout
 /// (row i's tap k at out[(k / 64) * 1024 + i * 64 + k % 64]).
 inline void s8_gather_group(const s8_gather p, index_t g, std::uint8_t* out) {
-  const auto [xp, nstride, H, W, C, OH, OW, M, Kt, Kp, KH, KW, st, pd, dl, pv, pooled] = p;
+  const auto [xp, xend, nstride, H, W, C, OH, OW, M, Kt, Kp, KH, KW, st, pd, dl, pv, pooled] = p;
   constexpr index_t MG = tessera::detail::s8_mg, KQ = tessera::detail::s8_kq;
   auto at = [&](index_t i, index_t k) { return out + (k / KQ) * (MG * KQ) + i * KQ + k % KQ; };
   // len bytes of row i at k, split where they cross a 64-byte chunk of the layout
@@ -93,8 +94,15 @@ inline void s8_gather_group(const s8_gather p, index_t g, std::uint8_t* out) {
       const std::uint8_t* src = img + (ih0 * W + iw0) * C;
       if (one_chunk) {
         std::uint8_t* dst = out + i * KQ;
-        for (index_t kh = 0; kh < KH; ++kh, src += W * C, dst += run)
-          for (index_t b = 0; b < run; ++b) dst[b] = src[b];
+        if (run <= 8 && src + (KH - 1) * W * C + 8 <= xend) {
+          // 8 bytes a kernel row: each store runs past its row into the next one's bytes, which that row's store
+          // then overwrites; the last one's overrun lands in K's padding, zeroed again after
+          for (index_t kh = 0; kh < KH; ++kh, src += W * C, dst += run) std::memcpy(dst, src, 8);
+          std::memset(out + i * KQ + Kt, 0, std::size_t(std::min<index_t>(8, KQ - Kt)));
+        } else {
+          for (index_t kh = 0; kh < KH; ++kh, src += W * C, dst += run)
+            for (index_t b = 0; b < run; ++b) dst[b] = src[b];
+        }
       } else if (blocks32) {
         for (index_t kh = 0; kh < KH; ++kh, src += W * C)
           for (index_t b = 0; b < run; b += 32) std::memcpy(at(i, kh * run + b), src + b, 32);
@@ -209,7 +217,7 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
     }
     const index_t H = d[1], W = d[2], C = d[3], Kt = w.KH * w.KW * C, Kp = w.w->packed.Kp;
     const index_t M = pool2 ? 4 * dims_[0] : dims_[0];  // pooled: the GEMM computes the windows' pixels only
-    const s8_gather g0{x.data(), s[0], H, W, C, OH, OW, M, Kt, Kp, w.KH, w.KW, o.stride, o.padding, o.dilation, pad_value, pool2};
+    const s8_gather g0{x.data(), x.data() + d[0] * s[0], s[0], H, W, C, OH, OW, M, Kt, Kp, w.KH, w.KW, o.stride, o.padding, o.dilation, pad_value, pool2};
     auto gather = [g0](index_t g, std::uint8_t* out) { s8_gather_group(g0, g, out); };
     if (!pool2) {
       tessera::detail::cpu_gemm_s8_rows(M, w.K, Kt, gather, false, w.w->packed, dst.data(), dst.strides()[0], false,
