@@ -11,13 +11,7 @@ TESSERA_PACKAGES+=(fortunes)
 tessera_install_deps
 
 build_dir=${BUILD_DIR:-build}
-jobs=$(nproc 2>/dev/null || echo 2)
-configure_args=(-S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DTESSERA_BUILD_EXAMPLES=ON)
-if [[ ! -f "$build_dir/CMakeCache.txt" ]] && command -v ninja >/dev/null 2>&1; then
-  configure_args+=(-G Ninja)
-fi
-cmake "${configure_args[@]}"
-cmake --build "$build_dir" -j "$jobs" --target char_lm
+tessera_build_examples "$build_dir" char_lm
 
 echo "==> $build_dir/examples/char_lm $*"
 "$build_dir/examples/char_lm" "$@"

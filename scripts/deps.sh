@@ -37,6 +37,21 @@ tessera_install_deps() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# tessera_build_examples BUILD_DIR TARGET...: configures BUILD_DIR in Release with the examples (Ninja when
+# available, unless BUILD_DIR was configured with another generator) and builds TARGET... (demo.sh, char_lm.sh).
+tessera_build_examples() {
+  local build_dir=$1
+  shift
+  local jobs
+  jobs=$(nproc 2>/dev/null || echo 2)
+  local configure_args=(-S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DTESSERA_BUILD_EXAMPLES=ON)
+  if [[ ! -f "$build_dir/CMakeCache.txt" ]] && command -v ninja >/dev/null 2>&1; then
+    configure_args+=(-G Ninja)
+  fi
+  cmake "${configure_args[@]}"
+  cmake --build "$build_dir" -j "$jobs" --target "$@"
+}
+
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   tessera_install_deps
 fi

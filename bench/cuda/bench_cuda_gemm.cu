@@ -11,6 +11,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "cuda_bench_support.hpp"
+
 #include <cstdio>
 #include <string>
 #include <tessera/kernels/cuda/gemm.hpp>
@@ -20,14 +22,9 @@ using ts::index_t;
 
 namespace {
 
-bool have_device() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
+using cuda_bench::check;
+using cuda_bench::have_device;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw ts::device_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
 void check(cublasStatus_t e, const char* what) {
   if (e != CUBLAS_STATUS_SUCCESS) throw ts::device_error(std::string(what) + ": " + cublasGetStatusString(e));
 }

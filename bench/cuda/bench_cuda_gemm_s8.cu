@@ -6,6 +6,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include "cuda_bench_support.hpp"
+
 #include <cstdint>
 #include <string>
 #include <tessera/kernels/cuda/gemm_s8.hpp>
@@ -15,13 +17,8 @@ namespace ck = tessera::cuda_kernels;
 using ts::index_t;
 
 namespace {
-bool have_device() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw ts::device_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using cuda_bench::check;
+using cuda_bench::have_device;
 void check(cublasStatus_t e, const char* what) {
   if (e != CUBLAS_STATUS_SUCCESS) throw ts::device_error(std::string(what) + ": " + cublasLtGetStatusName(e));
 }
