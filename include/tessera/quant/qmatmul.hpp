@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tessera/expr/matmul.hpp"
 #include "tessera/expr/node.hpp"
 #include "tessera/kernels/cpu/gemm_s8.hpp"
 #include "tessera/quant/quantize.hpp"
