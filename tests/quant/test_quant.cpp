@@ -2,6 +2,7 @@
 // with their fused epilogues, and the NHWC max-pool, against plain loops.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -145,9 +146,12 @@ TEST_CASE("int8 weights: per-channel symmetric quantization within half a step",
 
 TEST_CASE("int8 product with dequantize, bias, ReLU and requantize as its epilogue matches loops", "[quant]") {
   std::mt19937 rng(5);
+  std::vector<std::array<index_t, 3>> shapes;
   for (index_t M : {1, 7, 33, 65, 127})
     for (index_t K : {1, 33, 127})
-      for (index_t N : {1, 7, 65}) {
+      for (index_t N : {1, 7, 65}) shapes.push_back({M, K, N});
+  shapes.push_back({333, 1100, 150});  // large enough for both threads to take rows on every path
+  for (const auto& [M, K, N] : shapes) {
         INFO("M " << M << " K " << K << " N " << N);
         std::vector<float> w(std::size_t(N * K));
         fill_random(w.data(), N * K, rng, -1.0f, 1.0f);

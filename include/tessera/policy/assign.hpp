@@ -1,6 +1,7 @@
 // Assignment: the one place where an expression becomes work. Checks shapes, makes aliasing safe,
 // then hands the tree to the policy's kernel (elementwise loop, or the node's own kernel for reductions).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <type_traits>
 
@@ -93,6 +94,38 @@ struct tree_epilogue {
       }
     }
   }
+};
+
+/// The elementwise tree around one product that hands each finished block over in a buffer of the thread's own
+/// (`local_c`): the product's leaf (built on `marker`) is re-pointed at the block, then the rows are evaluated.
+template <class T, class NT, class Ev, bool Packable, std::size_t MaxLane>
+struct local_tree_epilogue {
+  static constexpr bool active = true;
+  static constexpr bool local_c = true;
+  Ev ev;
+  const NT* marker;
+  T* dst;
+  index_t ld;
+  void local(const NT* cb, index_t ldb, index_t i0, index_t j0, index_t rows, index_t cols) const {
+    Ev e = ev;
+    // element (i, j) of the product is at cb[(i - i0) * ldb + (j - j0)]: the leaf's base moves by -(i0 * ldb + j0)
+    const auto base = reinterpret_cast<const NT*>(reinterpret_cast<std::uintptr_t>(cb) -
+                                                  std::uintptr_t(i0 * ldb + j0) * sizeof(NT));
+    e.visit([&](auto& leaf) {
+      if constexpr (std::is_same_v<typename std::remove_cvref_t<decltype(leaf)>::value_type, NT>)
+        if (leaf.base == marker) leaf.base = base;
+    });
+    for (index_t i = i0; i < i0 + rows; ++i) {
+      const index_t idx[1] = {i};
+      e.set_row(idx, 1);
+#if TESSERA_SIMD
+      if constexpr (Packable) packet_row<T, simd::lanes_for<MaxLane>, false>(e, dst + i * ld, j0, j0 + cols, false);
+      else
+#endif
+        scalar_row<T>(e, dst + i * ld, 1, j0, j0 + cols);
+    }
+  }
+  void operator()(index_t, index_t, index_t, index_t) const {}  // (blocks come through local)
 };
 
 /// The elementwise tree around one NCHW contraction (convolution, pooling), run on each finished block of
@@ -190,9 +223,22 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
         auto ev = e.template evaluator<2>(dst.dims());
         node.fuse_target = nullptr;
         node.run_into(dst, tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
+      } else if constexpr (requires { requires std::remove_cvref_t<decltype(node)>::local_epilogue_ok; }) {
+        // the product's own type is not dst's (int32 accumulators under a uint8 or float result) and its kernel hands
+        // each finished block over in a buffer of the thread's own: the tree's leaf for the product is pointed at
+        // that buffer, block by block, and the product never reaches memory
+        static const NT marker{};
+        const index_t ld = local_ld(dst.dims()[1]);
+        node.fuse_target = &marker;
+        node.fuse_strides = {ld, 1};
+        auto ev = e.template evaluator<2>(dst.dims());
+        node.fuse_target = nullptr;
+        const View<NT, dyn_shape_t<2>, P> none(nullptr, dst.dims(), {ld, 1});
+        node.run_into(none, local_tree_epilogue<T, NT, decltype(ev), EE::packable, EE::max_lane_size>{ev, &marker, dst.data(),
+                                                                                                    dst.strides()[0]});
       } else {
-        // the product's own type is not dst's (int32 accumulators under a uint8 or float result): its blocks land
-        // in a scratch matrix and the tree reads them from there, each block while it is still in cache
+        // the product's own type is not dst's: its blocks land in a scratch matrix and the tree reads them from there,
+        // each block while it is still in cache
         Tensor<NT, dyn_shape_t<2>, P> scratch(dst.dims());
         node.fuse_target = scratch.data();
         node.fuse_strides = scratch.strides();

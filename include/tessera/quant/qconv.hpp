@@ -147,12 +147,19 @@ struct pool4_epilogue {
   index_t ldd;
   const Epi* epi;
   void local(const std::int32_t* cb, index_t ldc, index_t i0, index_t j0, index_t rows, index_t cols) const {
+    // the outer epilogue takes blocks from a buffer too: the pooled rows go to one of this thread's, else to dst
+    thread_local std::vector<std::int32_t> pooled;
+    constexpr bool outer_local = tessera::detail::s8_local_epilogue<Epi>;
+    if constexpr (outer_local) pooled.resize(std::size_t(rows / 4 * ldc));
+    std::int32_t* out = outer_local ? pooled.data() : dst + (i0 / 4) * ldd + j0;
+    const index_t ldo = outer_local ? ldc : ldd;
     for (index_t w = 0; w < rows / 4; ++w) {
       const std::int32_t* a = cb + 4 * w * ldc;
-      std::int32_t* o = dst + (i0 / 4 + w) * ldd + j0;
+      std::int32_t* o = out + w * ldo;
       for (index_t j = 0; j < cols; ++j) o[j] = std::max(std::max(a[j], a[ldc + j]), std::max(a[2 * ldc + j], a[3 * ldc + j]));
     }
-    if constexpr (Epi::active) (*epi)(i0 / 4, j0, rows / 4, cols);
+    if constexpr (outer_local) epi->local(out, ldo, i0 / 4, j0, rows / 4, cols);
+    else if constexpr (Epi::active) (*epi)(i0 / 4, j0, rows / 4, cols);
   }
 };
 
@@ -165,6 +172,7 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
   using policy = typename X::policy;
   static constexpr int rank = 2;
   static constexpr bool epilogue_ok = true;
+  static constexpr bool local_epilogue_ok = true;  ///< hands its blocks to a local_c epilogue (see assign)
   static_assert(std::is_same_v<std::remove_const_t<typename X::element_type>, std::uint8_t>,
                 "tessera::quant::conv2d_nhwc: the input holds uint8 values (quantize it first)");
 

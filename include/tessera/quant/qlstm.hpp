@@ -1,13 +1,16 @@
 // An LSTM with int8 weights and activations quantized dynamically (dynamic quantization, as PyTorch's
 // quantize_dynamic does for nn.LSTM): each layer's input sequence is quantized once (uint8, its own min and max) and
 // multiplied by W_ih for all time steps in one int8 GEMM whose epilogue dequantizes and adds both biases; at each
-// step h_{t-1} is quantized with its own range and multiplied by W_hh in an int8 GEMM whose epilogue dequantizes and
-// adds onto the step's gates in place; the gate nonlinearities and the cell update are the float LSTM's own pass.
+// step h_{t-1} is quantized with its own range and multiplied by W_hh in an int8 GEMM whose epilogue dequantizes
+// onto the step's input gates and runs the gate nonlinearities and the cell update (the float LSTM's own step pass,
+// row by row) while the block is in cache, keeping the range of the new h.
 // Weights are symmetric int8 per gate row (per output column of the GEMMs).
 #pragma once
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "tessera/autodiff/rnn_ops.hpp"
@@ -42,6 +45,42 @@ inline qparams dynamic_qparams(const float* x, index_t n) {
   return affine_qparams<std::uint8_t>(lo, hi);
 }
 
+namespace detail {
+/// The recurrent int8 GEMM's epilogue: each finished block of rows (every gate column: the GEMM splits rows) is
+/// dequantized onto the step's input gates and run through the gate nonlinearities and the cell update at once, so
+/// the step's gates are never stored; it also keeps the range of the h it writes, for the next step's quantization.
+struct qlstm_step_epilogue {
+  static constexpr bool active = true;
+  static constexpr bool local_c = true;
+  static constexpr bool wants_threads = true;  // the gate pass is most of the step's work
+  const float* gx;      ///< this step's input gates [B, 4H] (both biases in)
+  const float* scale;   ///< per gate column: s_h * s_w[j]
+  const float* offset;  ///< per gate column: z_h * colsum(q_w)[j]
+  float* c;             ///< [B, H]: c_{t-1} in, c_t out
+  float* h;             ///< [B, H]: h_t out
+  index_t H;
+  std::mutex* m;
+  float* lo;
+  float* hi;
+  void local(const std::int32_t* cb, index_t ldb, index_t i0, index_t, index_t rows, index_t) const {
+    const index_t G = 4 * H;
+    thread_local std::vector<float> g;
+    g.resize(std::size_t(G));
+    for (index_t r = 0; r < rows; ++r) {
+      const index_t b = i0 + r;
+      const std::int32_t* acc = cb + r * ldb;
+      const float* x = gx + b * G;
+      for (index_t j = 0; j < G; ++j) g[std::size_t(j)] = x[j] + (float(acc[j]) - offset[j]) * scale[j];
+      ad::detail::lstm_step_forward<float>(g.data(), c + b * H, c + b * H, h + b * H, 1, H, 1);
+    }
+    const auto [a, z] = minmax(h + i0 * H, rows * H);
+    std::lock_guard<std::mutex> lock(*m);
+    *lo = std::min(*lo, a), *hi = std::max(*hi, z);
+  }
+  void operator()(index_t, index_t, index_t, index_t) const {}
+};
+}  // namespace detail
+
 /// One LSTM layer's int8 weights: W_ih^T [in, 4H] and W_hh^T [H, 4H] (gates i, f, g, o), and b_ih + b_hh.
 struct qlstm_layer {
   index_t in = 0, H = 0;
@@ -75,7 +114,6 @@ struct qlstm {
                       Tensor<float, Shape<dyn, dyn>, cpu_threads>& y) const {
     using Mat = Tensor<float, Shape<dyn, dyn>, cpu_threads>;
     using QMat = Tensor<std::uint8_t, Shape<dyn, dyn>, cpu_threads>;
-    using MView = View<float, Shape<dyn, dyn>, cpu_threads>;
     const int nt = cpu_threads::num_threads();
     Mat cur = x, gates, c;
     for (const auto& l : layers) {
@@ -93,16 +131,25 @@ struct qlstm {
       Mat out(T * B, H);
       c = Mat(B, H);
       QMat hq(B, H);
+      std::mutex m;
+      float lo = 0, hi = 0;  // the range of the last h written
       for (index_t t = 0; t < T; ++t) {
-        MView g(gates.data() + t * B * G, {B, G}, {G, 1});
-        if (t > 0) {  // + h_{t-1} W_hh^T, h quantized with its own range
-          const View<const float, Shape<dyn, dyn>, cpu_threads> h(out.data() + (t - 1) * B * H, {B, H}, {H, 1});
-          const qparams qh = dynamic_qparams(h.data(), B * H);
-          hq = quantize(h, qh);
-          const product_dequant dh(*l.w_hh, qh);
-          g = g + dequantize(matmul(hq, l.w_hh, qh), dh);
+        float* ht = out.data() + t * B * H;
+        if (t == 0) {  // from the zero state: the input gates alone
+          ad::detail::lstm_step_forward<float>(gates.data(), nullptr, c.data(), ht, B, H, nt);
+          std::tie(lo, hi) = minmax(ht, B * H);
+          continue;
         }
-        ad::detail::lstm_step_forward<float>(g.data(), t > 0 ? c.data() : nullptr, c.data(), out.data() + t * B * H, B, H, nt);
+        // h_{t-1} quantized with its own range, times W_hh^T in int8; the gate pass runs as the GEMM's epilogue
+        const View<const float, Shape<dyn, dyn>, cpu_threads> h(ht - B * H, {B, H}, {H, 1});
+        if (!(lo <= hi)) lo = hi = 0;
+        const qparams qh = affine_qparams<std::uint8_t>(lo, hi);
+        hq = quantize(h, qh);
+        const product_dequant dh(*l.w_hh, qh);
+        lo = std::numeric_limits<float>::infinity(), hi = -lo;
+        const detail::qlstm_step_epilogue epi{gates.data() + t * B * G, dh.scale.data(), dh.offset.data(), c.data(), ht, H,
+                                              &m, &lo, &hi};
+        tessera::detail::cpu_gemm_s8(B, G, H, hq.data(), H, l.w_hh->packed, nullptr, 0, false, nt, epi);
       }
       cur = std::move(out);
     }

@@ -64,6 +64,7 @@ struct s8_matmul_node
   using policy = typename A::policy;
   static constexpr int rank = 2;
   static constexpr bool epilogue_ok = true;
+  static constexpr bool local_epilogue_ok = true;  ///< hands its blocks to a local_c epilogue (see assign)
   static_assert(!policy::on_device, "tessera::quant::matmul runs on the CPU (the CUDA int8 path is not written yet)");
 
   A a;

@@ -28,6 +28,7 @@
 #include "tessera/core/stats.hpp"
 #include "tessera/core/types.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
+#include "tessera/kernels/cpu/loop.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && !defined(TESSERA_NO_SIMD)
 #define TESSERA_INT8_X86 1
@@ -441,7 +442,8 @@ inline void s8_block(int8_isa isa, const std::uint8_t* pag, index_t Kp, int ngrp
 }
 
 /// An epilogue that takes each finished block of C from a buffer of the thread's own instead of from C (which is
-/// then never written): epi.local(cblock, ld, i0, j0, rows, cols), cblock holding element (i0, j0).
+/// then never written): epi.local(cblock, ld, i0, j0, rows, cols), cblock holding element (i0, j0), ld always
+/// local_ld(N) (kernels/cpu/loop.hpp). Threads then split C by rows.
 template <class Epi>
 concept s8_local_epilogue = requires { requires Epi::local_c; };
 
@@ -507,7 +509,7 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
       thread_local s8_buffer own_a;
       thread_local std::vector<std::int32_t> own_c;
       std::uint8_t* pa = own_a.grow(std::size_t(GB * Kp * s8_mg));
-      const index_t ldb = local_c ? (colst + 15) / 16 * 16 : ldc;
+      const index_t ldb = local_c ? local_ld(b.N) : ldc;  // (a row split: the thread's columns are all N)
       if constexpr (local_c) own_c.resize(std::size_t(MC * ldb));
       for (index_t gb = g0; gb < g1; gb += GB) {
         const index_t gb1 = std::min(g1, gb + GB);
@@ -555,8 +557,13 @@ void cpu_gemm_s8_rows(index_t M, index_t N, index_t K, const PackGroup& pack_gro
   // second per core here (at 256^3 one thread ran 1900 GOP/s, two 1150), the other paths far fewer
   const double ops = 2.0 * double(M) * double(N) * double(K);
   const int8_isa isa = s8_isa_for(M, K);
-  const double worth_threads = isa == int8_isa::amx ? 1e8 : isa == int8_isa::avx512_vnni ? 2e7 : 4e6;
-  const int nt = ops < worth_threads ? 1 : std::max(1, nthreads);
+#ifndef TESSERA_S8_AMX_THREAD_OPS
+#define TESSERA_S8_AMX_THREAD_OPS 1e8
+#endif
+  const double worth_threads = isa == int8_isa::amx ? TESSERA_S8_AMX_THREAD_OPS : isa == int8_isa::avx512_vnni ? 2e7 : 4e6;
+  int nt = ops < worth_threads ? 1 : std::max(1, nthreads);
+  // an epilogue with work of its own (an LSTM's gate pass) wants the threads whatever the product's size
+  if constexpr (requires { requires Epi::wants_threads; }) nt = M >= 64 ? std::max(1, nthreads) : 1;
   s8_gemm_run(M, N, pack_group, b, a_signed, c, ldc, accumulate, nt, isa, epi);
 }
 

@@ -98,4 +98,8 @@ TS_HD inline void unflatten(index_t flat, index_t* idx, const index_t* dims, int
   }
 }
 
+/// The row stride of the thread-local blocks of C that a kernel hands to a `local_c` epilogue (the int8 GEMM; see
+/// policy/assign.hpp's local_tree_epilogue): whole 16-element lines.
+inline index_t local_ld(index_t N) { return (N + 15) / 16 * 16; }
+
 }  // namespace tessera::detail
