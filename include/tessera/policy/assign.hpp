@@ -214,8 +214,8 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
       if (node.expr_dims() != dst.dims() || dst.strides()[1] != 1) return;  // the product must fill dst exactly
       using EE = std::remove_cvref_t<E>;
       using NT = typename std::remove_cvref_t<decltype(node)>::value_type;
-      // dst is written before it is read when the product lands there; when it lands in a scratch matrix instead,
-      // the tree may read dst element for element (y = y + dequantize(...): an accumulating epilogue)
+      // dst is written before it is read when the product lands there; when its blocks come from the thread's own
+      // buffers instead, the tree may read dst element for element (y = y + dequantize(...): an accumulating epilogue)
       if (reads_overlap(dst, e, !std::is_same_v<NT, T>) || contraction_overlaps(dst, node)) return;
       if constexpr (std::is_same_v<NT, T>) {
         node.fuse_target = dst.data();
@@ -237,14 +237,7 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
         node.run_into(none, local_tree_epilogue<T, NT, decltype(ev), EE::packable, EE::max_lane_size>{ev, &marker, dst.data(),
                                                                                                     dst.strides()[0]});
       } else {
-        // the product's own type is not dst's: its blocks land in a scratch matrix and the tree reads them from there,
-        // each block while it is still in cache
-        Tensor<NT, dyn_shape_t<2>, P> scratch(dst.dims());
-        node.fuse_target = scratch.data();
-        node.fuse_strides = scratch.strides();
-        auto ev = e.template evaluator<2>(dst.dims());
-        node.fuse_target = nullptr;
-        node.run_into(scratch.view(), tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
+        return;  // a product of another type that cannot hand its blocks over: evaluated first, then the tree
       }
       done = true;
       }
