@@ -23,6 +23,8 @@
 #include <tessera/optim/optim.hpp>
 #include <tessera/tessera.hpp>
 
+#include "example_support.hpp"
+
 namespace ts = tessera;
 namespace nn = tessera::nn;
 namespace ad = tessera::ad;
@@ -45,9 +47,7 @@ int encode(unsigned char c) {
 }
 char decode(int id) { return id == 0 ? '\n' : char(id + 31); }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using example::seconds_since;
 
 /// The fortunes of every file (sorted by name), each followed by its "%" line, encoded; every 20th fortune goes to
 /// the held-out text.

@@ -14,6 +14,8 @@
 #include <tessera/quant/model.hpp>
 #include <tessera/tessera.hpp>
 
+#include "example_support.hpp"
+
 namespace ts = tessera;
 namespace nn = tessera::nn;
 namespace ad = tessera::ad;
@@ -25,9 +27,6 @@ using RowLSTM = nn::Sequential<ts::Shape<dyn, 28, 28>,
 using Rows = ts::Tensor<float, ts::Shape<dyn, 28, 28>, ts::cpu_threads>;
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 /// Images [n, 1, 28, 28] as sequences [n, 28, 28]: row r of an image is time step r.
 template <class X>
 Rows as_rows(const X& images) {
@@ -38,17 +37,8 @@ Rows as_rows(const X& images) {
 template <class Net, class Labels>
 double accuracy(Net& net, const Rows& rows, const Labels& labels, double& secs) {
   if constexpr (requires { net.eval(); }) net.eval();
-  const auto t0 = std::chrono::steady_clock::now();
-  ts::index_t correct = 0;
-  const ts::index_t n = rows.dims()[0];
-  for (ts::index_t i = 0; i < n; i += 500) {
-    const ts::index_t m = std::min<ts::index_t>(500, n - i);
-    auto logits = net.predict(Rows(ts::slice<0>(rows, i, i + m)));
-    auto pred = ts::eval(ts::argmax<1>(logits));
-    for (ts::index_t j = 0; j < m; ++j) correct += pred(j) == labels(i + j);
-  }
-  secs = seconds_since(t0);
-  return double(correct) / double(n);
+  return example::accuracy(rows.dims()[0], labels, secs,
+                           [&](ts::index_t a, ts::index_t b) { return net.predict(Rows(ts::slice<0>(rows, a, b))); });
 }
 }  // namespace
 
@@ -67,29 +57,13 @@ int main(int argc, char** argv) {
   ts::DataLoader loader(std::move(train.images), std::move(train.labels), {.batch_size = 64, .shuffle = true, .seed = 0});
   for (int e = 0; e < epochs; ++e) {
     net.train();
-    const auto t0 = std::chrono::steady_clock::now();
-    const ts::index_t batches = ts::index_t(loader.size());
-    ts::index_t b = 0, seen = 0;
-    double loss_sum = 0;
-    ts::index_t loss_n = 0;
-    for (auto& [x, y] : loader.epoch(std::uint64_t(e))) {
+    const auto [train_s, seen] = example::train_epoch(loader, e, "sequences", [&](const auto& x, const auto& y) {
       opt.zero_grad();
       auto loss = ad::cross_entropy(net.forward(as_rows(x)), y);
       loss.backward();
       opt.step();
-      loss_sum += loss.value()();
-      ++loss_n;
-      seen += x.dims()[0];
-      if (++b % 50 == 0 || b == batches) {
-        const double t = seconds_since(t0);
-        std::printf("\repoch %d  %4lld/%lld batches  %7.0f sequences/s  loss %.4f  ETA %5.1f s   ", e + 1, (long long)b,
-                    (long long)batches, double(seen) / t, loss_sum / double(loss_n), t / double(b) * double(batches - b));
-        std::fflush(stdout);
-        loss_sum = 0;
-        loss_n = 0;
-      }
-    }
-    const double train_s = seconds_since(t0);
+      return double(loss.value()());
+    });
     double infer_s = 0;
     const double acc = accuracy(net, test_rows, test.labels, infer_s);
     std::printf("\nepoch %d: train %.1f s  test accuracy %.2f%%  (inference over %lld sequences: %.2f s)\n", e + 1, train_s,

@@ -12,6 +12,8 @@
 #include <tessera/nn/sequential.hpp>
 #include <tessera/optim/optim.hpp>
 #include <tessera/tessera.hpp>
+
+#include "example_support.hpp"
 #if !defined(__CUDACC__)
 #include <tessera/quant/model.hpp>
 #endif
@@ -28,9 +30,7 @@ using SimpleCNN = nn::Sequential<ts::Shape<dyn, 1, 28, 28>,
     nn::Flatten, nn::Linear<64 * 7 * 7, 128>, nn::ReLU, nn::Linear<128, 10>>::on<Policy>;
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using example::seconds_since;
 
 /// The tensor itself when it is on the host, else a host copy of it.
 template <class X>
@@ -44,17 +44,11 @@ decltype(auto) on_host(const X& t) {
 template <class Net>
 double accuracy(Net& net, const ts::idx_dataset& d, double& secs) {
   if constexpr (requires { net.eval(); }) net.eval();
-  const auto t0 = std::chrono::steady_clock::now();
-  const ts::index_t n = d.images.dims()[0], bs = 500;
-  ts::index_t correct = 0;
-  for (ts::index_t i = 0; i < n; i += bs) {
-    const ts::index_t m = std::min(bs, n - i);
-    auto logits = net.predict(ts::to<Policy>(ts::slice<0>(d.images, i, i + m)));
-    auto pred = ts::eval(ts::argmax<1>(on_host(logits)));
-    for (ts::index_t j = 0; j < m; ++j) correct += pred(j) == d.labels(i + j);
-  }
-  secs = seconds_since(t0);
-  return double(correct) / double(n);
+  return example::accuracy(d.images.dims()[0], d.labels, secs, [&](ts::index_t a, ts::index_t b) {
+    const auto logits = net.predict(ts::to<Policy>(ts::slice<0>(d.images, a, b)));
+    auto host = on_host(logits);  // (a copy on the host either way)
+    return host;
+  });
 }
 }  // namespace
 
@@ -92,29 +86,13 @@ int main(int argc, char** argv) {
   for (int e = 0; e < epochs; ++e) {
     opt.set_lr(0.05 / double(1 << e));  // step decay: halved every epoch
     net.train();
-    const auto t0 = std::chrono::steady_clock::now();
-    const ts::index_t batches = ts::index_t(loader.size());
-    ts::index_t b = 0, seen = 0;
-    double loss_sum = 0;
-    ts::index_t loss_n = 0;
-    for (auto& [x, y] : loader.epoch(std::uint64_t(e))) {
+    const auto [train_s, seen] = example::train_epoch(loader, e, "images", [&](const auto& x, const auto& y) {
       opt.zero_grad();
       auto loss = ad::cross_entropy(net.forward(x), y);
       loss.backward();
       opt.step();
-      loss_sum += on_host(loss.value())();  // on the cuda policy: a copy that waits for the step
-      ++loss_n;
-      seen += x.dims()[0];
-      if (++b % 50 == 0 || b == batches) {
-        const double t = seconds_since(t0);
-        std::printf("\repoch %d  %4lld/%lld batches  %7.0f images/s  loss %.4f  ETA %5.1f s   ", e + 1, (long long)b,
-                    (long long)batches, double(seen) / t, loss_sum / double(loss_n), t / double(b) * double(batches - b));
-        std::fflush(stdout);
-        loss_sum = 0;
-        loss_n = 0;
-      }
-    }
-    const double train_s = seconds_since(t0);
+      return double(on_host(loss.value())());  // on the cuda policy: a copy that waits for the step
+    });
     double infer_s = 0;
     const double acc = accuracy(net, test, infer_s);
     std::printf("\nepoch %d: train %.1f s (%.0f images/s)  test accuracy %.2f%%  (inference over %lld images: %.2f s)\n", e + 1,

@@ -1,0 +1,56 @@
+// What the training examples share: a timer, one training epoch with a live progress line, and test accuracy in
+// batches of 500. (Compiled by g++ and, through fashion_mnist.cu, by nvcc.)
+#pragma once
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <utility>
+
+#include <tessera/tessera.hpp>
+
+namespace example {
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// One epoch of `loader`: step(x, y) runs a training step on a batch and returns its loss; every 50 batches a progress
+/// line (items/s, the mean loss since the last line, ETA). Returns the seconds taken and the items seen.
+template <class Loader, class Step>
+std::pair<double, tessera::index_t> train_epoch(Loader& loader, int epoch, const char* items, Step&& step) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const tessera::index_t batches = tessera::index_t(loader.size());
+  tessera::index_t b = 0, seen = 0, loss_n = 0;
+  double loss_sum = 0;
+  for (auto& [x, y] : loader.epoch(std::uint64_t(epoch))) {
+    loss_sum += step(x, y);
+    ++loss_n;
+    seen += x.dims()[0];
+    if (++b % 50 == 0 || b == batches) {
+      const double t = seconds_since(t0);
+      std::printf("\repoch %d  %4lld/%lld batches  %7.0f %s/s  loss %.4f  ETA %5.1f s   ", epoch + 1, (long long)b,
+                  (long long)batches, double(seen) / t, items, loss_sum / double(loss_n), t / double(b) * double(batches - b));
+      std::fflush(stdout);
+      loss_sum = 0;
+      loss_n = 0;
+    }
+  }
+  return {seconds_since(t0), seen};
+}
+
+/// The share of n test items whose argmax of logits(first, last) (the host logits of items [first, last)) is their
+/// label, in batches of 500; secs is the time it took.
+template <class Labels, class Logits>
+double accuracy(tessera::index_t n, const Labels& labels, double& secs, Logits&& logits) {
+  const auto t0 = std::chrono::steady_clock::now();
+  tessera::index_t correct = 0;
+  for (tessera::index_t i = 0; i < n; i += 500) {
+    const tessera::index_t m = std::min<tessera::index_t>(500, n - i);
+    auto pred = tessera::eval(tessera::argmax<1>(logits(i, i + m)));
+    for (tessera::index_t j = 0; j < m; ++j) correct += pred(j) == labels(i + j);
+  }
+  secs = seconds_since(t0);
+  return double(correct) / double(n);
+}
+
+}  // namespace example
