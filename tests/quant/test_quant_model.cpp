@@ -172,13 +172,17 @@ std::vector<float> qlstm_reference(const q::qlstm& m, std::vector<float> x, inde
       for (index_t i = 0; i < n; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
       return q::affine_qparams(lo, hi);
     };
+    // quantize()'s arithmetic: x times the reciprocal of the scale, plus the zero point, rounded, clamped
+    auto quantize_mul = [](float v, q::qparams qp) {
+      return int(clampf(std::nearbyint(v * (1.0f / qp.scale) + float(qp.zero_point)), 0, 255));
+    };
     auto product = [&](const float* a, index_t rows, index_t K, const q::qweight& w, std::vector<float>& out, bool add) {
       const q::qparams qa = dyn_q(a, rows * K);
       for (index_t r = 0; r < rows; ++r)
         for (index_t j = 0; j < G; ++j) {
           std::int64_t acc = 0;
           for (index_t k = 0; k < K; ++k)
-            acc += std::int64_t(quantize_ref(a[r * K + k], qa) - qa.zero_point) * w.values[std::size_t(k * G + j)];
+            acc += std::int64_t(quantize_mul(a[r * K + k], qa) - qa.zero_point) * w.values[std::size_t(k * G + j)];
           const float v = float(acc) * qa.scale * w.scale[std::size_t(j)];
           out[std::size_t(r * G + j)] = add ? out[std::size_t(r * G + j)] + v : v + l.bias(j);
         }
@@ -202,6 +206,27 @@ std::vector<float> qlstm_reference(const q::qlstm& m, std::vector<float> x, inde
   return x;
 }
 }  // namespace
+
+TEST_CASE("the int8 LSTM at odd sizes, its batch split between threads and blocks of rows", "[quant][lstm]") {
+  // B = 150: with two threads, rows [0, 64) and [64, 150), the second in blocks of 64 and 22; G = 132 gate columns
+  using Rnn = nn::Sequential<ts::Shape<dyn, 5, 7>, nn::LSTM<7, 33, ts::lstm_options{.num_layers = 2}>>;
+  const index_t T = 5;
+  for (index_t B : {1, 7, 150}) {
+    const q::qlstm m(Rnn(11).layer<0>().layers);
+    ts::Tensor<float, ts::Shape<dyn, dyn>, ts::cpu_threads> x(T * B, 7), y;
+    std::vector<float> xs(std::size_t(x.size()));
+    for (index_t i = 0; i < x.size(); ++i) xs[std::size_t(i)] = x.data()[i] = std::cos(0.11f * float(i)) * 1.5f - 0.2f;
+    m.run_time_major(x, T, B, y);
+    const auto want = qlstm_reference(m, xs, T, B);
+    REQUIRE(y.dims() == ts::dims_t<2>{T * B, 33});
+    for (index_t i = 0; i < y.size(); ++i) CHECK(y.data()[i] == Approx(want[std::size_t(i)]).margin(2e-3));
+  }
+  // the input must be T steps of B rows of the layer's width
+  const q::qlstm m(Rnn(11).layer<0>().layers);
+  ts::Tensor<float, ts::Shape<dyn, dyn>, ts::cpu_threads> bad(10, 7), wide(10, 8), y;
+  CHECK_THROWS_AS(m.run_time_major(bad, 3, 4, y), ts::shape_error);
+  CHECK_THROWS_AS(m.run_time_major(wide, 5, 2, y), ts::shape_error);
+}
 
 TEST_CASE("the int8 LSTM computes its int8 arithmetic and stays close to the float LSTM", "[quant][lstm]") {
   using Net = nn::Sequential<ts::Shape<dyn, 4, 5>, nn::LSTM<5, 7, ts::lstm_options{.num_layers = 2, .batch_first = true}>,

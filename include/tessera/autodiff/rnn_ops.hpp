@@ -165,31 +165,33 @@ TS_INLINE void lstm_columns(index_t H, F&& body) {
   for (; j < H; ++j) body.template operator()<T>(j);
 }
 
+/// Forward of one row's pointwise part: g (the row's 4H pre-activations in, activations out), c and h of the row
+/// (cp: c_{t-1}'s row, null for the zero state).
+template <class T>
+TS_INLINE void lstm_row_forward(T* g, const T* cp, T* cb, T* hb, index_t H) {
+  lstm_columns<T>(H, [&]<class V>(index_t j) {
+    const V i = math::sigmoid(lstm_ld<V>(g + j));
+    const V f = math::sigmoid(lstm_ld<V>(g + H + j));
+    const V gg = math::tanh(lstm_ld<V>(g + 2 * H + j));
+    const V o = math::sigmoid(lstm_ld<V>(g + 3 * H + j));
+    lstm_st(g + j, i);
+    lstm_st(g + H + j, f);
+    lstm_st(g + 2 * H + j, gg);
+    lstm_st(g + 3 * H + j, o);
+    const V cn = cp ? f * lstm_ld<V>(cp + j) + i * gg : i * gg;
+    lstm_st(cb + j, cn);
+    lstm_st(hb + j, o * math::tanh(cn));
+  });
+}
+
 /// Forward of one step's pointwise part: gates (pre-activations in, activations out), c and h for B rows.
 template <class T>
 inline void lstm_step_forward(T* gates, const T* cprev, T* c, T* h, index_t B, index_t H, int nt = 1) {
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && B > 1 && B * H >= 8192)
 #endif
-  for (index_t b = 0; b < B; ++b) {
-    T* g = gates + b * 4 * H;
-    const T* cp = cprev ? cprev + b * H : nullptr;
-    T* cb = c + b * H;
-    T* hb = h + b * H;
-    lstm_columns<T>(H, [&]<class V>(index_t j) {
-      const V i = math::sigmoid(lstm_ld<V>(g + j));
-      const V f = math::sigmoid(lstm_ld<V>(g + H + j));
-      const V gg = math::tanh(lstm_ld<V>(g + 2 * H + j));
-      const V o = math::sigmoid(lstm_ld<V>(g + 3 * H + j));
-      lstm_st(g + j, i);
-      lstm_st(g + H + j, f);
-      lstm_st(g + 2 * H + j, gg);
-      lstm_st(g + 3 * H + j, o);
-      const V cn = cp ? f * lstm_ld<V>(cp + j) + i * gg : i * gg;
-      lstm_st(cb + j, cn);
-      lstm_st(hb + j, o * math::tanh(cn));
-    });
-  }
+  for (index_t b = 0; b < B; ++b)
+    lstm_row_forward<T>(gates + b * 4 * H, cprev ? cprev + b * H : nullptr, c + b * H, h + b * H, H);
 }
 
 /// Backward of one step's pointwise part: from dh and dc (updated in place to dc_{t-1}) to the gates'

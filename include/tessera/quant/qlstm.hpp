@@ -1,15 +1,15 @@
 // An LSTM with int8 weights and activations quantized dynamically (dynamic quantization, as PyTorch's
-// quantize_dynamic does for nn.LSTM): each layer's input sequence is quantized once (uint8, its own min and max) and
-// multiplied by W_ih for all time steps in one int8 GEMM whose epilogue dequantizes and adds both biases; at each
-// step h_{t-1} is quantized with its own range and multiplied by W_hh in an int8 GEMM whose epilogue dequantizes
-// onto the step's input gates and runs the gate nonlinearities and the cell update (the float LSTM's own step pass,
-// row by row) while the block is in cache, keeping the range of the new h.
+// quantize_dynamic does for nn.LSTM): each layer's input sequence is quantized with its own min and max (uint8), and
+// at each step h_{t-1} with its own. A step is one pass over the batch: each thread takes blocks of rows, quantizes
+// them while packing them for the int8 GEMM, multiplies x_t by W_ih and h_{t-1} by W_hh into int32 buffers of its
+// own, dequantizes both onto the bias and runs the gate nonlinearities and the cell update (the float LSTM's own
+// step pass) while the block is in cache, keeping the range of the new h. No gate, and no quantized copy of an
+// activation, is ever stored.
 // Weights are symmetric int8 per gate row (per output column of the GEMMs).
 #pragma once
 #include <algorithm>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -46,39 +46,44 @@ inline qparams dynamic_qparams(const float* x, index_t n) {
 }
 
 namespace detail {
-/// The recurrent int8 GEMM's epilogue: each finished block of rows (every gate column: the GEMM splits rows) is
-/// dequantized onto the step's input gates and run through the gate nonlinearities and the cell update at once, so
-/// the step's gates are never stored; it also keeps the range of the h it writes, for the next step's quantization.
-struct qlstm_step_epilogue {
-  static constexpr bool active = true;
-  static constexpr bool local_c = true;
-  static constexpr bool wants_threads = true;  // the gate pass is most of the step's work
-  const float* gx;      ///< this step's input gates [B, 4H] (both biases in)
-  const float* scale;   ///< per gate column: s_h * s_w[j]
-  const float* offset;  ///< per gate column: z_h * colsum(q_w)[j]
-  float* c;             ///< [B, H]: c_{t-1} in, c_t out
-  float* h;             ///< [B, H]: h_t out
-  index_t H;
-  std::mutex* m;
-  float* lo;
-  float* hi;
-  void local(const std::int32_t* cb, index_t ldb, index_t i0, index_t, index_t rows, index_t) const {
-    const index_t G = 4 * H;
-    thread_local std::vector<float> g;
-    g.resize(std::size_t(G));
-    for (index_t r = 0; r < rows; ++r) {
-      const index_t b = i0 + r;
-      const std::int32_t* acc = cb + r * ldb;
-      const float* x = gx + b * G;
-      for (index_t j = 0; j < G; ++j) g[std::size_t(j)] = x[j] + (float(acc[j]) - offset[j]) * scale[j];
-      ad::detail::lstm_step_forward<float>(g.data(), c + b * H, c + b * H, h + b * H, 1, H, 1);
+/// Quantizes rows [16 g, 16 g + 16) of the float matrix a (M x K, row stride lda) to uint8 (x / scale + zero point,
+/// rounded, clamped: op::quantize's arithmetic, so the values equal those of quantize()) straight into the int8 GEMM's
+/// packed group layout (s8_pack_a_group's); rows past M and K's padding are zero.
+inline void pack_quantized_group(const float* a, index_t lda, index_t M, index_t K, index_t Kp, index_t g, float inv_scale, float zp,
+                                 std::uint8_t* out) {
+  using Q = op::quantize<std::uint8_t>;
+  for (index_t i = 0; i < tessera::detail::s8_mg; ++i) {
+    const index_t r = g * tessera::detail::s8_mg + i;
+    for (index_t kc = 0; kc < Kp; kc += tessera::detail::s8_kq) {
+      std::uint8_t* o = out + kc * tessera::detail::s8_mg + i * tessera::detail::s8_kq;
+      const index_t n = r < M ? std::clamp<index_t>(K - kc, 0, tessera::detail::s8_kq) : 0;
+      const float* src = a + r * lda + kc;
+      index_t k = 0;
+#if TESSERA_SIMD
+      constexpr int N = simd::lanes_for<sizeof(float)>;  // the target's vector width
+      using V = simd::vec<float, N>;
+      for (; k + N <= n; k += N) {
+        V v;
+        std::memcpy(&v, src + k, sizeof(V));
+        const auto q = Q::apply(v, V{} + inv_scale, V{} + zp);
+        std::memcpy(o + k, &q, N);
+      }
+#endif
+      for (; k < n; ++k) o[k] = Q::apply(src[k], inv_scale, zp);
+      if (n < tessera::detail::s8_kq) std::memset(o + n, 0, std::size_t(tessera::detail::s8_kq - n));
     }
-    const auto [a, z] = minmax(h + i0 * H, rows * H);
-    std::lock_guard<std::mutex> lock(*m);
-    *lo = std::min(*lo, a), *hi = std::max(*hi, z);
   }
-  void operator()(index_t, index_t, index_t, index_t) const {}
-};
+}
+
+/// C (M x N int32, row stride N) = quantize(a; qp) * B on the calling thread, a being M x K floats (row stride lda)
+/// quantized while packed.
+inline void s8_product_of_floats(const float* a, index_t lda, index_t M, index_t K, const qparams& qp, const packed_b_s8& b,
+                                 std::int32_t* c) {
+  const float inv = 1.0f / qp.scale, zp = float(qp.zero_point);
+  tessera::detail::cpu_gemm_s8_rows(
+      M, b.N, K, [&](index_t g, std::uint8_t* out) { pack_quantized_group(a, lda, M, K, b.Kp, g, inv, zp, out); }, false, b, c, b.N,
+      false, 1);
+}
 }  // namespace detail
 
 /// One LSTM layer's int8 weights: W_ih^T [in, 4H] and W_hh^T [H, 4H] (gates i, f, g, o), and b_ih + b_hh.
@@ -110,50 +115,102 @@ struct qlstm {
   }
 
   /// y [T*B, H] (time-major: row t*B + b) from x [T*B, in] (time-major).
+  ///
+  /// One step is one pass over the batch, split between the threads by rows: for each block of rows the thread
+  /// quantizes x_t's rows (the layer's range) and h_{t-1}'s rows (h_{t-1}'s range) while packing them, runs both int8
+  /// products into buffers of its own, dequantizes both onto the bias and runs the gate nonlinearities and the cell
+  /// update, keeping the range of the h it writes. Neither the gates nor a quantized copy of any activation is stored.
   void run_time_major(const Tensor<float, Shape<dyn, dyn>, cpu_threads>& x, index_t T, index_t B,
                       Tensor<float, Shape<dyn, dyn>, cpu_threads>& y) const {
     using Mat = Tensor<float, Shape<dyn, dyn>, cpu_threads>;
-    using QMat = Tensor<std::uint8_t, Shape<dyn, dyn>, cpu_threads>;
-    const int nt = cpu_threads::num_threads();
-    Mat cur = x, gates, c;
+    if (x.dims()[0] != T * B)
+      throw shape_error("tessera::quant::qlstm: the input " + tessera::detail::format_dims(x.dims()) + " is not " + std::to_string(T) +
+                        " steps of a batch of " + std::to_string(B));
+    Mat cur = x;
+    // the range of the layer's input; the next layer's is the union of the ranges of the steps' h
+    float in_lo, in_hi;
+    std::tie(in_lo, in_hi) = minmax(cur.data(), cur.size());
     for (const auto& l : layers) {
       if (cur.dims()[1] != l.in)
         throw shape_error("tessera::quant::qlstm: the input " + tessera::detail::format_dims(cur.dims()) + " does not fit a layer taking " +
                           std::to_string(l.in) + " features");
-      const index_t H = l.H, G = 4 * H;
-      // the input projection of every step: one int8 GEMM, both biases in its epilogue
-      const qparams qx = dynamic_qparams(cur.data(), cur.size());
-      QMat xq(T * B, l.in);
-      xq = quantize(cur, qx);
-      gates = Mat(T * B, G);
-      const product_dequant dx(*l.w_ih, qx);
-      gates = dequantize(matmul(xq, l.w_ih, qx), dx) + l.bias;
-      Mat out(T * B, H);
-      c = Mat(B, H);
-      QMat hq(B, H);
-      std::mutex m;
-      float lo = 0, hi = 0;  // the range of the last h written
-      for (index_t t = 0; t < T; ++t) {
-        float* ht = out.data() + t * B * H;
-        if (t == 0) {  // from the zero state: the input gates alone
-          ad::detail::lstm_step_forward<float>(gates.data(), nullptr, c.data(), ht, B, H, nt);
-          std::tie(lo, hi) = minmax(ht, B * H);
-          continue;
-        }
-        // h_{t-1} quantized with its own range, times W_hh^T in int8; the gate pass runs as the GEMM's epilogue
-        const View<const float, Shape<dyn, dyn>, cpu_threads> h(ht - B * H, {B, H}, {H, 1});
-        if (!(lo <= hi)) lo = hi = 0;
-        const qparams qh = affine_qparams<std::uint8_t>(lo, hi);
-        hq = quantize(h, qh);
-        const product_dequant dh(*l.w_hh, qh);
-        lo = std::numeric_limits<float>::infinity(), hi = -lo;
-        const detail::qlstm_step_epilogue epi{gates.data() + t * B * G, dh.scale.data(), dh.offset.data(), c.data(), ht, H,
-                                              &m, &lo, &hi};
-        tessera::detail::cpu_gemm_s8(B, G, H, hq.data(), H, l.w_hh->packed, nullptr, 0, false, nt, epi);
-      }
+      if (!(in_lo <= in_hi)) in_lo = in_hi = 0;  // empty or all NaN
+      const qparams qx = affine_qparams<std::uint8_t>(in_lo, in_hi);
+      Mat out(T * B, l.H), c(B, l.H);
+      std::tie(in_lo, in_hi) = run_layer(l, cur.data(), qx, T, B, out.data(), c.data());
       cur = std::move(out);
     }
     y = std::move(cur);
+  }
+
+ private:
+  static constexpr index_t rows_per_block = 64;  ///< rows a thread takes at a time: their int32 sums stay in L2
+
+  /// One layer over the sequence x (T*B x in, quantized with qx) into out (T*B x H), c [B, H] the cell state;
+  /// returns the range of out.
+  static std::pair<float, float> run_layer(const qlstm_layer& l, const float* x, const qparams& qx, index_t T, index_t B, float* out,
+                                           float* c) {
+    const index_t H = l.H, G = 4 * H, in = l.in;
+    const auto& wx = *l.w_ih;
+    const auto& wh = *l.w_hh;
+    // per gate column: value = base + acc_x * sx + acc_h * sh, the zero points' column sums folded into base
+    const auto gn = static_cast<std::size_t>(G);
+    std::vector<float> sx(gn), sh(gn), base(gn);
+    for (index_t j = 0; j < G; ++j) sx[std::size_t(j)] = qx.scale * wx.scale[std::size_t(j)];
+    const int nt = B >= 32 ? cpu_threads::num_threads() : 1;
+    float seq_lo = std::numeric_limits<float>::infinity(), seq_hi = -seq_lo;
+    float lo = 0, hi = 0;  // the range of h_{t-1}
+    for (index_t t = 0; t < T; ++t) {
+      if (!(lo <= hi)) lo = hi = 0;
+      const qparams qh = affine_qparams<std::uint8_t>(lo, hi);
+      for (index_t j = 0; j < G; ++j) {
+        const std::size_t u = std::size_t(j);
+        sh[u] = qh.scale * wh.scale[u];
+        base[u] = l.bias.data()[j] - float(qx.zero_point) * float(wx.packed.col_sums[u]) * sx[u];
+        if (t > 0) base[u] -= float(qh.zero_point) * float(wh.packed.col_sums[u]) * sh[u];
+      }
+      const float* xt = x + t * B * in;
+      const float* hp = t > 0 ? out + (t - 1) * B * H : nullptr;
+      float* ht = out + t * B * H;
+      std::vector<float> tlo(static_cast<std::size_t>(nt), std::numeric_limits<float>::infinity()),
+          thi(static_cast<std::size_t>(nt), -std::numeric_limits<float>::infinity());
+      auto work = [&](int tid, int n) {
+        // rows split in multiples of 32 (the AMX block's height)
+        const index_t blocks = (B + 31) / 32, r0 = std::min(B, 32 * (blocks * tid / n)), r1 = std::min(B, 32 * (blocks * (tid + 1) / n));
+        thread_local std::vector<std::int32_t> ax, ah;
+        thread_local std::vector<float> g;
+        ax.resize(std::size_t(rows_per_block * G)), ah.resize(std::size_t(rows_per_block * G)), g.resize(std::size_t(G));
+        float a = std::numeric_limits<float>::infinity(), z = -a;
+        for (index_t i0 = r0; i0 < r1; i0 += rows_per_block) {
+          const index_t rows = std::min(rows_per_block, r1 - i0);
+          detail::s8_product_of_floats(xt + i0 * in, in, rows, in, qx, wx.packed, ax.data());
+          if (hp) detail::s8_product_of_floats(hp + i0 * H, H, rows, H, qh, wh.packed, ah.data());
+          for (index_t r = 0; r < rows; ++r) {
+            const std::int32_t* px = ax.data() + r * G;
+            const std::int32_t* ph = ah.data() + r * G;
+            if (hp)
+              for (index_t j = 0; j < G; ++j) g[std::size_t(j)] = base[std::size_t(j)] + float(px[j]) * sx[std::size_t(j)] + float(ph[j]) * sh[std::size_t(j)];
+            else
+              for (index_t j = 0; j < G; ++j) g[std::size_t(j)] = base[std::size_t(j)] + float(px[j]) * sx[std::size_t(j)];
+            const index_t b = i0 + r;
+            ad::detail::lstm_row_forward<float>(g.data(), hp ? c + b * H : nullptr, c + b * H, ht + b * H, H);
+          }
+          const auto [u, v] = minmax(ht + i0 * H, rows * H);
+          a = std::min(a, u), z = std::max(z, v);
+        }
+        tlo[std::size_t(tid)] = a, thi[std::size_t(tid)] = z;
+      };
+#if defined(_OPENMP)
+      if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        work(omp_get_thread_num(), omp_get_num_threads());
+      } else
+#endif
+        work(0, 1);
+      lo = *std::min_element(tlo.begin(), tlo.end()), hi = *std::max_element(thi.begin(), thi.end());
+      seq_lo = std::min(seq_lo, lo), seq_hi = std::max(seq_hi, hi);
+    }
+    return {seq_lo, seq_hi};
   }
 };
 

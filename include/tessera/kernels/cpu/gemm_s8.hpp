@@ -462,10 +462,14 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
   std::uint8_t* shared_pa = nullptr;
   if (by_cols) {
     shared_pa = s8_workspace::of_this_thread().a.grow(std::size_t(groups * Kp * s8_mg));
+    // (no parallel construct at all on one thread: inside another team, even an if(false) region builds a team)
 #if defined(_OPENMP)
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && groups > 1)
+    if (nt > 1 && groups > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+      for (index_t g = 0; g < groups; ++g) pack_group(g, shared_pa + g * Kp * s8_mg);
+    } else
 #endif
-    for (index_t g = 0; g < groups; ++g) pack_group(g, shared_pa + g * Kp * s8_mg);
+      for (index_t g = 0; g < groups; ++g) pack_group(g, shared_pa + g * Kp * s8_mg);
   }
   auto finish = [&](index_t i0, index_t j0, index_t rows, index_t cols, std::int32_t* cb, index_t ldb) {
     if (a_signed)  // A was stored as a + 128: take 128 * sum_k b(k, j) back out
@@ -561,9 +565,7 @@ void cpu_gemm_s8_rows(index_t M, index_t N, index_t K, const PackGroup& pack_gro
 #define TESSERA_S8_AMX_THREAD_OPS 1e8
 #endif
   const double worth_threads = isa == int8_isa::amx ? TESSERA_S8_AMX_THREAD_OPS : isa == int8_isa::avx512_vnni ? 2e7 : 4e6;
-  int nt = ops < worth_threads ? 1 : std::max(1, nthreads);
-  // an epilogue with work of its own (an LSTM's gate pass) wants the threads whatever the product's size
-  if constexpr (requires { requires Epi::wants_threads; }) nt = M >= 64 ? std::max(1, nthreads) : 1;
+  const int nt = ops < worth_threads ? 1 : std::max(1, nthreads);
   s8_gemm_run(M, N, pack_group, b, a_signed, c, ldc, accumulate, nt, isa, epi);
 }
 
