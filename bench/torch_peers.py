@@ -9,7 +9,8 @@
 #           lstm           (2 layers, T=100, B=64, I=128, H=256: forward, forward+backward; 2 threads, as bench_lstm)
 #           train_step     (the SimpleCNN's SGD step at batch 64 on random images, as bench_simplecnn)
 #           infer:B,B,...  (the SimpleCNN's inference at batch B, as bench_simplecnn; items/s counts images)
-#           cuda_gemm:N,.. (square SGEMM on the GPU, CUDA events; only when torch sees a CUDA device)
+#           cuda_gemm:N,.. (square SGEMM on the GPU, synchronised; only when torch sees a CUDA device)
+#           cuda_lstm      (bench_cuda_lstm's LSTM on the GPU: nn.LSTM through cuDNN; only when torch sees a CUDA device)
 import argparse, json, os, statistics, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +102,19 @@ def main():
                     with torch.no_grad():
                         s, r = measure(lambda: m(x), a.min_time)
                     add(f"BM_torch_simplecnn_inference/batch:{b}/threads:{t}", s, r, items_per_second=b / s)
+        elif kind == "cuda_lstm":
+            if not torch.cuda.is_available():
+                print("torch_peers: no CUDA device for PyTorch, cuda_lstm skipped", file=sys.stderr)
+                continue
+            lstm = nn.LSTM(128, 256, 2, batch_first=True).cuda(); x = torch.randn(64, 100, 128, device="cuda")
+            fwd_flops = 2.0 * 100 * 64 * 1024 * (128 + 256) + 2.0 * 100 * 64 * 1024 * (256 + 256)
+            with torch.no_grad():
+                s, r = measure(lambda: lstm(x), a.min_time, sync=torch.cuda.synchronize)
+            add("BM_torch_cuda_lstm_forward", s, r, **{"FLOP/s": fwd_flops / s})
+            def fbc():
+                lstm.zero_grad(); o, _ = lstm(x); o.sum().backward()
+            s, r = measure(fbc, a.min_time, sync=torch.cuda.synchronize)
+            add("BM_torch_cuda_lstm_forward_backward", s, r, **{"FLOP/s": 3 * fwd_flops / s})
         elif kind == "cuda_gemm":
             if not torch.cuda.is_available():
                 print("torch_peers: no CUDA device for PyTorch, cuda_gemm skipped", file=sys.stderr)

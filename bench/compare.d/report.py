@@ -720,7 +720,8 @@ def build_block(db, build_dir, imgdir, img_rel):
     elif not gpu:
         L += ["No GPU on this machine (nvidia-smi lists none): nothing measured. Where one is, bench/compare builds "
               "with CUDA and runs `bench_cuda_gemm` (tessera's cuBLASLt GEMM against cuBLAS, the Linear epilogue), "
-              "the `fashion_mnist_cuda` epoch, and PyTorch's CUDA GEMM and epoch when its PyTorch sees the GPU.", ""]
+              "`bench_cuda_gemm_s8` (int8 against cuBLASLt), `bench_cuda_lstm`, the `fashion_mnist_cuda` epoch, and PyTorch's "
+              "CUDA GEMM, LSTM (cuDNN) and epoch when its PyTorch sees the GPU.", ""]
     else:
         L += [f"Device: {gpu}.", "", img("gpu", "GPU SGEMM")]
         rows = []
@@ -744,8 +745,27 @@ def build_block(db, build_dir, imgdir, img_rel):
         if rows:
             L += ["Linear + bias + ReLU (M×N×K): cuBLASLt epilogue against the GEMM then a separate kernel.", "",
                   table(["M×N×K", "fused", "separate", "fused speed-up"], rows), ""]
+        rows = []
+        for e in sorted(db.family("BM_tessera_cuda_gemm_s8"), key=lambda e: (int(e.args.get("n", 0)), e.args.get("requant", ""))):
+            c = db.get("BM_cublaslt_gemm_s8", n=e.args.get("n"))
+            rows.append((e.args.get("n", "?"), "requantized to uint8 in the kernel" if e.args.get("requant") == "1" else "int32 sums",
+                         fmt_rate(e.rate("OP/s"), "OP/s"), fmt_rate(c.rate("OP/s"), "OP/s") if c else "—",
+                         ratio(c.time_s / e.time_s) if c else "—"))
+        if rows:
+            L += ["int8 GEMM (`bench_cuda_gemm_s8`: tessera's dp4a kernel with its epilogue against cuBLASLt's int8 GEMM, "
+                  "int32 sums, called directly):", "", table(["n", "tessera output", "tessera", "cuBLASLt", "tessera / cuBLASLt"], rows), ""]
+        rows = []
+        for what, ours, theirs in (("forward", "BM_cuda_lstm_forward", "BM_torch_cuda_lstm_forward"),
+                                   ("forward + backward", "BM_cuda_lstm_forward_backward", "BM_torch_cuda_lstm_forward_backward")):
+            e, p = db.get(ours), db.get(theirs)
+            if e:
+                rows.append((what, fmt_time(e.time_s), fmt_time(p.time_s) if p else "—", ratio(p.time_s / e.time_s) if p else "—"))
+        if rows:
+            L += ["LSTM, 2 layers, T = 100, B = 64, I = 128, H = 256 (`bench_cuda_lstm`: cuBLASLt and one fused kernel per "
+                  "step, against PyTorch's `nn.LSTM` through cuDNN):", "",
+                  table(["pass", "tessera", "PyTorch (cuDNN)", "tessera speed-up"], rows), ""]
         o, p = db.get("BM_epoch_simplecnn_tessera_cuda"), db.get("BM_epoch_simplecnn_torch_cuda")
-        if not db.family("BM_sgemm_tessera") and not o:
+        if not any(db.family(f) for f in ("BM_sgemm_tessera", "BM_tessera_cuda_gemm_s8", "BM_cuda_lstm_forward")) and not o:
             L += ["The GPU benchmarks gave no figures in this run: see the logs of the gpu steps.", ""]
         if o:
             L += [f"SimpleCNN training epoch on the GPU (`fashion_mnist_cuda`): {o.time_s:.1f} s"

@@ -1,4 +1,6 @@
-// Recurrent operations (host policies; a device policy is a compile error naming the operation):
+// Recurrent operations. lstm and select_last_step run on every policy (lstm on the cuda policy through
+// autodiff/cuda_rnn.hpp, compiled by nvcc); the cells on host policies (a device policy is a compile error naming the
+// cell):
 //   lstm(x, layers, opts, h0, c0, rng, training)   a multi-layer LSTM over a sequence with PyTorch's semantics and
 //       parameter layout (per layer weight_ih [4H, I], weight_hh [4H, H], bias_ih [4H], bias_hh [4H]; gates i, f, g, o;
 //       c' = f*c + i*g, h' = o*tanh(c')). Input [B, T, I] (batch_first) or [T, B, I]; returns the output sequence in the
@@ -59,7 +61,16 @@ struct lstm_result {
   Var<T, 3, P> c_n;     ///< [L, B, H]
 };
 
+/// The recurrent operations on a device policy: device_rnn_ops<cuda> is in autodiff/cuda_rnn.hpp (nvcc only).
+template <class P>
+struct device_rnn_ops;
+
 namespace detail {
+
+/// The extents of an LSTM call: layers, batch, steps, input and hidden sizes.
+struct lstm_geometry {
+  index_t L = 0, B = 0, T = 0, I = 0, H = 0;
+};
 
 template <class T>
 inline T lstm_sigmoid(T x) {
@@ -310,10 +321,12 @@ void record(Var<T, R, P>& out, recorded_inputs in, F&& back) {
 template <int R, class T, class P>
 Var<T, R, P> packed_piece(const Var<T, 1, P>& packed, index_t offset, const dims_t<R>& d) {
   using VR = Var<T, R, P>;
-  typename VR::tensor v(d);
-  std::copy(packed.value().data() + offset, packed.value().data() + offset + v.size(), v.data());
-  return VR::make(std::move(v), [packed, offset](const auto& gr) {
-    add_into(packed.node().grad_buffer().data() + offset, gr.data(), gr.size());
+  const auto st = contiguous_strides(d);
+  // strided-view assignments: host loops or device kernels, as the policy says
+  typename VR::tensor v(View<const T, dyn_shape_t<R>, P>(packed.value().data() + offset, d, st));
+  return VR::make(std::move(v), [packed, offset, d, st](const auto& gr) {
+    View<T, dyn_shape_t<R>, P> dst(packed.node().grad_buffer().data() + offset, d, st);
+    dst = dst + gr;
   }, packed);
 }
 
@@ -424,13 +437,19 @@ inline void gru_step_backward(const T* act, const T* gh, const T* hprev, const T
 }
 }  // namespace detail
 
+namespace detail {
+template <class T, class P>
+lstm_result<T, P> lstm_host(const Var<T, 3, P>& x, const std::vector<lstm_layer_params<T, P>>& layers, const lstm_options& opts,
+                            const Var<T, 3, P>& h0, const Var<T, 3, P>& c0, Rng* rng, bool drop, const lstm_geometry& geo);
+}  // namespace detail
+
 /// A multi-layer LSTM (see the top of this file). h0, c0 [L, B, H] may be empty Vars (zeros). Dropout between layers
 /// needs `rng` when opts.dropout > 0 and training.
 template <class T, class P>
 lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_params<T, P>>& layers, const lstm_options& opts,
                        const Var<T, 3, P>& h0 = {}, const Var<T, 3, P>& c0 = {}, Rng* rng = nullptr, bool training = false) {
-  static_assert(!P::on_device, "tessera: ad::lstm: only host policies are supported so far");
-  using V1 = Var<T, 1, P>;
+  static_assert(!P::on_device || requires { device_rnn_ops<P>::enabled; },
+                "tessera: ad::lstm on the cuda policy runs kernels: compile this file with nvcc (a .cu file)");
   const index_t L = index_t(layers.size());
   if (L < 1 || opts.num_layers != int(L))
     throw std::invalid_argument("tessera: lstm: " + std::to_string(L) + " layers of parameters given, options say " +
@@ -457,7 +476,19 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
   const bool drop = training && opts.dropout > 0.0 && L > 1;
   if (drop && (opts.dropout >= 1.0)) throw std::invalid_argument("tessera: lstm: dropout must be in [0, 1)");
   if (drop && !rng) throw std::logic_error("tessera: lstm: dropout in training needs a random number generator");
+  const detail::lstm_geometry geo{L, B, Tn, I0, H};
+  if constexpr (P::on_device) return device_rnn_ops<P>::lstm(x, layers, opts, h0, c0, rng, drop, geo);
+  else return detail::lstm_host(x, layers, opts, h0, c0, rng, drop, geo);
+}
 
+namespace detail {
+/// ad::lstm on a host policy, after its checks.
+template <class T, class P>
+lstm_result<T, P> lstm_host(const Var<T, 3, P>& x, const std::vector<lstm_layer_params<T, P>>& layers, const lstm_options& opts,
+                            const Var<T, 3, P>& h0, const Var<T, 3, P>& c0, Rng* rng, bool drop, const lstm_geometry& geo) {
+  using V1 = Var<T, 1, P>;
+  const index_t L = geo.L, B = geo.B, Tn = geo.T, I0 = geo.I, H = geo.H, G4 = 4 * H;
+  const dims_t<3> state_dims{L, B, H};
   const int nt = P::num_threads();
   const index_t TB = Tn * B;
   auto saved = std::make_shared<std::vector<detail::lstm_layer_saved<T>>>(std::size_t(L));
@@ -590,22 +621,24 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
   return r;
 }
 
-/// [N, T, H] -> [N, H]: the last time step (of a batch-first sequence).
+}  // namespace detail
+
+/// [N, T, H] -> [N, H]: the last time step (of a batch-first sequence). Strided-view assignments: host loops or
+/// device kernels, as the policy says.
 template <class T, class P>
 Var<T, 2, P> select_last_step(const Var<T, 3, P>& y) {
-  static_assert(!P::on_device, "tessera: ad::select_last_step: only host policies are supported so far");
   using V2 = Var<T, 2, P>;
   const auto d = y.dims();
   const index_t N = d[0], Tn = d[1], H = d[2];
   if (Tn < 1) throw shape_error("tessera: select_last_step: the sequence is empty");
-  typename V2::tensor v(N, H);
-  const T* src = y.value().data();
-  for (index_t n = 0; n < N; ++n) std::copy(src + (n * Tn + Tn - 1) * H, src + (n * Tn + Tn) * H, v.data() + n * H);
-  return V2::make(std::move(v), [y, N, Tn, H](const auto& g) {
-    T* gy = detail::zeroed_grad(y);
-    const T* gs = g.data();
-    for (index_t n = 0; n < N; ++n)
-      for (index_t k = 0; k < H; ++k) gy[(n * Tn + Tn - 1) * H + k] += gs[n * H + k];
+  const dims_t<2> od{N, H}, os{Tn * H, 1};  // step Tn - 1 of each sequence
+  typename V2::tensor v(View<const T, dyn_shape_t<2>, P>(y.value().data() + (Tn - 1) * H, od, os));
+  return V2::make(std::move(v), [y, od, os, Tn, H](const auto& g) {
+    bool acc;
+    auto& gy = detail::fresh_or_grad(y, acc);
+    if (!acc) gy = T(0);
+    View<T, dyn_shape_t<2>, P> last(gy.data() + (Tn - 1) * H, od, os);
+    last = last + g;
   }, y);
 }
 
@@ -745,3 +778,7 @@ Var<T, 2, P> gru_cell(const Var<T, 2, P>& x, const Var<T, 2, P>& h, const Var<T,
 
 }  // namespace ad
 }  // namespace tessera
+
+#if defined(__CUDACC__)
+#include "tessera/autodiff/cuda_rnn.hpp"  // device_rnn_ops<cuda>: the LSTM on the GPU
+#endif
