@@ -78,6 +78,11 @@ struct tree_epilogue {
   Ev ev;
   T* dst;
   index_t ld;
+  bool contig = false;  ///< every leaf reads its rows contiguously (no broadcast along a row, no gather)
+  tree_epilogue(const Ev& e, T* d, index_t l) : ev(e), dst(d), ld(l) {
+    Ev probe = ev;
+    contig = all_leaves_contiguous(probe);
+  }
   void operator()(index_t i0, index_t j0, index_t rows, index_t cols) const {
     Ev e = ev;
     for (index_t i = i0; i < i0 + rows; ++i) {
@@ -86,7 +91,8 @@ struct tree_epilogue {
 #if TESSERA_SIMD
       if constexpr (Packable) {
         constexpr int N = simd::lanes_for<MaxLane>;
-        packet_row<T, N, false>(e, dst + i * ld, j0, j0 + cols, false);
+        if (contig) packet_row<T, N, true>(e, dst + i * ld, j0, j0 + cols, false);
+        else packet_row<T, N, false>(e, dst + i * ld, j0, j0 + cols, false);
       } else
 #endif
       {
@@ -106,6 +112,11 @@ struct local_tree_epilogue {
   const NT* marker;
   T* dst;
   index_t ld;
+  bool contig = false;  ///< every leaf reads its rows contiguously (see tree_epilogue)
+  local_tree_epilogue(const Ev& e, const NT* m, T* d, index_t l) : ev(e), marker(m), dst(d), ld(l) {
+    Ev probe = ev;
+    contig = all_leaves_contiguous(probe);
+  }
   void local(const NT* cb, index_t ldb, index_t i0, index_t j0, index_t rows, index_t cols) const {
     Ev e = ev;
     // element (i, j) of the product is at cb[(i - i0) * ldb + (j - j0)]: the leaf's base moves by -(i0 * ldb + j0)
@@ -119,8 +130,10 @@ struct local_tree_epilogue {
       const index_t idx[1] = {i};
       e.set_row(idx, 1);
 #if TESSERA_SIMD
-      if constexpr (Packable) packet_row<T, simd::lanes_for<MaxLane>, false>(e, dst + i * ld, j0, j0 + cols, false);
-      else
+      if constexpr (Packable) {
+        if (contig) packet_row<T, simd::lanes_for<MaxLane>, true>(e, dst + i * ld, j0, j0 + cols, false);
+        else packet_row<T, simd::lanes_for<MaxLane>, false>(e, dst + i * ld, j0, j0 + cols, false);
+      } else
 #endif
         scalar_row<T>(e, dst + i * ld, 1, j0, j0 + cols);
     }
@@ -139,11 +152,18 @@ struct nchw_tree_epilogue {
   T* dst;
   index_t s0, s1, OW;
   bool flat_plane;
+  bool contig = false;  ///< every leaf reads its rows contiguously (see tree_epilogue)
+  nchw_tree_epilogue(const Ev& e, T* d, index_t a, index_t b, index_t ow, bool flat) : ev(e), dst(d), s0(a), s1(b), OW(ow), flat_plane(flat) {
+    Ev probe = ev;
+    contig = all_leaves_contiguous(probe);
+  }
   void run(Ev& e, const index_t* idx, int nouter, T* row, index_t j0, index_t j1) const {
     e.set_row(idx, nouter);
 #if TESSERA_SIMD
-    if constexpr (Packable) packet_row<T, simd::lanes_for<MaxLane>, false>(e, row, j0, j1, false);
-    else
+    if constexpr (Packable) {
+      if (contig) packet_row<T, simd::lanes_for<MaxLane>, true>(e, row, j0, j1, false);
+      else packet_row<T, simd::lanes_for<MaxLane>, false>(e, row, j0, j1, false);
+    } else
 #endif
       scalar_row<T>(e, row, 1, j0, j1);
   }

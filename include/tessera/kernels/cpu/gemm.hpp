@@ -359,14 +359,11 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
 #endif
           for (index_t ir = 0; ir < mc; ir += MR)
             pack_a<T, MR>(a, ic + ir, pc, std::min<index_t>(MR, mc - ir), kc, apk + ir * kc);
-          index_t j_lo = nc, j_hi = 0;  // this thread's columns of the block, for the epilogue
 #if defined(_OPENMP)
 #pragma omp for schedule(static) nowait
 #endif
           for (index_t jr = 0; jr < nc; jr += NR) {
             const index_t cols = std::min<index_t>(NR, nc - jr);
-            j_lo = std::min(j_lo, jr);
-            j_hi = std::max(j_hi, jr + cols);
             for (index_t ir = 0; ir < mc; ir += MR) {
               const index_t rows = std::min<index_t>(MR, mc - ir);
               T* cp = c + (ic + ir) * ldc + jc + jr;
@@ -377,11 +374,12 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
                 for (index_t i = 0; i < rows; ++i)
                   for (index_t j = 0; j < cols; ++j) cp[i * ldc + j] = acc ? cp[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
               }
+              // the tile is final and still in L1: the epilogue runs on it now (a pass over the block after its
+              // last tile found the first ones back in L2 and cost as much as a separate elementwise pass)
+              if constexpr (Epi::active)
+                if (last) epi(ic + ir, jc + jr, rows, cols);
             }
           }
-          // the block's rows of this thread's columns are final and still in L2: run the epilogue on them
-          if constexpr (Epi::active)
-            if (last && j_lo < j_hi) epi(ic, jc + j_lo, mc, j_hi - j_lo);
 #if defined(_OPENMP)
 #pragma omp barrier
 #endif
