@@ -101,7 +101,10 @@ void pack_b_panel(mat_ref<T> b, index_t p0, index_t j0, index_t kc, index_t cols
   for (index_t k = 0; k < kc; ++k) {
     const T* src = b.p + (p0 + k) * b.rs + j0 * b.cs;
     index_t j = 0;
-    if (b.cs == 1) {
+    if (b.cs == 1 && cols == NR) {  // a whole panel row: a copy of constant size, inlined (no library call)
+      std::memcpy(out, src, NR * sizeof(T));
+      j = NR;
+    } else if (b.cs == 1) {
       std::memcpy(out, src, std::size_t(cols) * sizeof(T));
       j = cols;
     } else {

@@ -317,12 +317,18 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void s8_tile_vnni(
         acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, bv1);
       }
     }
-    for (int i = 0; i < 8 && i0 + i < rows; ++i)
-      for (int p = 0; p < npan; ++p) {
+    // (indices known at compile time only: a runtime index into acc would keep the accumulators in memory)
+    TS_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      if (i0 + i >= rows) break;
+      TS_UNROLL
+      for (int p = 0; p < 2; ++p) {
+        if (p >= npan) break;
         std::int32_t* out = t + (i0 + i) * ldt + p * s8_np;
         const __m512i old = load_c ? _mm512_loadu_si512(out) : _mm512_setzero_si512();
         _mm512_storeu_si512(out, _mm512_add_epi32(old, acc[i][p]));
       }
+    }
   }
 }
 
