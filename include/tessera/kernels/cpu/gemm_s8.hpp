@@ -272,26 +272,38 @@ __attribute__((target("avx2"))) inline void s8_tile_avx2(const std::uint8_t* pa,
       for (auto& v : r) v = _mm256_setzero_si256();
     for (index_t q = q0; q < q1; ++q) {
       __m256i bw[8];
-      for (int p = 0; p < npan; ++p)
-        for (int g = 0; g < 4; ++g)
-          bw[p * 4 + g] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(pb + p * pstride + q * 64 + g * 16)));
+      // (compile-time indices into acc and bw only, so that they stay in registers; a missing second panel or row is
+      // computed from a repeat of the first and not stored)
+      const std::int8_t* pb1 = pb + (npan > 1 ? pstride : 0);
+      TS_UNROLL
+      for (int g = 0; g < 4; ++g) {
+        bw[g] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(pb + q * 64 + g * 16)));
+        bw[4 + g] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(pb1 + q * 64 + g * 16)));
+      }
+      TS_UNROLL
       for (int i = 0; i < 2; ++i) {
-        if (i0 + i >= rows) break;
-        const std::uint8_t* aq = pa + (q / 16) * (s8_mg * s8_kq) + (r0 + i0 + i) * s8_kq + (q % 16) * 4;
+        const int r = i0 + i < rows ? i0 + i : i0;
+        const std::uint8_t* aq = pa + (q / 16) * (s8_mg * s8_kq) + (r0 + r) * s8_kq + (q % 16) * 4;
         std::int32_t quad;
         std::memcpy(&quad, aq, 4);
         const __m256i aw = _mm256_cvtepu8_epi16(_mm_set1_epi32(quad));  // a0 a1 a2 a3 repeated
-        for (int g = 0; g < 4 * npan; ++g) acc[i][g] = _mm256_add_epi32(acc[i][g], _mm256_madd_epi16(aw, bw[g]));
+        TS_UNROLL
+        for (int g = 0; g < 8; ++g) acc[i][g] = _mm256_add_epi32(acc[i][g], _mm256_madd_epi16(aw, bw[g]));
       }
     }
-    for (int i = 0; i < 2 && i0 + i < rows; ++i)
-      for (int g = 0; g < 4 * npan; g += 2) {
+    TS_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      if (i0 + i >= rows) break;
+      TS_UNROLL
+      for (int g = 0; g < 8; g += 2) {
+        if (g >= 4 * npan) break;
         // lanes (c0p0 c0p1 c1p0 c1p1 | c2p0 c2p1 c3p0 c3p1) and the same for columns 4..7 -> c0 .. c7
         const __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][g], acc[i][g + 1]), 0xd8);
         std::int32_t* out = t + (i0 + i) * ldt + g * 4;
         const __m256i old = load_c ? _mm256_loadu_si256((const __m256i*)out) : _mm256_setzero_si256();
         _mm256_storeu_si256((__m256i*)out, _mm256_add_epi32(old, s));
       }
+    }
   }
 }
 
