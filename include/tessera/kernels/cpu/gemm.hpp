@@ -349,8 +349,10 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
         const bool last = pc + kc == K;
         const T* bb = prepacked ? prepacked->panels.data() + pc * prepacked->npad + jc * kc : bpk;
         if (!prepacked) {
+          // no barrier: the compute loop below hands out the same panels to the same threads (the same static
+          // schedule over the same iterations), so each thread only reads B panels it packed itself
 #if defined(_OPENMP)
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
 #endif
           for (index_t jr = 0; jr < nc; jr += NR)
             pack_b_panel<T, NR>(b, pc, jc + jr, kc, std::min<index_t>(NR, nc - jr), bpk + jr * kc);
