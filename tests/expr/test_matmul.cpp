@@ -90,6 +90,33 @@ TEMPLATE_TEST_CASE("transposed and strided operands are read in place", "[matmul
     }
 }
 
+TEMPLATE_PRODUCT_TEST_CASE("a few rows times a weight read as its transpose (a batch-1 Linear), with and without an epilogue",
+                           "[matmul]", std::pair, ((float, ts::cpu), (float, ts::cpu_threads), (double, ts::cpu_threads))) {
+  // up to 8 rows of A take the unpacked path: dot products along K when B's columns are contiguous (W^T), in
+  // blocks of 4 rows, sums of B's rows otherwise; 9 rows take the packed GEMM
+  using T = typename TestType::first_type;
+  using P = typename TestType::second_type;
+  ts::cpu_threads::set_num_threads(2);
+  for (index_t m : {1, 2, 3, 4, 5, 8, 9})
+    for (index_t k : {index_t(1), index_t(7), index_t(33), index_t(400)})
+      for (index_t n : {index_t(1), index_t(5), index_t(65), index_t(130), index_t(1000)}) {
+        auto x = filled<T, P>(m, k, 7);
+        auto w = filled<T, P>(n, k, 8);  // [out, in]
+        ts::Tensor<T, Shape<dyn>, P> bias(n);
+        for (index_t j = 0; j < n; ++j) bias(j) = T(0.125) * T(j % 11) - T(0.5);
+        const auto ref = reference(m, n, k, [&](index_t i, index_t p) { return x(i, p); }, [&](index_t p, index_t j) { return w(j, p); });
+        Mat<T, P> y = ts::matmul(x, ts::transpose(w));
+        check<T>(y, ref, m, n, k);
+        Mat<T, P> z(m, n);
+        z = ts::relu(ts::matmul(x, ts::transpose(w)) + bias);
+        for (index_t i = 0; i < m; ++i)
+          for (index_t j = 0; j < n; ++j) {
+            const double v = ref[std::size_t(i * n + j)] + double(bias(j));
+            REQUIRE(double(z(i, j)) == Approx(v > 0 ? v : 0).epsilon(1e-5).margin(1e-4));
+          }
+      }
+}
+
 TEST_CASE("a product inside an expression, and of an expression", "[matmul]") {
   using P = ts::cpu;
   auto a = filled<float, P>(33, 65, 7);

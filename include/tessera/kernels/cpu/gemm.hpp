@@ -280,6 +280,98 @@ bool small_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* 
   return true;
 }
 
+/// Products with at most 8 rows of A (a Linear at batch 1 to 8, a matrix-vector product) and A's rows contiguous:
+/// nothing is packed (packing B, a Linear's whole weight, cost more than the product). When B's columns are contiguous
+/// (a Linear's W^T, a transposed view) each element of C is a dot product along K, 4 columns x 4 rows at a time;
+/// when B's rows are, C's rows are sums of B's rows scaled by A's elements. Threads split the columns in strips of 64;
+/// the epilogue runs on each thread's strip. Returns false when the product is not of that kind.
+template <class T, class Epi>
+bool skinny_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate, int nthreads,
+                 const Epi& epi) {
+  constexpr index_t MS = 4;  // rows per register block
+  if (M > 2 * MS || K < 1 || a.cs != 1 || (b.rs != 1 && b.cs != 1)) return false;
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  const int nt = flops < 4e5 ? 1 : std::max(1, nthreads);
+  const bool dots = b.rs == 1 && b.cs != 1;
+  // columns [j0, j1) of every row of C
+  auto strip = [&](index_t j0, index_t j1) {
+    if (dots) {
+      index_t j = j0;
+#if TESSERA_SIMD
+      constexpr int L = simd::lanes_for<sizeof(T)>;
+      using V = simd::vec<T, L>;
+      for (; j + 4 <= j1; j += 4)  // 4 columns x 4 rows of dot products, vector accumulators along K
+        for (index_t i0 = 0; i0 < M; i0 += MS) {
+        const index_t mr = std::min(MS, M - i0);
+        const T* ab = a.p + i0 * a.rs;
+        T* cb = c + i0 * ldc;
+        V acc[MS][4] = {};
+        index_t k = 0;
+        for (; k + L <= K; k += L) {
+          V bv[4];
+          TS_UNROLL
+          for (int q = 0; q < 4; ++q) std::memcpy(&bv[q], b.p + (j + q) * b.cs + k, sizeof(V));
+          TS_UNROLL
+          for (int i = 0; i < int(MS); ++i) {
+            if (i >= mr) break;
+            V av;
+            std::memcpy(&av, ab + i * a.rs + k, sizeof(V));
+            TS_UNROLL
+            for (int q = 0; q < 4; ++q) acc[i][q] += av * bv[q];
+          }
+        }
+        TS_UNROLL
+        for (int i = 0; i < int(MS); ++i) {
+          if (i >= mr) break;
+          TS_UNROLL
+          for (int q = 0; q < 4; ++q) {
+            T v = simd::reduce_add<T, L>(acc[i][q]);
+            for (index_t kk = k; kk < K; ++kk) v += ab[i * a.rs + kk] * b.p[(j + q) * b.cs + kk];
+            T& out = cb[i * ldc + j + q];
+            out = accumulate ? out + v : v;
+          }
+        }
+        }
+#endif
+      for (; j < j1; ++j)
+        for (index_t i = 0; i < M; ++i) {
+          T v = T(0);
+          for (index_t k = 0; k < K; ++k) v += a.p[i * a.rs + k] * b.p[j * b.cs + k * b.rs];
+          T& out = c[i * ldc + j];
+          out = accumulate ? out + v : v;
+        }
+    } else {  // rows of B contiguous: C[i, strip] (+)= sum_k A[i, k] B[k, strip]
+      for (index_t i = 0; i < M; ++i) {
+        T* ci = c + i * ldc;
+        if (!accumulate) std::fill(ci + j0, ci + j1, T(0));
+        const T* ai = a.p + i * a.rs;
+        for (index_t k = 0; k < K; ++k) {
+          const T s = ai[k];
+          const T* bk = b.p + k * b.rs;
+          for (index_t j = j0; j < j1; ++j) ci[j] += s * bk[j];  // (vectorised by the compiler)
+        }
+      }
+    }
+    if constexpr (Epi::active) epi(0, j0, M, j1 - j0);
+  };
+  // strips of 64 columns (whole cache lines of C), split evenly between the threads
+  constexpr index_t W = 64;
+  const index_t strips = (N + W - 1) / W;
+  auto run = [&](int tid, int n) {
+    const index_t s0 = strips * tid / n, s1 = strips * (tid + 1) / n;
+    if (s0 < s1) strip(s0 * W, std::min(N, s1 * W));
+  };
+#if defined(_OPENMP)
+  if (nt > 1 && strips > 1) {
+#pragma omp parallel num_threads(nt)
+    run(omp_get_thread_num(), omp_get_num_threads());
+    return true;
+  }
+#endif
+  run(0, 1);
+  return true;
+}
+
 /// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc. An active epilogue
 /// is called as epi(i0, j0, rows, cols) on every tile of C once its last K block is in.
 /// K block size for a product with K rows of B: blocks of equal size, at most gemm_blocking::kc.
@@ -328,6 +420,7 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
     if constexpr (Epi::active) epi(0, 0, M, N);
     return;
   }
+  if (!prepacked && skinny_gemm<T>(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)) return;
   if (!prepacked && small_gemm<T>(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)) return;
   const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
   auto& buffers = pack_buffers<T>::of_this_thread();
