@@ -4,7 +4,10 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <string>
 #include <tessera/tessera.hpp>
 #include <vector>
 
@@ -49,5 +52,22 @@ struct dbuf {
     return h;
   }
 };
+
+/// a (a host reference) and b (a device result, or any tensor) agree element by element:
+/// |a - b| <= rel (|a| + 0.1 max|a|) + 1e-6 (the scale of the tensor's largest magnitude near zero).
+template <class TA, class TB>
+void require_close(const TA& a_any, const TB& b_any, const std::string& what, double rel = 1e-4) {
+  const auto a = tessera::to<tessera::cpu>(a_any);
+  const auto b = tessera::to<tessera::cpu>(b_any);
+  INFO(what);
+  REQUIRE(a.dims() == b.dims());
+  double scale = 0;
+  for (tessera::index_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::abs(double(a.data()[i])));
+  for (tessera::index_t i = 0; i < a.size(); ++i) {
+    const double x = double(a.data()[i]), y = double(b.data()[i]);
+    INFO("element " << i << " of " << a.size() << ": host " << x << ", device " << y);
+    REQUIRE(std::abs(x - y) <= rel * (std::abs(x) + 0.1 * scale) + 1e-6);
+  }
+}
 
 }  // namespace cuda_test

@@ -55,21 +55,7 @@ ad::Var<float, S::rank, P> leaf(const ts::Tensor<float, S>& h, bool requires_gra
   return ad::Var<float, S::rank, P>(ts::to<P>(h), requires_grad);
 }
 
-/// a (host reference) and b (a device result) agree element by element: |a - b| <= rel (|a| + 0.1 max|a|) + 1e-6.
-template <class TA, class TB>
-void require_close(const TA& a_any, const TB& b_any, const std::string& what, double rel = 1e-4) {
-  const auto a = ts::to<ts::cpu>(a_any);
-  const auto b = ts::to<ts::cpu>(b_any);
-  INFO(what);
-  REQUIRE(a.dims() == b.dims());
-  double scale = 0;
-  for (index_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::abs(double(a.data()[i])));
-  for (index_t i = 0; i < a.size(); ++i) {
-    const double x = a.data()[i], y = b.data()[i];
-    INFO("element " << i << " of " << a.size() << ": host " << x << ", device " << y);
-    REQUIRE(std::abs(x - y) <= rel * (std::abs(x) + 0.1 * scale) + 1e-6);
-  }
-}
+using cuda_test::require_close;
 
 /// Runs f (a generic lambda: Vars -> output Var) on cpu_threads and on cuda with copies of the same inputs (each
 /// requiring a gradient), back-propagates loss = sum(y * c) with fixed c, and compares y and every gradient.

@@ -36,21 +36,7 @@ ts::Tensor<T, ts::dyn_shape_t<R>> values(const dims_t<R>& d, int salt) {
   return t;
 }
 
-/// a (host) and b (device) agree element by element: |a - b| <= rel (|a| + 0.1 max|a|) + 1e-6.
-template <class TA, class TB>
-void require_close(const TA& a_any, const TB& b_any, const std::string& what, double rel) {
-  const auto a = ts::to<ts::cpu>(a_any);
-  const auto b = ts::to<ts::cpu>(b_any);
-  INFO(what);
-  REQUIRE(a.dims() == b.dims());
-  double scale = 0;
-  for (index_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::abs(double(a.data()[i])));
-  for (index_t i = 0; i < a.size(); ++i) {
-    const double x = double(a.data()[i]), y = double(b.data()[i]);
-    INFO("element " << i << " of " << a.size() << ": host " << x << ", device " << y);
-    REQUIRE(std::abs(x - y) <= rel * (std::abs(x) + 0.1 * scale) + 1e-6);
-  }
-}
+using cuda_test::require_close;
 
 struct lstm_case {
   index_t B, T, I, H;
