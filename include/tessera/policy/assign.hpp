@@ -70,6 +70,31 @@ bool contraction_overlaps(const DV& dst, const E& e) {
   return overlap;
 }
 
+/// One row of an epilogue tree: columns [j0, j1) of the row `e` is set to, into `out`; plain vector loads when every
+/// leaf reads its rows contiguously (`contig`), per-leaf loads otherwise, scalars when the tree is not packable.
+template <class T, bool Packable, std::size_t MaxLane, class Ev>
+TS_INLINE void epilogue_row(Ev& e, bool contig, T* out, index_t j0, index_t j1) {
+#if TESSERA_SIMD
+  if constexpr (Packable) {
+    constexpr int N = simd::lanes_for<MaxLane>;
+    if (contig) packet_row<T, N, true>(e, out, j0, j1, false);
+    else packet_row<T, N, false>(e, out, j0, j1, false);
+    return;
+  }
+#endif
+  scalar_row<T>(e, out, 1, j0, j1);
+}
+
+/// Rows [i0, i0 + rows) x columns [j0, j0 + cols) of a rank-2 tree `e` into dst (row stride ld).
+template <class T, bool Packable, std::size_t MaxLane, class Ev>
+void epilogue_rows(Ev& e, bool contig, T* dst, index_t ld, index_t i0, index_t j0, index_t rows, index_t cols) {
+  for (index_t i = i0; i < i0 + rows; ++i) {
+    const index_t idx[1] = {i};
+    e.set_row(idx, 1);
+    epilogue_row<T, Packable, MaxLane>(e, contig, dst + i * ld, j0, j0 + cols);
+  }
+}
+
 /// The elementwise tree around one matrix product, run on each tile of the product as the GEMM finishes it.
 /// The product's leaf reads the destination itself (already holding the tile), so no intermediate exists.
 template <class T, class Ev, bool Packable, std::size_t MaxLane>
@@ -78,27 +103,11 @@ struct tree_epilogue {
   Ev ev;
   T* dst;
   index_t ld;
-  bool contig = false;  ///< every leaf reads its rows contiguously (no broadcast along a row, no gather)
-  tree_epilogue(const Ev& e, T* d, index_t l) : ev(e), dst(d), ld(l) {
-    Ev probe = ev;
-    contig = all_leaves_contiguous(probe);
-  }
+  bool contig;  ///< every leaf reads its rows contiguously (no broadcast along a row, no gather)
+  tree_epilogue(const Ev& e, T* d, index_t l) : ev(e), dst(d), ld(l), contig(all_leaves_contiguous(e)) {}
   void operator()(index_t i0, index_t j0, index_t rows, index_t cols) const {
     Ev e = ev;
-    for (index_t i = i0; i < i0 + rows; ++i) {
-      const index_t idx[1] = {i};
-      e.set_row(idx, 1);
-#if TESSERA_SIMD
-      if constexpr (Packable) {
-        constexpr int N = simd::lanes_for<MaxLane>;
-        if (contig) packet_row<T, N, true>(e, dst + i * ld, j0, j0 + cols, false);
-        else packet_row<T, N, false>(e, dst + i * ld, j0, j0 + cols, false);
-      } else
-#endif
-      {
-        scalar_row<T>(e, dst + i * ld, 1, j0, j0 + cols);
-      }
-    }
+    epilogue_rows<T, Packable, MaxLane>(e, contig, dst, ld, i0, j0, rows, cols);
   }
 };
 
@@ -112,11 +121,8 @@ struct local_tree_epilogue {
   const NT* marker;
   T* dst;
   index_t ld;
-  bool contig = false;  ///< every leaf reads its rows contiguously (see tree_epilogue)
-  local_tree_epilogue(const Ev& e, const NT* m, T* d, index_t l) : ev(e), marker(m), dst(d), ld(l) {
-    Ev probe = ev;
-    contig = all_leaves_contiguous(probe);
-  }
+  bool contig;  ///< every leaf reads its rows contiguously (see tree_epilogue)
+  local_tree_epilogue(const Ev& e, const NT* m, T* d, index_t l) : ev(e), marker(m), dst(d), ld(l), contig(all_leaves_contiguous(e)) {}
   void local(const NT* cb, index_t ldb, index_t i0, index_t j0, index_t rows, index_t cols) const {
     Ev e = ev;
     // element (i, j) of the product is at cb[(i - i0) * ldb + (j - j0)]: the leaf's base moves by -(i0 * ldb + j0)
@@ -126,17 +132,7 @@ struct local_tree_epilogue {
       if constexpr (std::is_same_v<typename std::remove_cvref_t<decltype(leaf)>::value_type, NT>)
         if (leaf.base == marker) leaf.base = base;
     });
-    for (index_t i = i0; i < i0 + rows; ++i) {
-      const index_t idx[1] = {i};
-      e.set_row(idx, 1);
-#if TESSERA_SIMD
-      if constexpr (Packable) {
-        if (contig) packet_row<T, simd::lanes_for<MaxLane>, true>(e, dst + i * ld, j0, j0 + cols, false);
-        else packet_row<T, simd::lanes_for<MaxLane>, false>(e, dst + i * ld, j0, j0 + cols, false);
-      } else
-#endif
-        scalar_row<T>(e, dst + i * ld, 1, j0, j0 + cols);
-    }
+    epilogue_rows<T, Packable, MaxLane>(e, contig, dst, ld, i0, j0, rows, cols);
   }
   void operator()(index_t, index_t, index_t, index_t) const {}  // (blocks come through local)
 };
@@ -152,20 +148,12 @@ struct nchw_tree_epilogue {
   T* dst;
   index_t s0, s1, OW;
   bool flat_plane;
-  bool contig = false;  ///< every leaf reads its rows contiguously (see tree_epilogue)
-  nchw_tree_epilogue(const Ev& e, T* d, index_t a, index_t b, index_t ow, bool flat) : ev(e), dst(d), s0(a), s1(b), OW(ow), flat_plane(flat) {
-    Ev probe = ev;
-    contig = all_leaves_contiguous(probe);
-  }
+  bool contig;  ///< every leaf reads its rows contiguously (see tree_epilogue)
+  nchw_tree_epilogue(const Ev& e, T* d, index_t a, index_t b, index_t ow, bool flat)
+      : ev(e), dst(d), s0(a), s1(b), OW(ow), flat_plane(flat), contig(all_leaves_contiguous(e)) {}
   void run(Ev& e, const index_t* idx, int nouter, T* row, index_t j0, index_t j1) const {
     e.set_row(idx, nouter);
-#if TESSERA_SIMD
-    if constexpr (Packable) {
-      if (contig) packet_row<T, simd::lanes_for<MaxLane>, true>(e, row, j0, j1, false);
-      else packet_row<T, simd::lanes_for<MaxLane>, false>(e, row, j0, j1, false);
-    } else
-#endif
-      scalar_row<T>(e, row, 1, j0, j1);
+    epilogue_row<T, Packable, MaxLane>(e, contig, row, j0, j1);
   }
   void operator()(index_t n, index_t k0, index_t krows, index_t p0, index_t pcols) const {
     Ev e = ev;

@@ -63,8 +63,7 @@ void cpu_elementwise(T* dst, const loop_plan<R>& p, const Ev& ev, int nthreads) 
   const index_t cpr = n > chunk_elements ? (n + chunk_elements - 1) / chunk_elements : 1;  // chunks per row
   const index_t rpi = n >= chunk_elements ? 1 : (chunk_elements + n - 1) / n;              // rows per item
   const index_t items = cpr > 1 ? rows * cpr : (rows + rpi - 1) / rpi;
-  Ev probe = ev;
-  const bool contig = all_leaves_contiguous(probe);
+  const bool contig = all_leaves_contiguous(ev);
 
   auto run_item = [&](index_t item) {
     Ev e = ev;

@@ -76,9 +76,10 @@ loop_plan<R> make_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, Ev& 
   return p;
 }
 
-/// True when every leaf walks the inner dimension contiguously (no broadcast, no gather).
+/// True when every leaf walks the inner dimension contiguously (no broadcast, no gather). (A copy: visiting needs
+/// a mutable evaluator.)
 template <class Ev>
-bool all_leaves_contiguous(Ev& ev) {
+bool all_leaves_contiguous(Ev ev) {
   bool c = true;
   ev.visit([&](auto& leaf) { c = c && leaf.mode == 1; });
   return c;
