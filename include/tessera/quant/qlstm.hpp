@@ -38,11 +38,16 @@ inline std::pair<float, float> minmax(const float* x, index_t n) {
   return {lo, hi};
 }
 
+/// Affine uint8 parameters for a range from minmax (an empty or all-NaN one, lo > hi, counts as [0, 0]).
+inline qparams range_qparams(float lo, float hi) {
+  if (!(lo <= hi)) lo = hi = 0;
+  return affine_qparams<std::uint8_t>(lo, hi);
+}
+
 /// Affine uint8 parameters for the values x[0 .. n) (dynamic quantization).
 inline qparams dynamic_qparams(const float* x, index_t n) {
-  auto [lo, hi] = minmax(x, n);
-  if (!(lo <= hi)) lo = hi = 0;  // empty or all NaN
-  return affine_qparams<std::uint8_t>(lo, hi);
+  const auto [lo, hi] = minmax(x, n);
+  return range_qparams(lo, hi);
 }
 
 namespace detail {
@@ -52,27 +57,21 @@ namespace detail {
 inline void pack_quantized_group(const float* a, index_t lda, index_t M, index_t K, index_t Kp, index_t g, float inv_scale, float zp,
                                  std::uint8_t* out) {
   using Q = op::quantize<std::uint8_t>;
-  for (index_t i = 0; i < tessera::detail::s8_mg; ++i) {
-    const index_t r = g * tessera::detail::s8_mg + i;
-    for (index_t kc = 0; kc < Kp; kc += tessera::detail::s8_kq) {
-      std::uint8_t* o = out + kc * tessera::detail::s8_mg + i * tessera::detail::s8_kq;
-      const index_t n = r < M ? std::clamp<index_t>(K - kc, 0, tessera::detail::s8_kq) : 0;
-      const float* src = a + r * lda + kc;
-      index_t k = 0;
+  tessera::detail::s8_pack_group_rows(M, K, Kp, g, out, [&](index_t r, index_t kc, index_t n, std::uint8_t* o) {
+    const float* src = a + r * lda + kc;
+    index_t k = 0;
 #if TESSERA_SIMD
-      constexpr int N = simd::lanes_for<sizeof(float)>;  // the target's vector width
-      using V = simd::vec<float, N>;
-      for (; k + N <= n; k += N) {
-        V v;
-        std::memcpy(&v, src + k, sizeof(V));
-        const auto q = Q::apply(v, V{} + inv_scale, V{} + zp);
-        std::memcpy(o + k, &q, N);
-      }
-#endif
-      for (; k < n; ++k) o[k] = Q::apply(src[k], inv_scale, zp);
-      if (n < tessera::detail::s8_kq) std::memset(o + n, 0, std::size_t(tessera::detail::s8_kq - n));
+    constexpr int N = simd::lanes_for<sizeof(float)>;  // the target's vector width
+    using V = simd::vec<float, N>;
+    for (; k + N <= n; k += N) {
+      V v;
+      std::memcpy(&v, src + k, sizeof(V));
+      const auto q = Q::apply(v, V{} + inv_scale, V{} + zp);
+      std::memcpy(o + k, &q, N);
     }
-  }
+#endif
+    for (; k < n; ++k) o[k] = Q::apply(src[k], inv_scale, zp);
+  });
 }
 
 /// C (M x N int32, row stride N) = quantize(a; qp) * B on the calling thread, a being M x K floats (row stride lda)
@@ -134,8 +133,7 @@ struct qlstm {
       if (cur.dims()[1] != l.in)
         throw shape_error("tessera::quant::qlstm: the input " + tessera::detail::format_dims(cur.dims()) + " does not fit a layer taking " +
                           std::to_string(l.in) + " features");
-      if (!(in_lo <= in_hi)) in_lo = in_hi = 0;  // empty or all NaN
-      const qparams qx = affine_qparams<std::uint8_t>(in_lo, in_hi);
+      const qparams qx = range_qparams(in_lo, in_hi);
       Mat out(T * B, l.H), c(B, l.H);
       std::tie(in_lo, in_hi) = run_layer(l, cur.data(), qx, T, B, out.data(), c.data());
       cur = std::move(out);
@@ -161,8 +159,7 @@ struct qlstm {
     float seq_lo = std::numeric_limits<float>::infinity(), seq_hi = -seq_lo;
     float lo = 0, hi = 0;  // the range of h_{t-1}
     for (index_t t = 0; t < T; ++t) {
-      if (!(lo <= hi)) lo = hi = 0;
-      const qparams qh = affine_qparams<std::uint8_t>(lo, hi);
+      const qparams qh = range_qparams(lo, hi);
       for (index_t j = 0; j < G; ++j) {
         const std::size_t u = std::size_t(j);
         sh[u] = qh.scale * wh.scale[u];

@@ -220,26 +220,34 @@ struct packed_b_s8 {
 
 namespace detail {
 
-/// Packs rows [16 g, 16 g + 16) of A (M x K, row stride lda) into group g's layout; rows past M are zero.
-/// Signed A is stored as a + 128 (flipping the sign bit).
-template <class TA>
-void s8_pack_a_group(const TA* a, index_t lda, index_t M, index_t K, index_t Kp, index_t g, std::uint8_t* out) {
-  const std::uint8_t flip = std::is_signed_v<TA> ? 0x80 : 0;
+/// Walks group g's layout: for each of its 16 rows r and each 64-wide chunk kc of K, write(r, kc, n, out) fills the
+/// n = the chunk's valid k (0 past M and past K) bytes at out; the chunk's padding after them is zeroed here.
+template <class Write>
+void s8_pack_group_rows(index_t M, index_t K, index_t Kp, index_t g, std::uint8_t* out, Write&& write) {
   for (index_t i = 0; i < s8_mg; ++i) {
     const index_t r = g * s8_mg + i;
     for (index_t kc = 0; kc < Kp; kc += s8_kq) {
       std::uint8_t* o = out + kc * s8_mg + i * s8_kq;
       const index_t n = r < M ? std::clamp<index_t>(K - kc, 0, s8_kq) : 0;
-      const auto* src = n > 0 ? reinterpret_cast<const std::uint8_t*>(a + r * lda + kc) : nullptr;
-      if (flip) {
-        for (index_t k = 0; k < n; ++k) o[k] = std::uint8_t(src[k] ^ flip);
-      } else if (n > 0) {
-        std::memcpy(o, src, std::size_t(n));
-      }
+      if (n > 0) write(r, kc, n, o);
       // padding is 0 in the stored form too (its products with B's zero padding vanish either way)
       if (n < s8_kq) std::memset(o + n, 0, std::size_t(s8_kq - n));
     }
   }
+}
+
+/// Packs rows [16 g, 16 g + 16) of A (M x K, row stride lda) into group g's layout; rows past M are zero.
+/// Signed A is stored as a + 128 (flipping the sign bit).
+template <class TA>
+void s8_pack_a_group(const TA* a, index_t lda, index_t M, index_t K, index_t Kp, index_t g, std::uint8_t* out) {
+  s8_pack_group_rows(M, K, Kp, g, out, [&](index_t r, index_t kc, index_t n, std::uint8_t* o) {
+    const auto* src = reinterpret_cast<const std::uint8_t*>(a + r * lda + kc);
+    if constexpr (std::is_signed_v<TA>) {
+      for (index_t k = 0; k < n; ++k) o[k] = std::uint8_t(src[k] ^ 0x80);
+    } else {
+      std::memcpy(o, src, std::size_t(n));
+    }
+  });
 }
 
 /// The register-tile kernels. Each computes C[rows x cols] over quads [q0, q1) of K from a packed A group (pa,
