@@ -682,10 +682,8 @@ Var<T, R, dev> dropout(const Var<T, R, dev>& x, double p, Rng& rng, bool trainin
   if (!training || p == 0.0) return x;
   if (p < 0.0 || p >= 1.0) throw std::invalid_argument("tessera: dropout: p must be in [0, 1)");
   using V = Var<T, R, dev>;
-  // drawn on the host in the host's order: the same seed gives the same mask under every policy
-  Tensor<T, dyn_shape_t<R>> host(x.dims());
-  const T keep = T(1.0 / (1.0 - p));
-  for (index_t i = 0; i < host.size(); ++i) host.data()[i] = rng.uniform_double() < p ? T(0) : keep;
+  Tensor<T, dyn_shape_t<R>> host(x.dims());  // drawn on the host, then copied
+  ad::detail::draw_dropout_mask(host.data(), host.size(), p, rng);
   auto mask = std::make_shared<typename V::tensor>(tessera::to<dev>(host));
   return V::make(typename V::tensor(x.value() * *mask), [x, mask](const auto& g) { ad::detail::accumulate(x, g * *mask); }, x);
 }

@@ -119,15 +119,6 @@ struct layer_saved {
   dtensor<T, 2> mask;  ///< the dropout mask applied to the previous layer's output (empty: none)
 };
 
-/// v's gradient buffer, zero-filled when fresh.
-template <class V>
-typename V::value_type* zeroed_grad(const V& v) {
-  bool acc;
-  auto& g = ad::detail::fresh_or_grad(v, acc);
-  if (!acc) g = typename V::value_type(0);
-  return g.data();
-}
-
 template <class T>
 lstm_result<T, dev> lstm(const Var<T, 3, dev>& x, const std::vector<lstm_layer_params<T, dev>>& layers, const lstm_options& opts,
                          const Var<T, 3, dev>& h0, const Var<T, 3, dev>& c0, Rng* rng, bool drop, const detail::lstm_geometry& geo) {
@@ -172,8 +163,7 @@ lstm_result<T, dev> lstm(const Var<T, 3, dev>& x, const std::vector<lstm_layer_p
       auto& nx = (*saved)[std::size_t(l + 1)];
       if (drop) {  // the mask from the host's generator, in the host's order
         Tensor<T, dyn_shape_t<2>> host(TB, H);
-        const T keep = T(1.0 / (1.0 - opts.dropout));
-        for (index_t i = 0; i < host.size(); ++i) host.data()[i] = rng->uniform_double() < opts.dropout ? T(0) : keep;
+        detail::draw_dropout_mask(host.data(), host.size(), opts.dropout, *rng);
         nx.mask = tessera::to<dev>(host);
         nx.x = dtensor<T, 2>(s.y * nx.mask);
       } else {
@@ -233,11 +223,11 @@ lstm_result<T, dev> lstm(const Var<T, 3, dev>& x, const std::vector<lstm_layer_p
       }
       if (Tn > 0) {
         if (h0.defined() && h0.requires_grad()) {
-          auto gh = view<T, 2>(zeroed_grad(h0) + l * B * H, {B, H});
+          auto gh = view<T, 2>(detail::zeroed_grad(h0) + l * B * H, {B, H});
           gh = gh + dh;
         }
         if (c0.defined() && c0.requires_grad()) {
-          auto gc = view<T, 2>(zeroed_grad(c0) + l * B * H, {B, H});
+          auto gc = view<T, 2>(detail::zeroed_grad(c0) + l * B * H, {B, H});
           gc = gc + dc;
         }
       }
@@ -257,12 +247,8 @@ lstm_result<T, dev> lstm(const Var<T, 3, dev>& x, const std::vector<lstm_layer_p
           tessera::cuda_gemm<T>(st, G4, in, TB, dG.data(), 1, G4, s.x.data(), in, 1, gw, in, gemm_epilogue::none, nullptr, 1, 0, 0, 0,
                                 acc);
         for (const auto* b : {&p.bias_ih, &p.bias_hh})
-          if (b->defined() && b->requires_grad()) {  // the column sums of dgates, in a fixed order
-            bool acc_b;
-            auto& gb = ad::detail::fresh_or_grad(*b, acc_b);
-            if (!acc_b) gb = T(0);
-            cuda_ad::add_reduced(gb, dG);
-          }
+          if (b->defined() && b->requires_grad())  // the column sums of dgates, in a fixed order
+            cuda_ad::add_reduced(detail::zeroed_grad_tensor(*b), dG);
       }
       const bool want_dx = l > 0 || x.requires_grad();
       if (want_dx && TB > 0) {
@@ -272,7 +258,7 @@ lstm_result<T, dev> lstm(const Var<T, 3, dev>& x, const std::vector<lstm_layer_p
           if (s.mask.size() > 0) dy = dX * s.mask;
           else dy = dX;
         } else {
-          T* gx = zeroed_grad(x);
+          T* gx = detail::zeroed_grad(x);
           if (bf) swap01(dX.data(), gx, Tn, B, in, true);
           else {
             auto gv = view<T, 2>(gx, {TB, in});

@@ -578,6 +578,17 @@ Var<T, 0, P> mse_loss(const Var<T, R, P>& a, const Var<T, R, P>& b) {
   return mean(square(a - b));
 }
 
+namespace detail {
+/// An inverted-dropout mask for n elements, drawn from rng in element order: 0 with probability p, else 1/(1-p).
+/// Every policy and every operation with dropout (ad::dropout, the LSTM between layers) draws its masks here, on the
+/// host, so one seed gives the same masks under every policy.
+template <class T>
+void draw_dropout_mask(T* m, index_t n, double p, Rng& rng) {
+  const T keep = T(1.0 / (1.0 - p));
+  for (index_t i = 0; i < n; ++i) m[i] = rng.uniform_double() < p ? T(0) : keep;
+}
+}  // namespace detail
+
 /// Inverted dropout: in training, each element is zeroed with probability p and the rest scaled by 1/(1-p).
 template <class T, int R, class P>
 Var<T, R, P> dropout(const Var<T, R, P>& x, double p, Rng& rng, bool training) {
@@ -588,8 +599,7 @@ Var<T, R, P> dropout(const Var<T, R, P>& x, double p, Rng& rng, bool training) {
     if (p < 0.0 || p >= 1.0) throw std::invalid_argument("tessera: dropout: p must be in [0, 1)");
     using V = Var<T, R, P>;
     auto mask = std::make_shared<typename V::tensor>(x.dims());
-    const T keep = T(1.0 / (1.0 - p));
-    for (index_t i = 0; i < mask->size(); ++i) mask->data()[i] = rng.uniform_double() < p ? T(0) : keep;
+    detail::draw_dropout_mask(mask->data(), mask->size(), p, rng);
     return V::make(typename V::tensor(x.value() * *mask), [x, mask](const auto& g) { detail::accumulate(x, g * *mask); }, x);
   }
 }

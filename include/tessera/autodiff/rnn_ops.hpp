@@ -139,13 +139,18 @@ inline void swap01(const T* src, T* dst, index_t D0, index_t D1, index_t K) {
     for (index_t j = 0; j < D1; ++j) std::memcpy(dst + (j * D0 + i) * K, src + (i * D1 + j) * K, std::size_t(K) * sizeof(T));
 }
 
-/// The gradient buffer of a Var, zero-filled when fresh (then always accumulated into).
+/// The gradient tensor of a Var, zero-filled when fresh (then always accumulated into); on every policy.
 template <class V>
-auto* zeroed_grad(const V& v) {
+auto& zeroed_grad_tensor(const V& v) {
   bool acc;
   auto& g = fresh_or_grad(v, acc);
-  if (!acc) std::fill(g.data(), g.data() + g.size(), typename V::value_type(0));
-  return g.data();
+  if (!acc) g = typename V::value_type(0);
+  return g;
+}
+/// Its data.
+template <class V>
+auto* zeroed_grad(const V& v) {
+  return zeroed_grad_tensor(v).data();
 }
 
 /// Vector (or scalar, V = T) loads and stores for the step passes.
@@ -527,8 +532,7 @@ lstm_result<T, P> lstm_host(const Var<T, 3, P>& x, const std::vector<lstm_layer_
       nx.x = s.y;
       if (drop) {
         nx.mask.resize(std::size_t(TB * H));
-        const T keep = T(1.0 / (1.0 - opts.dropout));
-        for (auto& m : nx.mask) m = rng->uniform_double() < opts.dropout ? T(0) : keep;
+        detail::draw_dropout_mask(nx.mask.data(), TB * H, opts.dropout, *rng);
         for (std::size_t i = 0; i < nx.x.size(); ++i) nx.x[i] *= nx.mask[i];
       }
     }
@@ -634,10 +638,7 @@ Var<T, 2, P> select_last_step(const Var<T, 3, P>& y) {
   const dims_t<2> od{N, H}, os{Tn * H, 1};  // step Tn - 1 of each sequence
   typename V2::tensor v(View<const T, dyn_shape_t<2>, P>(y.value().data() + (Tn - 1) * H, od, os));
   return V2::make(std::move(v), [y, od, os, Tn, H](const auto& g) {
-    bool acc;
-    auto& gy = detail::fresh_or_grad(y, acc);
-    if (!acc) gy = T(0);
-    View<T, dyn_shape_t<2>, P> last(gy.data() + (Tn - 1) * H, od, os);
+    View<T, dyn_shape_t<2>, P> last(detail::zeroed_grad(y) + (Tn - 1) * H, od, os);
     last = last + g;
   }, y);
 }
