@@ -302,35 +302,35 @@ bool skinny_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T*
       using V = simd::vec<T, L>;
       for (; j + 4 <= j1; j += 4)  // 4 columns x 4 rows of dot products, vector accumulators along K
         for (index_t i0 = 0; i0 < M; i0 += MS) {
-        const index_t mr = std::min(MS, M - i0);
-        const T* ab = a.p + i0 * a.rs;
-        T* cb = c + i0 * ldc;
-        V acc[MS][4] = {};
-        index_t k = 0;
-        for (; k + L <= K; k += L) {
-          V bv[4];
-          TS_UNROLL
-          for (int q = 0; q < 4; ++q) std::memcpy(&bv[q], b.p + (j + q) * b.cs + k, sizeof(V));
+          const index_t mr = std::min(MS, M - i0);
+          const T* ab = a.p + i0 * a.rs;
+          T* cb = c + i0 * ldc;
+          V acc[MS][4] = {};
+          index_t k = 0;
+          for (; k + L <= K; k += L) {
+            V bv[4];
+            TS_UNROLL
+            for (int q = 0; q < 4; ++q) std::memcpy(&bv[q], b.p + (j + q) * b.cs + k, sizeof(V));
+            TS_UNROLL
+            for (int i = 0; i < int(MS); ++i) {
+              if (i >= mr) break;
+              V av;
+              std::memcpy(&av, ab + i * a.rs + k, sizeof(V));
+              TS_UNROLL
+              for (int q = 0; q < 4; ++q) acc[i][q] += av * bv[q];
+            }
+          }
           TS_UNROLL
           for (int i = 0; i < int(MS); ++i) {
             if (i >= mr) break;
-            V av;
-            std::memcpy(&av, ab + i * a.rs + k, sizeof(V));
             TS_UNROLL
-            for (int q = 0; q < 4; ++q) acc[i][q] += av * bv[q];
+            for (int q = 0; q < 4; ++q) {
+              T v = simd::reduce_add<T, L>(acc[i][q]);
+              for (index_t kk = k; kk < K; ++kk) v += ab[i * a.rs + kk] * b.p[(j + q) * b.cs + kk];
+              T& out = cb[i * ldc + j + q];
+              out = accumulate ? out + v : v;
+            }
           }
-        }
-        TS_UNROLL
-        for (int i = 0; i < int(MS); ++i) {
-          if (i >= mr) break;
-          TS_UNROLL
-          for (int q = 0; q < 4; ++q) {
-            T v = simd::reduce_add<T, L>(acc[i][q]);
-            for (index_t kk = k; kk < K; ++kk) v += ab[i * a.rs + kk] * b.p[(j + q) * b.cs + kk];
-            T& out = cb[i * ldc + j + q];
-            out = accumulate ? out + v : v;
-          }
-        }
         }
 #endif
       for (; j < j1; ++j)
