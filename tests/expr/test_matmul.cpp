@@ -69,6 +69,16 @@ TEMPLATE_PRODUCT_TEST_CASE("matmul matches a triple loop", "[matmul]", std::pair
   auto b = filled<T, P>(900, 260, 4);
   Mat<T, P> c = ts::matmul(a, b);
   check<T>(c, reference(300, 260, 900, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), 300, 260, 900);
+  // up to 800 rows of row-major A are read in place, more are packed: both, with A's rows further apart than K
+  // (columns 3 .. 3+530 of a wider matrix) and an edge tile of rows and columns
+  for (index_t m : {index_t(799), index_t(830)}) {
+    auto wide = filled<T, P>(m, 540, 5);
+    auto as = ts::slice<1>(wide, 3, 533);
+    auto bk = filled<T, P>(530, 75, 6);
+    Mat<T, P> cs = ts::matmul(as, bk);
+    check<T>(cs, reference(m, 75, 530, [&](index_t i, index_t p) { return wide(i, p + 3); }, [&](index_t p, index_t j) { return bk(p, j); }), m, 75,
+             530);
+  }
 }
 
 TEMPLATE_TEST_CASE("transposed and strided operands are read in place", "[matmul]", float, double) {

@@ -401,17 +401,57 @@ struct packed_b {
   }
 };
 
+/// M rows of A split in MC blocks of equal size (M = 2048: 10 x 210, not 9 x 224 + 32: a short last block is a
+/// whole pass of short loops); up to 280 rows go in one block (256: one block, not 224 + 32 rows; measured 239
+/// against 210 GFLOP/s).
+template <class T>
+index_t gemm_mc(index_t M) {
+  using BL = gemm_blocking<T>;
+  constexpr index_t MR = BL::mr;
+  if (M <= 280) return (M + MR - 1) / MR * MR;
+  const index_t mblocks = (M + BL::mc - 1) / BL::mc;
+  return std::min<index_t>(BL::mc, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR);
+}
+
+/// C[ic .. ic+mc) x [jc+jr for jr in [jr0, jr1) step NR) (+)= A block * packed B panels over one K block. The A
+/// block is packed at apk, or (apk null) read in place from row-major A starting at column pc, all but a last
+/// partial panel, which is packed into edge (MR x kc). Edge tiles are computed aside and their valid part added.
+/// On the K block that completes C (last), the epilogue runs on each tile while it is still in L1 (a pass over the
+/// block after its last tile found the first ones back in L2 and cost as much as a separate elementwise pass).
+template <class T, class Epi>
+TS_INLINE void gemm_macro_block(index_t ic, index_t mc, index_t jc, index_t nc, index_t jr0, index_t jr1, index_t kc, const T* apk,
+                                mat_ref<T> a, index_t pc, T* edge, const T* bb, T* c, index_t ldc, bool acc, bool last,
+                                const Epi& epi) {
+  constexpr int MR = gemm_blocking<T>::mr, NR = gemm_blocking<T>::nr;
+  T tile[MR * NR];
+  for (index_t jr = jr0; jr < jr1; jr += NR) {
+    const index_t cols = std::min<index_t>(NR, nc - jr);
+    const T* const bp = bb + jr * kc;
+    for (index_t ir = 0; ir < mc; ir += MR) {
+      const index_t rows = std::min<index_t>(MR, mc - ir);
+      T* cp = c + (ic + ir) * ldc + jc + jr;
+      const T* ap = apk ? apk + ir * kc : edge;
+      if (!apk && rows < MR) pack_a<T, MR>(a, ic + ir, pc, rows, kc, edge);
+      if (rows == MR && cols == NR) {
+        if (apk) micro_kernel<T>(kc, ap, bp, cp, ldc, acc);
+        else micro_tile<T>(kc, rowmajor_a<T>{a.p + (ic + ir) * a.rs + pc, a.rs}, bp, NR, cp, ldc, acc);
+      } else {
+        if (rows == MR && !apk) micro_tile<T>(kc, rowmajor_a<T>{a.p + (ic + ir) * a.rs + pc, a.rs}, bp, NR, tile, NR, false);
+        else micro_kernel<T>(kc, ap, bp, tile, NR, false);
+        for (index_t i = 0; i < rows; ++i)
+          for (index_t j = 0; j < cols; ++j) cp[i * ldc + j] = acc ? cp[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+      }
+      if constexpr (Epi::active)
+        if (last) epi(ic + ir, jc + jr, rows, cols);
+    }
+  }
+}
+
 template <class T, class Epi = no_epilogue>
 void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
               int nthreads, const Epi& epi = {}, const packed_b<T>* prepacked = nullptr) {
   using BL = gemm_blocking<T>;
   constexpr int MR = BL::mr, NR = BL::nr, NC = BL::nc;
-  // K and M blocks of equal size (K = 576: 2 x 288, not 512 + 64; M = 2048: 10 x 210, not 9 x 224 + 32): a short
-  // last block is a whole pass of short loops. Up to 280 rows go in one M block (256: one block, not 224 + 32 rows;
-  // measured 239 against 210 GFLOP/s).
-  const index_t mblocks = (M + BL::mc - 1) / BL::mc;
-  const index_t MC = M <= 280 ? (M + MR - 1) / MR * MR : std::min<index_t>(BL::mc, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR);
-  const index_t KC = gemm_kc<T>(K);
   if (M == 0 || N == 0) return;
   stats::count_pass();
   if (K == 0) {
@@ -422,24 +462,30 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
   }
   if (!prepacked && skinny_gemm<T>(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)) return;
   if (!prepacked && small_gemm<T>(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)) return;
+  const index_t KC = gemm_kc<T>(K);
   const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
-  auto& buffers = pack_buffers<T>::of_this_thread();
-  T* const bpk = pack_buffers<T>::grow(buffers.b, buffers.b_size, std::size_t(BL::kc) * std::size_t(ncap));
-  T* const apk = pack_buffers<T>::grow(buffers.a, buffers.a_size, std::size_t(BL::kc) * std::size_t(std::max<index_t>(BL::mc, MC) + MR));
   const double flops = 2.0 * double(M) * double(N) * double(K);
   const int nt = flops < 2e6 ? 1 : nthreads;
-
+  auto& buffers = pack_buffers<T>::of_this_thread();
+  T* const bpk = prepacked ? nullptr : pack_buffers<T>::grow(buffers.b, buffers.b_size, std::size_t(KC) * std::size_t(ncap));
+  const index_t MC = gemm_mc<T>(M);
+  // Up to 800 rows of row-major A are read in place: no A packing, so no barrier at all (each thread packs the B
+  // panels it computes with). Measured on the 2-core test machine, 2 threads, square products, against packing A:
+  // 256: 230 -> 280 GFLOP/s, 384 +5%, 512 +3%, 768 +1%, 1024 and 2048 -2%. Not when A's rows are a multiple of
+  // 4 KiB apart: the 14 rows the micro-kernel reads would share one L1 set (256 x 1024 x 1024: -5%).
+  const bool a_in_place = M <= 800 && a.cs == 1 && (a.rs * index_t(sizeof(T))) % 4096 != 0;
+  T* const apk = a_in_place ? nullptr : pack_buffers<T>::grow(buffers.a, buffers.a_size, std::size_t(KC) * std::size_t(MC + MR));
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
   {
-    T tile[MR * NR];
+    T* const edge = a_in_place ? pack_buffers<T>::grow(pack_buffers<T>::of_this_thread().a, pack_buffers<T>::of_this_thread().a_size,
+                                                       std::size_t(KC) * MR)
+                               : nullptr;
     for (index_t jc = 0; jc < N; jc += NC) {
       const index_t nc = std::min<index_t>(NC, N - jc);
       for (index_t pc = 0; pc < K; pc += KC) {
         const index_t kc = std::min<index_t>(KC, K - pc);
-        const bool acc = accumulate || pc > 0;
-        const bool last = pc + kc == K;
         const T* bb = prepacked ? prepacked->panels.data() + pc * prepacked->npad + jc * kc : bpk;
         if (!prepacked) {
           // no barrier: the compute loop below hands out the same panels to the same threads (the same static
@@ -452,35 +498,23 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
         }
         for (index_t ic = 0; ic < M; ic += MC) {
           const index_t mc = std::min<index_t>(MC, M - ic);
+          if (!a_in_place) {
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-          for (index_t ir = 0; ir < mc; ir += MR)
-            pack_a<T, MR>(a, ic + ir, pc, std::min<index_t>(MR, mc - ir), kc, apk + ir * kc);
+            for (index_t ir = 0; ir < mc; ir += MR)
+              pack_a<T, MR>(a, ic + ir, pc, std::min<index_t>(MR, mc - ir), kc, apk + ir * kc);
+          }
 #if defined(_OPENMP)
 #pragma omp for schedule(static) nowait
 #endif
-          for (index_t jr = 0; jr < nc; jr += NR) {
-            const index_t cols = std::min<index_t>(NR, nc - jr);
-            for (index_t ir = 0; ir < mc; ir += MR) {
-              const index_t rows = std::min<index_t>(MR, mc - ir);
-              T* cp = c + (ic + ir) * ldc + jc + jr;
-              if (rows == MR && cols == NR) {
-                micro_kernel<T>(kc, apk + ir * kc, bb + jr * kc, cp, ldc, acc);
-              } else {  // edge tile: compute a full tile aside, add the valid part
-                micro_kernel<T>(kc, apk + ir * kc, bb + jr * kc, tile, NR, false);
-                for (index_t i = 0; i < rows; ++i)
-                  for (index_t j = 0; j < cols; ++j) cp[i * ldc + j] = acc ? cp[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
-              }
-              // the tile is final and still in L1: the epilogue runs on it now (a pass over the block after its
-              // last tile found the first ones back in L2 and cost as much as a separate elementwise pass)
-              if constexpr (Epi::active)
-                if (last) epi(ic + ir, jc + jr, rows, cols);
-            }
-          }
+          for (index_t jr = 0; jr < nc; jr += NR)
+            gemm_macro_block<T>(ic, mc, jc, nc, jr, jr + NR, kc, apk, a, pc, edge, bb, c, ldc, accumulate || pc > 0, pc + kc == K, epi);
+          if (!a_in_place) {
 #if defined(_OPENMP)
 #pragma omp barrier
 #endif
+          }
         }
       }
     }
