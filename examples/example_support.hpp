@@ -53,4 +53,22 @@ double accuracy(tessera::index_t n, const Labels& labels, double& secs, Logits&&
   return double(correct) / double(n);
 }
 
+/// The closing comparison of a float model and its int8 model over the test set.
+inline void print_int8_comparison(double float_acc, double int8_acc, double float_s, double int8_s, const char* items) {
+  std::printf("  test accuracy  float %.2f%%  int8 %.2f%%  (drop %.2f points)\n", 100 * float_acc, 100 * int8_acc,
+              100 * (float_acc - int8_acc));
+  std::printf("  inference over the 10k test %s  float %.3f s  int8 %.3f s  (%.2fx faster)\n", items, float_s, int8_s,
+              float_s / int8_s);
+}
+
+#if defined(__CUDACC__)
+/// The CUDA build of a training example without a device: prints why and returns true (the caller exits 77).
+inline bool no_device(const char* cpu_build) {
+  if (tessera::cuda_runtime::available()) return false;
+  std::printf("no CUDA device: %s (this build trains on the GPU; %s is the CPU build)\n",
+              tessera::cuda_runtime::unavailable_reason().c_str(), cpu_build);
+  return true;
+}
+#endif
+
 }  // namespace example

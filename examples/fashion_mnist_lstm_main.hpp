@@ -48,11 +48,7 @@ double accuracy(Net& net, const Rows& rows, const Labels& labels, double& secs) 
 
 int main(int argc, char** argv) {
 #if defined(__CUDACC__)
-  if (Policy::on_device && !ts::cuda_runtime::available()) {
-    std::printf("no CUDA device: %s (this build trains on the GPU; fashion_mnist_lstm is the CPU build)\n",
-                ts::cuda_runtime::unavailable_reason().c_str());
-    return 77;
-  }
+  if (Policy::on_device && example::no_device("fashion_mnist_lstm")) return 77;
 #endif
   const int epochs = argc > 1 ? std::atoi(argv[1]) : 3;
   const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
@@ -90,10 +86,7 @@ int main(int argc, char** argv) {
   const double int8_acc = accuracy(qnet, test_rows, test.labels, int8_s);
   std::printf("int8 weights, dynamically quantized activations (kernels: %s)\n",
               std::string(ts::int8_isa_name(ts::int8_isa_active())).c_str());
-  std::printf("  test accuracy  float %.2f%%  int8 %.2f%%  (drop %.2f points)\n", 100 * float_acc, 100 * int8_acc,
-              100 * (float_acc - int8_acc));
-  std::printf("  inference over the 10k test sequences  float %.3f s  int8 %.3f s  (%.2fx faster)\n", float_s, int8_s,
-              float_s / int8_s);
+  example::print_int8_comparison(float_acc, int8_acc, float_s, int8_s, "sequences");
 #else
   std::printf("(int8 inference runs on the CPU: the CPU build, fashion_mnist_lstm, converts the model)\n");
 #endif

@@ -54,11 +54,7 @@ double accuracy(Net& net, const ts::idx_dataset& d, double& secs) {
 
 int main(int argc, char** argv) {
 #if defined(__CUDACC__)
-  if (Policy::on_device && !ts::cuda_runtime::available()) {
-    std::printf("no CUDA device: %s (this build trains on the GPU; fashion_mnist is the CPU build)\n",
-                ts::cuda_runtime::unavailable_reason().c_str());
-    return 77;
-  }
+  if (Policy::on_device && example::no_device("fashion_mnist")) return 77;
 #endif
   const int epochs = argc > 1 ? std::atoi(argv[1]) : 3;
   const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
@@ -124,9 +120,6 @@ int main(int argc, char** argv) {
   const double int8_acc = accuracy(qnet, test, int8_s);
   std::printf("int8 (kernels: %s): calibrated on %lld images and converted in %.2f s\n",
               std::string(ts::int8_isa_name(ts::int8_isa_active())).c_str(), (long long)calibration.dims()[0], convert_s);
-  std::printf("  test accuracy  float %.2f%%  int8 %.2f%%  (drop %.2f points)\n", 100 * float_acc, 100 * int8_acc,
-              100 * (float_acc - int8_acc));
-  std::printf("  inference over the 10k test images  float %.3f s  int8 %.3f s  (%.2fx faster)\n", float_s, int8_s,
-              float_s / int8_s);
+  example::print_int8_comparison(float_acc, int8_acc, float_s, int8_s, "images");
 #endif
 }

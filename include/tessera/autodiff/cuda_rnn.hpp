@@ -28,9 +28,8 @@ namespace tessera::ad {
 
 namespace cuda_rnn {
 
-using dev = tessera::cuda;
-template <class T, int R>
-using dtensor = Tensor<T, dyn_shape_t<R>, dev>;
+using cuda_ad::dev;
+using cuda_ad::dtensor;
 using cuda_ad::stream;
 
 namespace kernels {
