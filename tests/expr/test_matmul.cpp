@@ -64,11 +64,11 @@ TEMPLATE_PRODUCT_TEST_CASE("matmul matches a triple loop", "[matmul]", std::pair
         REQUIRE(c.dims() == ts::dims_t<2>{m, n});
         check<T>(c, reference(m, n, k, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), m, n, k);
       }
-  // a product large enough to cross several K, M and N blocks of the GEMM
-  auto a = filled<T, P>(300, 900, 3);
-  auto b = filled<T, P>(900, 260, 4);
+  // a product large enough to cross several K, M and N blocks of the GEMM (K 1100: two blocks of 550)
+  auto a = filled<T, P>(300, 1100, 3);
+  auto b = filled<T, P>(1100, 260, 4);
   Mat<T, P> c = ts::matmul(a, b);
-  check<T>(c, reference(300, 260, 900, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), 300, 260, 900);
+  check<T>(c, reference(300, 260, 1100, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), 300, 260, 1100);
   // up to 800 rows of row-major A are read in place, more are packed: both, with A's rows further apart than K
   // (columns 3 .. 3+530 of a wider matrix) and an edge tile of rows and columns
   for (index_t m : {index_t(799), index_t(830)}) {

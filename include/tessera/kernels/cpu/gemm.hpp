@@ -30,7 +30,7 @@ struct gemm_blocking {
   static constexpr int lanes = 1, nv = 4, nr = 4, mr = 4;
 #endif
 #ifndef TESSERA_GEMM_KC
-#define TESSERA_GEMM_KC 512
+#define TESSERA_GEMM_KC 1024  // floats; 2 threads, against 512: 2048^3 +5% (fewer passes over C), 1024^3 +2%, 768^3 +3%
 #endif
 #ifndef TESSERA_GEMM_MC
 #define TESSERA_GEMM_MC 224
@@ -41,8 +41,10 @@ struct gemm_blocking {
 #ifndef TESSERA_GEMM_NC
 #define TESSERA_GEMM_NC 4096
 #endif
-  static constexpr int kc = TESSERA_GEMM_KC;  // measured best on the 2-core test machine (KC 256..768, MC 112..336 tried)
-  static constexpr int mc = TESSERA_GEMM_MC;  // an A block (mc x kc) stays in L2
+  // measured on the 2-core test machine (KC 256..1024, MC 112..336 tried); doubles keep 4 KiB of A's row (512: 1024
+  // measured no better for DGEMM)
+  static constexpr int kc = TESSERA_GEMM_KC * 4 / int(sizeof(T));
+  static constexpr int mc = TESSERA_GEMM_MC;  // an A block (mc x 512 elements at most, see gemm_mc) stays in L2
   static constexpr int nc = TESSERA_GEMM_NC;  // a B block (kc x nc) stays in L3
 };
 
@@ -401,16 +403,18 @@ struct packed_b {
   }
 };
 
-/// M rows of A split in MC blocks of equal size (M = 2048: 10 x 210, not 9 x 224 + 32: a short last block is a
-/// whole pass of short loops); up to 280 rows go in one block (256: one block, not 224 + 32 rows; measured 239
-/// against 210 GFLOP/s).
+/// M rows of A split in MC blocks of equal size, an A block (MC x kc) holding at most mc x 512 elements (KC 1024:
+/// 112 rows); M = 2048 at kc 512: 10 x 210 rows, not 9 x 224 + 32 (a short last block is a whole pass of short
+/// loops). Up to 5/4 of that cap goes in one block (256 rows at kc 512: one block, not 224 + 32; measured 239 against
+/// 210 GFLOP/s).
 template <class T>
-index_t gemm_mc(index_t M) {
+index_t gemm_mc(index_t M, index_t kc) {
   using BL = gemm_blocking<T>;
   constexpr index_t MR = BL::mr;
-  if (M <= 280) return (M + MR - 1) / MR * MR;
-  const index_t mblocks = (M + BL::mc - 1) / BL::mc;
-  return std::min<index_t>(BL::mc, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR);
+  const index_t cap = std::max<index_t>(MR, BL::mc * 512 / std::max<index_t>(kc, 1) / MR * MR);
+  if (4 * M <= 5 * cap) return (M + MR - 1) / MR * MR;
+  const index_t mblocks = (M + cap - 1) / cap;
+  return std::min<index_t>(cap, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR);
 }
 
 /// C[ic .. ic+mc) x [jc+jr for jr in [jr0, jr1) step NR) (+)= A block * packed B panels over one K block. The A
@@ -468,7 +472,7 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
   const int nt = flops < 2e6 ? 1 : nthreads;
   auto& buffers = pack_buffers<T>::of_this_thread();
   T* const bpk = prepacked ? nullptr : pack_buffers<T>::grow(buffers.b, buffers.b_size, std::size_t(KC) * std::size_t(ncap));
-  const index_t MC = gemm_mc<T>(M);
+  const index_t MC = gemm_mc<T>(M, KC);
   // Up to 800 rows of row-major A are read in place: no A packing, so no barrier at all (each thread packs the B
   // panels it computes with). Measured on the 2-core test machine, 2 threads, square products, against packing A:
   // 256: 230 -> 280 GFLOP/s, 384 +5%, 512 +3%, 768 +1%, 1024 and 2048 -2%. Not when A's rows are a multiple of
