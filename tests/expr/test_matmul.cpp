@@ -69,6 +69,15 @@ TEMPLATE_PRODUCT_TEST_CASE("matmul matches a triple loop", "[matmul]", std::pair
   auto b = filled<T, P>(1100, 260, 4);
   Mat<T, P> c = ts::matmul(a, b);
   check<T>(c, reference(300, 260, 1100, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), 300, 260, 1100);
+  // K blocks of unequal size (float: 1025 = 513 + 512; double: 1025 = 342 + 342 + 341) and more columns than one N
+  // block (4096): the threads pack their own B panels without waiting for each other, which must stay correct
+  {
+    auto a2 = filled<T, P>(20, 1025, 7);
+    auto b2 = filled<T, P>(1025, 4200, 8);
+    Mat<T, P> c2 = ts::matmul(a2, b2);
+    check<T>(c2, reference(20, 4200, 1025, [&](index_t i, index_t p) { return a2(i, p); }, [&](index_t p, index_t j) { return b2(p, j); }), 20,
+             4200, 1025);
+  }
   // up to 800 rows of row-major A are read in place, more are packed: both, with A's rows further apart than K
   // (columns 3 .. 3+530 of a wider matrix) and an edge tile of rows and columns
   for (index_t m : {index_t(799), index_t(830)}) {

@@ -419,18 +419,19 @@ index_t gemm_mc(index_t M, index_t kc) {
 
 /// C[ic .. ic+mc) x [jc+jr for jr in [jr0, jr1) step NR) (+)= A block * packed B panels over one K block. The A
 /// block is packed at apk, or (apk null) read in place from row-major A starting at column pc, all but a last
-/// partial panel, which is packed into edge (MR x kc). Edge tiles are computed aside and their valid part added.
+/// partial panel, which is packed into edge (MR x kc). B's panel jr starts at bb + jr * ldbp. Edge tiles are computed
+/// aside and their valid part added.
 /// On the K block that completes C (last), the epilogue runs on each tile while it is still in L1 (a pass over the
 /// block after its last tile found the first ones back in L2 and cost as much as a separate elementwise pass).
 template <class T, class Epi>
 TS_INLINE void gemm_macro_block(index_t ic, index_t mc, index_t jc, index_t nc, index_t jr0, index_t jr1, index_t kc, const T* apk,
-                                mat_ref<T> a, index_t pc, T* edge, const T* bb, T* c, index_t ldc, bool acc, bool last,
-                                const Epi& epi) {
+                                mat_ref<T> a, index_t pc, T* edge, const T* bb, index_t ldbp, T* c, index_t ldc, bool acc,
+                                bool last, const Epi& epi) {
   constexpr int MR = gemm_blocking<T>::mr, NR = gemm_blocking<T>::nr;
   T tile[MR * NR];
   for (index_t jr = jr0; jr < jr1; jr += NR) {
     const index_t cols = std::min<index_t>(NR, nc - jr);
-    const T* const bp = bb + jr * kc;
+    const T* const bp = bb + jr * ldbp;
     for (index_t ir = 0; ir < mc; ir += MR) {
       const index_t rows = std::min<index_t>(MR, mc - ir);
       T* cp = c + (ic + ir) * ldc + jc + jr;
@@ -491,6 +492,9 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
       for (index_t pc = 0; pc < K; pc += KC) {
         const index_t kc = std::min<index_t>(KC, K - pc);
         const T* bb = prepacked ? prepacked->panels.data() + pc * prepacked->npad + jc * kc : bpk;
+        // panels KC apart in bpk whatever this block's kc, so that a thread packing the next K block (which may be
+        // shorter) never writes into a panel another thread is still computing with
+        const index_t ldbp = prepacked ? kc : KC;
         if (!prepacked) {
           // no barrier: the compute loop below hands out the same panels to the same threads (the same static
           // schedule over the same iterations), so each thread only reads B panels it packed itself
@@ -498,7 +502,7 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
 #pragma omp for schedule(static) nowait
 #endif
           for (index_t jr = 0; jr < nc; jr += NR)
-            pack_b_panel<T, NR>(b, pc, jc + jr, kc, std::min<index_t>(NR, nc - jr), bpk + jr * kc);
+            pack_b_panel<T, NR>(b, pc, jc + jr, kc, std::min<index_t>(NR, nc - jr), bpk + jr * KC);
         }
         for (index_t ic = 0; ic < M; ic += MC) {
           const index_t mc = std::min<index_t>(MC, M - ic);
@@ -513,13 +517,20 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
 #pragma omp for schedule(static) nowait
 #endif
           for (index_t jr = 0; jr < nc; jr += NR)
-            gemm_macro_block<T>(ic, mc, jc, nc, jr, jr + NR, kc, apk, a, pc, edge, bb, c, ldc, accumulate || pc > 0, pc + kc == K, epi);
+            gemm_macro_block<T>(ic, mc, jc, nc, jr, jr + NR, kc, apk, a, pc, edge, bb, ldbp, c, ldc, accumulate || pc > 0, pc + kc == K,
+                                epi);
           if (!a_in_place) {
 #if defined(_OPENMP)
 #pragma omp barrier
 #endif
           }
         }
+      }
+      // the next N block shares its panels out differently (fewer of them): every thread must be done with this one
+      if (jc + NC < N) {
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
       }
     }
   }
