@@ -64,7 +64,8 @@ TEMPLATE_PRODUCT_TEST_CASE("matmul matches a triple loop", "[matmul]", std::pair
         REQUIRE(c.dims() == ts::dims_t<2>{m, n});
         check<T>(c, reference(m, n, k, [&](index_t i, index_t p) { return a(i, p); }, [&](index_t p, index_t j) { return b(p, j); }), m, n, k);
       }
-  // a product large enough to cross several K, M and N blocks of the GEMM (K 1100: two blocks of 550)
+  // a product large enough to cross several K, M and N blocks of the GEMM (K 1100: floats in two blocks of 550,
+  // doubles in three of 367, 367 and 366)
   auto a = filled<T, P>(300, 1100, 3);
   auto b = filled<T, P>(1100, 260, 4);
   Mat<T, P> c = ts::matmul(a, b);

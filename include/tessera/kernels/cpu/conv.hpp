@@ -230,11 +230,9 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
   if (g.N == 0 || g.K == 0 || P == 0) return;
   stats::count_pass();
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS;
-  // K blocks of equal size, at most 512 taps (576 taps: 288 + 288, not 512 + 64: a short last block costs a full pass
-  // over the output). The GEMM's KC went from 512 to 1024 on measurements of GEMMs; convolutions with more than 512
-  // taps were not measured again, so they keep 512.
-  constexpr index_t kc_cap = 512;
-  const index_t KC = Kd <= kc_cap ? std::max<index_t>(Kd, 1) : (Kd + (Kd + kc_cap - 1) / kc_cap - 1) / ((Kd + kc_cap - 1) / kc_cap);
+  // K blocks of equal size, at most 512 taps (576 taps: 288 + 288, not 512 + 64). The GEMM's KC went from 512 to 1024
+  // on measurements of GEMMs; convolutions with more than 512 taps were not measured again, so they keep 512.
+  const index_t KC = gemm_kc<T>(Kd, 512);
   if (Kd == 0) {  // no input channels: the sum is empty
     for (index_t n = 0; n < g.N; ++n)
       for (index_t k = 0; k < g.K; ++k) std::fill(y + n * ys0 + k * ys1, y + n * ys0 + k * ys1 + P, T(0));

@@ -374,12 +374,11 @@ bool skinny_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T*
   return true;
 }
 
-/// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc. An active epilogue
-/// is called as epi(i0, j0, rows, cols) on every tile of C once its last K block is in.
-/// K block size for a product with K rows of B: blocks of equal size, at most gemm_blocking::kc.
+/// K block size for a product with K rows of B: blocks of equal size (K = 1100 at cap 1024: 2 x 550, not 1024 + 76:
+/// a short last block costs a full pass over C), at most cap; 1 when K is 0.
 template <class T>
-index_t gemm_kc(index_t K) {
-  const index_t kblocks = (K + gemm_blocking<T>::kc - 1) / gemm_blocking<T>::kc;
+index_t gemm_kc(index_t K, index_t cap = gemm_blocking<T>::kc) {
+  const index_t kblocks = (K + cap - 1) / cap;
   return kblocks > 0 ? (K + kblocks - 1) / kblocks : 1;
 }
 
@@ -452,6 +451,8 @@ TS_INLINE void gemm_macro_block(index_t ic, index_t mc, index_t jc, index_t nc, 
   }
 }
 
+/// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc. An active epilogue
+/// is called as epi(i0, j0, rows, cols) on every tile of C once its last K block is in.
 template <class T, class Epi = no_epilogue>
 void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
               int nthreads, const Epi& epi = {}, const packed_b<T>* prepacked = nullptr) {
@@ -484,9 +485,8 @@ void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c,
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
   {
-    T* const edge = a_in_place ? pack_buffers<T>::grow(pack_buffers<T>::of_this_thread().a, pack_buffers<T>::of_this_thread().a_size,
-                                                       std::size_t(KC) * MR)
-                               : nullptr;
+    auto& mine = pack_buffers<T>::of_this_thread();
+    T* const edge = a_in_place ? pack_buffers<T>::grow(mine.a, mine.a_size, std::size_t(KC) * MR) : nullptr;
     for (index_t jc = 0; jc < N; jc += NC) {
       const index_t nc = std::min<index_t>(NC, N - jc);
       for (index_t pc = 0; pc < K; pc += KC) {
