@@ -3,6 +3,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -154,11 +155,41 @@ void check_static_extents(const dims_t<S::rank>& d, const char* what) {
     }
 }
 
+/// Number of elements of extents d. Unchecked: for extents already validated by checked_product (every Tensor, View
+/// and reshape does on construction, so a product of their extents cannot wrap).
 template <std::size_t R>
 constexpr index_t product(const dims_t<R>& d) {
   index_t n = 1;
   for (auto e : d) n *= e;
   return n;
+}
+
+/// Number of elements of extents d, checked: a negative extent is a shape_error, a count that does not fit in
+/// index_t is a std::length_error naming the extents (2^32 x 2^32 would otherwise wrap to 0). `what` names the caller.
+template <std::size_t R>
+index_t checked_product(const dims_t<R>& d, const char* what) {
+  index_t n = 1;
+  bool wrapped = false;
+  for (auto e : d) {
+    if (e < 0) throw shape_error(std::string("tessera: ") + what + ": negative extent in " + detail::format_dims(d));
+    wrapped |= __builtin_mul_overflow(n, e, &n);
+  }
+  if (wrapped)
+    throw std::length_error(std::string("tessera: ") + what + ": the extents " + detail::format_dims(d) +
+                            " hold more elements than a 64-bit index can count");
+  return n;
+}
+
+/// Bytes of n elements of `elem_size` bytes each, rounded up to `align`; a std::length_error naming the extents d
+/// when that does not fit in std::size_t (2^62 floats would otherwise wrap to a 0- or 64-byte block).
+template <std::size_t R>
+std::size_t checked_bytes(const dims_t<R>& d, index_t n, std::size_t elem_size, std::size_t align, const char* what) {
+  std::size_t bytes = 0;
+  if (n < 0 || __builtin_mul_overflow(std::size_t(n), elem_size, &bytes) || bytes > ~std::size_t(0) - align)
+    throw std::length_error(std::string("tessera: ") + what + ": the extents " + detail::format_dims(d) + " need " +
+                            std::to_string(n) + " elements of " + std::to_string(elem_size) +
+                            " bytes, more than the address space holds");
+  return (bytes + align - 1) / align * align;
 }
 
 /// Row-major strides of a contiguous tensor.

@@ -77,6 +77,7 @@ class View {
   View() = default;
   View(T* data, const dims_t<rank>& dims, const dims_t<rank>& strides) : data_(data), dims_(dims), strides_(strides) {
     check_static_extents<S>(dims_, "view");
+    (void)checked_product(dims_, "view");  // size() and every loop over the view may then multiply extents freely
   }
   View(const View&) = default;
   /// A mutable view converts to a read-only one, and a view with static extents to one with fewer.
@@ -280,7 +281,11 @@ class Tensor {
     for (auto e : dims_)
       if (e < 0) throw shape_error("tessera: tensor: negative extent in " + detail::format_dims(dims_));
   }
-  void allocate() { data_ = memory<P>::template allocate<T>(std::size_t(size())); }
+  void allocate() {
+    const index_t n = checked_product(dims_, "tensor");
+    (void)checked_bytes(dims_, n, sizeof(T), memory<P>::alignment, "tensor");
+    data_ = memory<P>::template allocate<T>(std::size_t(n));
+  }
   void copy_from_host(const T* src, std::size_t n);
 
   T* data_ = nullptr;

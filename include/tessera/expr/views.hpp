@@ -152,7 +152,7 @@ auto reshape(X&& x, const dims_t<S2::rank>& dims) {
     constexpr auto prod = [](const auto& a) { index_t n = 1; for (auto e : a) n *= e; return n; };
     static_assert(prod(S::extents) == prod(S2::extents), "tessera: reshape: the static shapes hold different numbers of elements");
   }
-  if (product(dims) != v.size())
+  if (checked_product(dims, "reshape") != v.size())
     throw shape_error("tessera: reshape: shape " + detail::format_dims(v.dims()) + " cannot become " + detail::format_dims(dims) +
                       " (different number of elements)");
   if (!v.is_contiguous())

@@ -57,9 +57,13 @@ inline void synchronize() { cuda_detail::check(cudaStreamSynchronize(cuda_detail
 
 template <>
 struct memory<cuda> {
+  static constexpr std::size_t alignment = 256;  ///< cudaMalloc's guarantee
   template <class T>
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
+    if (n > (~std::size_t(0) - alignment) / sizeof(T))
+      throw std::length_error("tessera: cuda allocation of " + std::to_string(n) + " elements of " +
+                              std::to_string(sizeof(T)) + " bytes: more than the address space holds");
     stats::count_allocation();
     void* p = nullptr;
     cuda_detail::check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <cstring>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "tessera/core/stats.hpp"
@@ -69,7 +71,10 @@ class host_block_cache {
     return *c;
   }
   void* allocate(std::size_t bytes) {
-    const std::size_t total = bytes + header;
+    // aligned_alloc wants a size that is a multiple of the alignment (a strict allocator returns null otherwise):
+    // round up, and refuse sizes whose rounding would wrap
+    if (bytes > ~std::size_t(0) - 2 * header) throw std::bad_alloc();
+    const std::size_t total = (bytes + 2 * header - 1) / header * header;
     if (total >= min_bytes) {
       std::lock_guard<std::mutex> lock(m_);
       auto it = blocks_.find(total);
@@ -130,6 +135,9 @@ struct memory {
   template <class T>
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
+    if (n > (~std::size_t(0) - alignment) / sizeof(T))
+      throw std::length_error("tessera: allocation of " + std::to_string(n) + " elements of " +
+                              std::to_string(sizeof(T)) + " bytes: more than the address space holds");
     stats::count_allocation();
     const std::size_t bytes = (n * sizeof(T) + alignment - 1) / alignment * alignment;
     return static_cast<T*>(detail::host_block_cache::instance().allocate(bytes));
