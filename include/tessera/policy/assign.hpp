@@ -34,7 +34,9 @@ std::pair<const char*, const char*> byte_range(const V& v) {
 /// Safe when a leaf is disjoint from dst, or reads exactly the element being written at each position.
 template <class DV, class E>
 bool reads_overlap(const DV& dst, const E& e, bool element_for_element_ok = true) {
-  const auto [dlo, dhi] = byte_range(dst);
+  // named, not a structured binding: the lambda below captures them (clang 14 rejects captured bindings)
+  const auto drange = byte_range(dst);
+  const auto dlo = drange.first, dhi = drange.second;
   if (dlo == dhi) return false;
   bool overlap = false;
   e.for_each_leaf([&](const auto& leaf) {
