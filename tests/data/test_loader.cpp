@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
+#include <stdexcept>
 #include <set>
 #include <tessera/core/random.hpp>
 #include <tessera/data/loader.hpp>
@@ -299,4 +301,52 @@ TEST_CASE("DataLoader: dynamic image shapes, other label types, bad arguments", 
   int k = 0;
   for (auto& b : empty) k += int(b.labels.dim(0)) + 1;
   CHECK(k == 0);
+}
+
+TEST_CASE("DataLoader: batch sizes near the index limit, misuse of gather and iterators", "[loader][errors]") {
+  // a batch size larger than any data set: one batch of all samples (n + b - 1 must not wrap)
+  constexpr index_t big = std::numeric_limits<index_t>::max();
+  for (bool drop_last : {false, true}) {
+    INFO("drop_last = " << drop_last);
+    auto [x, y] = make_data(5);
+    ts::DataLoader loader(std::move(x), std::move(y), {.batch_size = big, .shuffle = false, .drop_last = drop_last});
+    CHECK(loader.size() == (drop_last ? 0 : 1));
+    std::vector<index_t> sizes;
+    for (auto& b : loader.epoch(0)) sizes.push_back(b.labels.dim(0));
+    CHECK(sizes == (drop_last ? std::vector<index_t>{} : std::vector<index_t>{5}));
+  }
+  auto [x, y] = make_data(5);
+  ts::DataLoader loader(std::move(x), std::move(y), {.batch_size = 2, .seed = 4});
+  CHECK_THROWS_WITH(ts::DataLoader(make_data(3).first, make_data(3).second, {.batch_size = -3}),
+                    Catch::Contains("batch_size") && Catch::Contains("-3"));
+
+  // gather: the indices and the count must lie in the data set; its message names both
+  decltype(loader)::batch b;
+  const std::vector<index_t> ok = {4, 0, 2};
+  loader.gather(ok.data(), 3, b);
+  CHECK(b.labels.dim(0) == 3);
+  CHECK(b.labels(0) == 4);
+  CHECK(b.images.data()[P] == 0.0f);  // sample 0, pixel 0
+  const std::vector<index_t> bad = {1, 5, 0};
+  CHECK_THROWS_AS(loader.gather(bad.data(), 3, b), std::out_of_range);
+  CHECK_THROWS_WITH(loader.gather(bad.data(), 3, b), Catch::Contains("index 5") && Catch::Contains("5 samples"));
+  const std::vector<index_t> negative = {-1};
+  CHECK_THROWS_AS(loader.gather(negative.data(), 1, b), std::out_of_range);
+  CHECK_THROWS_WITH(loader.gather(ok.data(), 6, b), Catch::Contains("count 6") && Catch::Contains("5 samples"));
+  CHECK_THROWS_AS(loader.gather(ok.data(), -1, b), std::out_of_range);
+  CHECK(b.labels.dim(0) == 3);  // a refused gather leaves the batch as it was
+
+  // dereferencing the end of an epoch (or an iterator of no epoch) throws instead of reading past the order
+  auto epoch = loader.epoch(0);
+  auto it = epoch.begin();
+  for (int k = 0; k < 3; ++k) {
+    REQUIRE(!(it == epoch.end()));
+    CHECK(it->labels.dim(0) == (k < 2 ? 2 : 1));
+    ++it;
+  }
+  REQUIRE(it == epoch.end());
+  CHECK_THROWS_AS(*it, std::out_of_range);
+  CHECK_THROWS_WITH(*it, Catch::Contains("batch 3") && Catch::Contains("3 batches"));
+  decltype(loader)::iterator none;
+  CHECK_THROWS_AS(*none, std::out_of_range);
 }

@@ -78,10 +78,10 @@ class DataLoader {
   index_t samples() const { return x_.dim(0); }
   index_t batch_size() const { return opt_.batch_size; }
   const loader_options& options() const { return opt_; }
-  /// Batches per epoch.
+  /// Batches per epoch. (n + b - 1) / b would wrap for a batch size near the index limit.
   index_t size() const {
     const index_t n = samples(), b = opt_.batch_size;
-    return opt_.drop_last ? n / b : (n + b - 1) / b;
+    return n / b + (!opt_.drop_last && n % b != 0);
   }
   const samples_type& data() const { return x_; }
   const labels_type& labels() const { return y_; }
@@ -98,10 +98,19 @@ class DataLoader {
     return p;
   }
 
-  /// Copy the samples order[first, first + count) into `b` (resized only when its batch size changes).
+  /// Copy the samples order[0, count) into `b` (resized only when its batch size changes). Throws
+  /// std::out_of_range, leaving `b` as it was, if count is not in [0, samples()] or an index is not a sample's.
   void gather(const index_t* order, index_t count, batch& b) const {
-    gather_rows(x_, b.images, order, count);
-    gather_rows(y_, b.labels, order, count);
+    const index_t n = samples();
+    if (count < 0 || count > n)
+      throw std::out_of_range("tessera: DataLoader::gather: count " + std::to_string(count) + " is not in [0, " +
+                              std::to_string(n) + "] (the data set holds " + std::to_string(n) + " samples)");
+    for (index_t i = 0; i < count; ++i)
+      if (order[i] < 0 || order[i] >= n)
+        throw std::out_of_range("tessera: DataLoader::gather: index " + std::to_string(order[i]) + " (entry " +
+                                std::to_string(i) + " of " + std::to_string(count) + ") is not in [0, " +
+                                std::to_string(n) + "): the data set holds " + std::to_string(n) + " samples");
+    gather_unchecked(order, count, b);
   }
 
   class iterator;
@@ -132,10 +141,14 @@ class DataLoader {
     iterator() = default;
     iterator(const epoch_range* r, index_t k) : r_(r), k_(k), n_(r->l_->size()) {}
     batch& operator*() const {
+      if (!r_ || k_ < 0 || k_ >= n_)
+        throw std::out_of_range("tessera: DataLoader: dereferenced an iterator at batch " + std::to_string(k_) +
+                                " of an epoch of " + std::to_string(n_) + " batches" +
+                                (r_ ? " (its end)" : " (it belongs to no epoch)"));
       if (loaded_ != k_) {
         const index_t b = r_->l_->opt_.batch_size;
         const index_t first = k_ * b, count = std::min(b, r_->l_->samples() - first);
-        r_->l_->gather(r_->order_.data() + first, count, current_);
+        r_->l_->gather_unchecked(r_->order_.data() + first, count, current_);  // order(e) is a permutation
         loaded_ = k_;
       }
       return current_;
@@ -173,6 +186,11 @@ class DataLoader {
   void set_epoch(std::uint64_t e) { next_epoch_ = e; }
 
  private:
+  void gather_unchecked(const index_t* order, index_t count, batch& b) const {
+    gather_rows(x_, b.images, order, count);
+    gather_rows(y_, b.labels, order, count);
+  }
+
   template <class Src, class Dst>
   static void gather_rows(const Src& src, Dst& dst, const index_t* order, index_t count) {
     using T = typename Src::value_type;
