@@ -104,15 +104,25 @@ struct div : numeric_base {
   }
 };
 
+/// minimum/maximum propagate NaN from either side, as PyTorch's (a NaN fails every comparison, so `b != b` picks a
+/// NaN b, and a NaN a is kept); a compare-and-blend more than the plain form, which stays vectorised.
 struct min : numeric_base {
   static constexpr const char* name = "min";
   template <class V>
-  static TS_HD TS_INLINE V apply(V a, V b) { return b < a ? b : a; }
+  static TS_HD TS_INLINE V apply(V a, V b) {
+    if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(apply(float(a), float(b)));
+    else if constexpr (is_floating_v<simd::elem_t<V>>) return (b < a) | (b != b) ? b : a;
+    else return b < a ? b : a;
+  }
 };
 struct max : numeric_base {
   static constexpr const char* name = "max";
   template <class V>
-  static TS_HD TS_INLINE V apply(V a, V b) { return a < b ? b : a; }
+  static TS_HD TS_INLINE V apply(V a, V b) {
+    if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(apply(float(a), float(b)));
+    else if constexpr (is_floating_v<simd::elem_t<V>>) return (a < b) | (b != b) ? b : a;
+    else return a < b ? b : a;
+  }
 };
 struct pow : floating_base {
   static constexpr const char* name = "pow";
@@ -144,8 +154,9 @@ struct relu : numeric_base {
   static constexpr const char* name = "relu";
   template <class V>
   static TS_HD TS_INLINE V apply(V a) {
-    if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(float(a) > 0 ? float(a) : 0.0f);
-    else return a > V{} ? a : V{};
+    // a <= 0 fails for NaN, which passes through (PyTorch's relu(NaN) is NaN); -0.0 still gives +0.0
+    if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(float(a) <= 0 ? 0.0f : float(a));
+    else return a <= V{} ? V{} : a;
   }
 };
 

@@ -34,17 +34,15 @@ constexpr extent_t pooled_extent(extent_t e, int k, int s, int p) { return e == 
 
 #if defined(__AVX512F__)
 /// One output row of a 2x2 stride-2 max-pool: out[j] = max(r0[2j], r0[2j+1], r1[2j], r1[2j+1]); masked at the end.
-/// (Starting from -inf and combining as the scalar loop does, so NaN cells are skipped the same way.)
+/// A NaN cell makes its window NaN, as the scalar loop (op::max_reduce::combine) and PyTorch.
 inline void max_pool2x2_row(const float* r0, const float* r1, float* out, index_t OW) {
+  // m = max(m, v) taking v when m < v or v is NaN (a NaN m is never replaced by a number)
+  auto take = [](__m512 m, __m512 v) {
+    return _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, v, _CMP_LT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v);
+  };
   for (index_t ow = 0; ow < OW; ow += 16) {
     const pool2x2_step w(r0, r1, ow, OW);
-    // the scalar loop's order: acc = -inf; acc = max(acc, a); ... with max(x, y) = x < y ? y : x
-    __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.a, _CMP_LT_OQ), w.a);
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.b, _CMP_LT_OQ), w.b);
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.c, _CMP_LT_OQ), w.c);
-    m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, w.d, _CMP_LT_OQ), w.d);
-    _mm512_mask_storeu_ps(out + ow, w.out, m);
+    _mm512_mask_storeu_ps(out + ow, w.out, take(take(take(w.a, w.b), w.c), w.d));
   }
 }
 #endif

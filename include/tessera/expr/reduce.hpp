@@ -46,8 +46,9 @@ struct max_reduce {
     if constexpr (std::numeric_limits<A>::has_infinity) return -std::numeric_limits<A>::infinity();
     else return std::numeric_limits<A>::lowest();
   }
+  /// NaN wins, as in PyTorch (a max over anything with a NaN is NaN).
   template <class V>
-  static TS_HD TS_INLINE V combine(V a, V b) { return a < b ? b : a; }
+  static TS_HD TS_INLINE V combine(V a, V b) { return op::max::apply(a, b); }
 };
 struct min_reduce {
   static constexpr const char* name = "min";
@@ -60,8 +61,9 @@ struct min_reduce {
     if constexpr (std::numeric_limits<A>::has_infinity) return std::numeric_limits<A>::infinity();
     else return std::numeric_limits<A>::max();
   }
+  /// NaN wins, as in PyTorch.
   template <class V>
-  static TS_HD TS_INLINE V combine(V a, V b) { return b < a ? b : a; }
+  static TS_HD TS_INLINE V combine(V a, V b) { return op::min::apply(a, b); }
 };
 struct argmax {
   static constexpr const char* name = "argmax";
@@ -188,6 +190,24 @@ struct reduce_node {
   }
 
  private:
+  /// First index of the largest value in base[0], base[s], ... base[(n-1) s], or of the first NaN (PyTorch's argmax).
+  template <class T>
+  static index_t first_argmax(const T* base, index_t n, index_t s) {
+    using F = compute_t<T>;
+    F bv = F(base[0]);
+    index_t best = 0;
+    if (bv != bv) return 0;
+    for (index_t k = 1; k < n; ++k) {
+      const F v = F(base[k * s]);
+      if (v != v) return k;
+      if (v > bv) {
+        bv = v;
+        best = k;
+      }
+    }
+    return best;
+  }
+
   // argmax: first index of the largest value along one axis (or over the flattened source).
   template <class DV>
   void host_argmax(const DV& dst) const {
@@ -198,10 +218,7 @@ struct reduce_node {
     if constexpr (Mask == ((source_rank >= 32 ? ~0u : (1u << source_rank) - 1u)) && source_rank != 1) {
       const index_t n = src.size();
       if (n == 0) throw shape_error("tessera: argmax of an empty tensor");
-      index_t best = 0;
-      for (index_t i = 1; i < n; ++i)
-        if (compute_t<T>(src.data()[i]) > compute_t<T>(src.data()[best])) best = i;
-      *dst.data() = best;
+      *dst.data() = first_argmax(src.data(), n, 1);
     } else {
       static_assert(std::popcount(Mask) == 1, "tessera: argmax reduces one axis (or all of them)");
       constexpr int ax = std::countr_zero(Mask);
@@ -217,9 +234,7 @@ struct reduce_node {
       for (index_t o = 0; o < outer; ++o)
         for (index_t i = 0; i < inner; ++i) {
           const T* base = src.data() + o * n * inner + i;
-          index_t best = 0;
-          for (index_t k = 1; k < n; ++k)
-            if (compute_t<T>(base[k * inner]) > compute_t<T>(base[best * inner])) best = k;
+          const index_t best = first_argmax(base, n, inner);
           // destination offset from the (outer, inner) position
           index_t rem_o = o, rem_i = i, off = 0;
           for (int d = source_rank - 1; d > ax; --d) { off += (rem_i % sd[d]) * os[d]; rem_i /= sd[d]; }
