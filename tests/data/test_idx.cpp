@@ -34,6 +34,7 @@ struct temp_dir {
   }
   fs::path operator/(const std::string& name) const { return path / name; }
 };
+std::string path_string(const fs::path& p) { return p.string(); }
 
 void write_file(const fs::path& p, const bytes& b) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
@@ -161,6 +162,32 @@ TEST_CASE("every IDX element type, big-endian on disk", "[idx]") {
   CHECK(ts::load_idx_images(dir / "empty").dims() == ts::dims_t<4>{0, 1, 28, 28});
 }
 
+TEST_CASE("gzip data larger than the reader's chunk reads back whole; cut short, it is truncated", "[idx]") {
+  temp_dir dir("idx_chunks");
+  // int32 [3, 100001]: 1200012 bytes, more than one 1 MiB chunk and not a multiple of it; element k is k * 7 - 5
+  const int n = 3 * 100001;
+  bytes b = idx_header_bytes(0x0C, {3, 100001});
+  for (int k = 0; k < n; ++k) {
+    const auto v = static_cast<std::uint32_t>(std::int32_t(k * 7 - 5));
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<unsigned char>(v >> s));
+  }
+  REQUIRE(b.size() - 12 > (std::size_t(1) << 20));
+  write_gzip(dir / "big.gz", b);
+  const auto a = ts::read_idx<std::int32_t>(dir / "big.gz");
+  CHECK(a.dims == std::vector<ts::index_t>{3, 100001});
+  REQUIRE(a.size() == n);
+  int wrong = 0;
+  for (int k = 0; k < n; ++k) wrong += a.data[std::size_t(k)] != k * 7 - 5;
+  CHECK(wrong == 0);
+  // the data cut inside the second chunk, and 8 bytes too many
+  write_gzip(dir / "cut.gz", bytes(b.begin(), b.end() - 100000));
+  CHECK_THROWS_WITH(ts::read_idx<std::int32_t>(dir / "cut.gz"),
+                    Contains(path_string(dir / "cut.gz")) && Contains("expected 1200012 bytes of data") &&
+                        Contains("found 1100012"));
+  write_gzip(dir / "long.gz", cat(b, {1, 2, 3, 4, 5, 6, 7, 8}));
+  CHECK_THROWS_WITH(ts::read_idx<std::int32_t>(dir / "long.gz"), Contains("size mismatch") && Contains("holds 1200020"));
+}
+
 TEST_CASE("malformed IDX files throw io_error naming the file and the fault", "[idx][errors]") {
   temp_dir dir("idx_bad");
   auto path = [&](const std::string& name) { return (dir / name).string(); };
@@ -193,6 +220,18 @@ TEST_CASE("malformed IDX files throw io_error naming the file and the fault", "[
   write_gzip(dir / "huge.gz", cat(idx_header_bytes(0x08, {0xffffffffu, 0xffffffffu, 2}), {1, 2, 3}));
   CHECK_THROWS_WITH(ts::load_idx_images(dir / "huge.gz"),
                     Contains(path("huge.gz")) && Contains("dimensions [4294967295, 4294967295] describe more than 2^62 bytes"));
+  // a zero extent does not excuse the others: a tensor of these extents would overflow its strides
+  write_file(dir / "zero_huge", idx_header_bytes(0x08, {0, 0xffffffffu, 0xffffffffu, 0xffffffffu}));
+  CHECK_THROWS_WITH(ts::read_idx_header(dir / "zero_huge"),
+                    Contains(path("zero_huge")) && Contains("[0, 4294967295, 4294967295, 4294967295]") &&
+                        Contains("more than 2^62 bytes"));
+  write_file(dir / "zero_images", idx_header_bytes(0x08, {0, 0xffffffffu, 0xffffffffu}));
+  CHECK_THROWS_WITH(ts::load_idx_images(dir / "zero_images"),
+                    Contains(path("zero_images")) && Contains("[0, 4294967295, 4294967295]"));
+  // a header built by hand: its size() is checked too
+  ts::idx_header by_hand{ts::idx_type::u8, {0xffffffffll, 0xffffffffll, 0xffffffffll}};
+  CHECK_THROWS_AS(by_hand.size(), std::length_error);
+  CHECK_THROWS_WITH(by_hand.size(), Contains("[4294967295, 4294967295, 4294967295]"));
   // a plausible header over too little gzip data: the buffer grows with the data, not with the header's claim
   write_gzip(dir / "claims.gz", cat(idx_header_bytes(0x08, {1000000000}), {1, 2, 3}));
   CHECK_THROWS_WITH(ts::load_idx_labels(dir / "claims.gz"),

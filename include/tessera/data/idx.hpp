@@ -24,7 +24,9 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <type_traits>
@@ -86,11 +88,9 @@ struct idx_header {
   std::vector<index_t> dims;
   /// The first four bytes as one big-endian number (0x00000803 for MNIST images).
   std::uint32_t magic() const { return (std::uint32_t(type) << 8) | std::uint32_t(dims.size()); }
-  index_t size() const {
-    index_t n = 1;
-    for (auto d : dims) n *= d;
-    return n;
-  }
+  /// The number of elements; throws std::length_error naming the dimensions if their product overflows index_t
+  /// (a header from read_idx_header never does: it is refused first).
+  index_t size() const;
 };
 
 /// The content of an IDX file: its dimensions and its elements in row-major order (in the host's byte order).
@@ -234,15 +234,20 @@ inline std::pair<idx_header, std::size_t> read_idx_header(idx_byte_source& src) 
     src.fail("truncated header: " + std::to_string(nd) + " dimensions need " + std::to_string(4 + 4 * nd) +
              " bytes of header, found " + std::to_string(4 + got_dims));
   h.dims.resize(nd);
-  // Every dimension is below 2^32; the product must stay below 2^62 bytes.
+  for (std::size_t i = 0; i < nd; ++i) h.dims[i] = index_t(read_be32(raw.data() + 4 * i));
+  // Every dimension is below 2^32; their product must stay below 2^62 bytes. Zero extents count as 1 here: a
+  // tensor of [0, 2^32 - 1, 2^32 - 1, 2^32 - 1] holds nothing, but its strides would still overflow.
   constexpr std::uint64_t limit = std::uint64_t(1) << 62;
   std::uint64_t bytes = idx_type_size(h.type);
+  bool zero = false;
   for (std::size_t i = 0; i < nd; ++i) {
-    h.dims[i] = index_t(read_be32(raw.data() + 4 * i));
-    const auto d = std::uint64_t(h.dims[i]);
-    if (d != 0 && bytes > limit / d)
-      src.fail("dimensions " + format_index_vector(std::vector<index_t>(h.dims.begin(), h.dims.begin() + std::ptrdiff_t(i + 1))) +
-               " describe more than 2^62 bytes of data (corrupt header?)");
+    const auto d = std::max<std::uint64_t>(std::uint64_t(h.dims[i]), 1);
+    zero = zero || h.dims[i] == 0;
+    if (bytes > limit / d)
+      src.fail("dimensions " +
+               format_index_vector(zero ? h.dims : std::vector<index_t>(h.dims.begin(), h.dims.begin() + std::ptrdiff_t(i + 1))) +
+               (zero ? ": their nonzero extents describe more than 2^62 bytes of " : " describe more than 2^62 bytes of ") +
+               idx_type_name(h.type) + " data (corrupt header?)");
     bytes *= d;
   }
   return {std::move(h), 4 + 4 * nd};
@@ -260,14 +265,19 @@ void byteswap_in_place(std::vector<T>& v) {
   }
 }
 
+/// Bytes read at a time when the data's size is not known before reading (gzip, pipes).
+inline constexpr std::size_t idx_chunk_bytes = std::size_t(1) << 20;
+
 /// Read the elements after the header: exactly the number the dimensions give, and nothing after them.
+/// Memory: a plain file's size is checked against the dimensions before the buffer is allocated; otherwise the data
+/// is read in chunks of idx_chunk_bytes, so a header's claim costs at most one chunk more than the data that is there.
 template <class T>
 std::vector<T> read_idx_data(idx_byte_source& src, const idx_header& h, std::size_t header_bytes) {
   const std::uint64_t count = std::uint64_t(h.size());
-  const std::uint64_t need = count * sizeof(T);
+  const std::uint64_t need = count * sizeof(T);  // below 2^62: read_idx_header checked
   const std::string what = "dims " + format_index_vector(h.dims) + " of " + idx_type_name(h.type);
   if (auto size = src.plain_size()) {  // plain file: the size is known before reading anything
-    const std::uint64_t have = *size - header_bytes;
+    const std::uint64_t have = *size >= header_bytes ? *size - header_bytes : 0;
     if (have < need)
       src.fail("truncated: expected " + std::to_string(need) + " bytes of data (" + what + "), found " +
                std::to_string(have));
@@ -275,17 +285,31 @@ std::vector<T> read_idx_data(idx_byte_source& src, const idx_header& h, std::siz
       src.fail("size mismatch: " + what + " need " + std::to_string(need) + " bytes of data, but the file holds " +
                std::to_string(have) + " after its " + std::to_string(header_bytes) + "-byte header");
   }
-  // Grow geometrically when the size is not known (gzip), so that a corrupt header cannot ask for a huge buffer
-  // before the data runs out.
-  const std::uint64_t first = src.plain_size() ? count : std::min<std::uint64_t>(count, (64u << 20) / sizeof(T));
-  std::vector<T> data(static_cast<std::size_t>(first));
+  std::vector<T> data;
   std::uint64_t filled = 0;  // bytes
-  while (filled < need) {
-    if (filled == data.size() * sizeof(T)) data.resize(std::size_t(std::min<std::uint64_t>(count, 2 * data.size())));
-    const std::size_t got = src.read(reinterpret_cast<unsigned char*>(data.data()) + filled,
-                                     std::size_t(data.size() * sizeof(T) - filled));
-    if (got == 0) break;
-    filled += got;
+  if (src.plain_size() || need <= idx_chunk_bytes) {  // the whole buffer at once: the file holds it, or it is small
+    data.resize(std::size_t(count));
+    while (filled < need) {
+      const std::size_t got = src.read(reinterpret_cast<unsigned char*>(data.data()) + filled, std::size_t(need - filled));
+      if (got == 0) break;
+      filled += got;
+    }
+  } else {  // chunks as the data arrives, then one buffer of the size the data turned out to have
+    std::vector<std::unique_ptr<unsigned char[]>> chunks;
+    while (filled < need) {
+      const std::size_t n = std::size_t(std::min<std::uint64_t>(idx_chunk_bytes, need - filled));
+      chunks.push_back(std::make_unique_for_overwrite<unsigned char[]>(n));
+      const std::size_t got = src.read(chunks.back().get(), n);
+      filled += got;
+      if (got < n) break;
+    }
+    if (filled == need) {
+      data.resize(std::size_t(count));
+      auto* out = reinterpret_cast<unsigned char*>(data.data());
+      for (std::size_t i = 0; i < chunks.size(); ++i, out += idx_chunk_bytes)
+        std::memcpy(out, chunks[i].get(),
+                    std::size_t(std::min<std::uint64_t>(idx_chunk_bytes, need - i * std::uint64_t(idx_chunk_bytes))));
+    }
   }
   if (filled < need)
     src.fail("truncated: expected " + std::to_string(need) + " bytes of data (" + what + "), found " +
@@ -301,6 +325,15 @@ std::vector<T> read_idx_data(idx_byte_source& src, const idx_header& h, std::siz
 }
 
 }  // namespace detail
+
+inline index_t idx_header::size() const {
+  index_t n = 1;
+  for (auto d : dims)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw std::length_error("tessera: IDX dimensions " + detail::format_index_vector(dims) +
+                              ": their product overflows the element count (index_t)");
+  return n;
+}
 
 /// The header of an IDX file (plain or gzip): type and dimensions. Throws io_error if it is malformed.
 inline idx_header read_idx_header(const std::filesystem::path& path) {
