@@ -42,3 +42,11 @@
 #else
 #define TS_UNROLL
 #endif
+
+// Debug checks (element indices against extents, and the like): on in builds without NDEBUG, or with
+// TESSERA_DEBUG defined in any build; TESSERA_NO_DEBUG_CHECKS turns them off. Off, they cost nothing.
+#if (!defined(NDEBUG) || defined(TESSERA_DEBUG)) && !defined(TESSERA_NO_DEBUG_CHECKS)
+#define TESSERA_DEBUG_CHECKS 1
+#else
+#define TESSERA_DEBUG_CHECKS 0
+#endif

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -105,6 +106,9 @@ class View {
     requires(sizeof...(I) == rank)
   T& operator()(I... idx) const {
     static_assert(!P::on_device, "tessera: element access on a cuda tensor; copy it to the host with tessera::to<cpu>(t)");
+#if TESSERA_DEBUG_CHECKS
+    check_index({index_t(idx)...});
+#endif
     index_t off = 0, k = 0;
     ((off += index_t(idx) * strides_[k++]), ...);
     return data_[off];
@@ -135,6 +139,14 @@ class View {
     (void)error::static_shapes_differ<op::assign, typename std::remove_cvref_t<E>::shape_type, S>::ok;
     detail::assign(*this, e);
     return *this;
+  }
+
+  /// Debug builds (config.hpp's TESSERA_DEBUG_CHECKS): an index outside the extents is a std::out_of_range.
+  void check_index(const dims_t<rank>& at) const {
+    for (int i = 0; i < rank; ++i)
+      if (at[i] < 0 || at[i] >= dims_[i])
+        throw std::out_of_range("tessera: element " + detail::format_dims(at) + " is out of range for shape " +
+                                detail::format_dims(dims_) + " (axis " + std::to_string(i) + ")");
   }
 
   T* data_ = nullptr;
