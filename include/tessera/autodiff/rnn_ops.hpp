@@ -313,11 +313,18 @@ struct recorded_inputs {
 /// back(gradient of out, value of out) (raw, contiguous).
 template <class T, int R, class P, class F>
 void record(Var<T, R, P>& out, recorded_inputs in, F&& back) {
+  if (detect_anomaly_enabled()) {
+    if (const char* kind = out.node().value_anomaly(); *kind)
+      throw anomaly_error("tessera: anomaly: the forward of " + op_name_of<std::remove_cvref_t<F>>() +
+                          anomaly_where(anomaly_layer()) + " produced " + kind + " in its result " + out.node().shape());
+  }
   if (!grad_mode() || !in.any) return;
   auto& nd = out.node();
   nd.requires_grad = true;
   nd.is_leaf = false;
   nd.inputs = std::move(in.nodes);
+  nd.op_name = &op_name_of<std::remove_cvref_t<F>>;
+  if (detect_anomaly_enabled()) nd.layer = anomaly_layer();
   nd.backward_fn = [self = &nd, b = std::forward<F>(back)]() { b(self->grad_buffer().data(), self->value.data()); };
 }
 

@@ -10,6 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "tessera/autodiff/anomaly.hpp"
 #include "tessera/expr/elementwise.hpp"
 #include "tessera/expr/reduce.hpp"
 #include "tessera/policy/assign.hpp"
@@ -41,8 +42,15 @@ struct node_base {
   std::function<void()> backward_fn;               ///< adds this node's gradient into its inputs' gradients
   bool requires_grad = false;
   bool is_leaf = true;
+  bool freed = false;  ///< backward() ran through this node and released what its backward needed
+  std::string (*op_name)() = nullptr;  ///< the operation that made this node (for anomaly messages)
+  std::string layer;                   ///< the model layer it ran in (recorded in anomaly mode only)
   virtual ~node_base() = default;
   virtual void drop_grad() = 0;
+  /// "NaN", "Inf" or "": what the value / the gradient holds (anomaly mode; copies device data to the host).
+  virtual const char* value_anomaly() const = 0;
+  virtual const char* grad_anomaly() const = 0;
+  virtual std::string shape() const = 0;
 };
 
 template <class T, int R, class P>
@@ -65,7 +73,46 @@ struct var_node final : node_base {
     grad = tensor();
     has_grad = false;
   }
+  const char* value_anomaly() const override { return anomaly_of(value); }
+  const char* grad_anomaly() const override { return has_grad ? anomaly_of(grad) : ""; }
+  std::string shape() const override { return tessera::detail::format_dims(value.dims()); }
+  static const char* anomaly_of(const tensor& t) {
+    if constexpr (P::on_device) {
+      const auto h = t.to_vector();
+      return non_finite_kind(h.data(), index_t(h.size()));
+    } else {
+      return non_finite_kind(t.data(), t.size());
+    }
+  }
 };
+
+/// Anomaly mode: throws if `out` (just computed by the operation that records `Back`) is not finite, saying
+/// whether an input already was (a leaf: data or a parameter) or the operation made it so.
+template <class Back, class... In>
+void check_forward_anomaly(const node_base& out, const In&... inputs) {
+  const char* kind = out.value_anomaly();
+  if (!*kind) return;
+  std::string why;
+  int k = 0;
+  auto look = [&](const auto& in) {
+    const char* ik = in.node().value_anomaly();
+    if (why.empty() && *ik) why = "its input " + std::to_string(k) + " " + in.node().shape() + " already held " + ik;
+    ++k;
+  };
+  (look(inputs), ...);
+  if (why.empty()) why = "its inputs were finite";
+  throw anomaly_error("tessera: anomaly: the forward of " + op_name_of<Back>() + anomaly_where(anomaly_layer()) +
+                      " produced " + kind + " in its result " + out.shape() + "; " + why);
+}
+inline void check_backward_anomaly(const node_base& nd) {
+  for (std::size_t i = 0; i != nd.inputs.size(); ++i) {
+    const char* kind = nd.inputs[i]->requires_grad ? nd.inputs[i]->grad_anomaly() : "";
+    if (*kind)
+      throw anomaly_error("tessera: anomaly: the backward of " + (nd.op_name ? nd.op_name() : std::string("an operation")) +
+                          anomaly_where(nd.layer) + " produced " + kind + " in the gradient of its input " +
+                          std::to_string(i) + " " + nd.inputs[i]->shape());
+  }
+}
 }  // namespace detail
 
 template <class T, int R, class P = cpu>
@@ -129,11 +176,15 @@ class Var {
   template <class... In, class Back>
   static Var make(tensor value, Back&& backward, const In&... inputs) {
     Var out(std::move(value), false);
+    const bool anomaly = detect_anomaly_enabled();
+    if (anomaly) detail::check_forward_anomaly<std::remove_cvref_t<Back>>(out.node(), inputs...);
     const bool need = grad_mode() && (inputs.requires_grad() || ...);
     if (need) {
       auto& nd = out.node();
       nd.requires_grad = true;
       nd.is_leaf = false;
+      nd.op_name = &detail::op_name_of<std::remove_cvref_t<Back>>;
+      if (anomaly) nd.layer = detail::anomaly_layer();
       (nd.inputs.push_back(inputs.ptr()), ...);
       nd.backward_fn = [self = out.n_.get(), b = std::forward<Back>(backward)]() {
         if constexpr (std::is_invocable_v<Back&, tensor&, const tensor&>) b(self->grad_buffer(), self->value);
@@ -162,6 +213,10 @@ void Var<T, R, P>::backward(const tensor& seed) const {
   seen.insert(n_.get());
   while (!stack.empty()) {
     auto& top = stack.back();
+    if (top.first->freed)  // as PyTorch without retain_graph: the graph's buffers are gone, its gradients would be lost
+      throw std::logic_error(
+          "tessera: backward(): this graph was already used by an earlier backward(), which freed it; compute the "
+          "forward pass again (a result used by two losses: add the losses and call backward() once)");
     if (top.second < top.first->inputs.size()) {
       std::shared_ptr<detail::node_base> in = top.first->inputs[top.second++];
       if (in->requires_grad && !in->is_leaf && seen.insert(in.get()).second) stack.emplace_back(std::move(in), 0);
@@ -175,9 +230,11 @@ void Var<T, R, P>::backward(const tensor& seed) const {
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     detail::node_base* nd = it->get();
     if (nd->backward_fn) nd->backward_fn();
+    if (detect_anomaly_enabled()) detail::check_backward_anomaly(*nd);
     // the graph is used once: free what backward needed, and the interior gradients
     nd->backward_fn = nullptr;
     nd->inputs.clear();
+    nd->freed = !nd->is_leaf;  // a leaf keeps nothing to free: backward() from it again only accumulates
     if (nd != static_cast<detail::node_base*>(n_.get())) nd->drop_grad();
   }
 }

@@ -161,16 +161,28 @@ class basic_sequential {
     } else {
       using L = layer_t<I>;
       if constexpr (fuses_relu_maxpool<I>()) {
-        auto y = std::get<I>(layers_).forward_relu_maxpool2(x, ctx);
+        auto y = in_layer<I, 3>([&] { return std::get<I>(layers_).forward_relu_maxpool2(x, ctx); });
         return run<I + 3>(y, ctx);
       } else if constexpr (fuses_with_next<I>()) {
-        auto y = std::get<I>(layers_).forward(x, ctx, layer_t<I + 1>::fused_activation);
+        auto y = in_layer<I, 2>([&] { return std::get<I>(layers_).forward(x, ctx, layer_t<I + 1>::fused_activation); });
         return run<I + 2>(y, ctx);
       } else {
-        auto y = std::get<I>(layers_).forward(x, ctx);
+        auto y = in_layer<I, 1>([&] { return std::get<I>(layers_).forward(x, ctx); });
         return run<I + 1>(y, ctx);
       }
     }
+  }
+
+  /// f() run as layers I .. I + N - 1; in anomaly mode (ad::set_detect_anomaly) its messages name them.
+  template <std::size_t I, std::size_t N, class F>
+  static auto in_layer(F&& f) {
+    if (!ad::detect_anomaly_enabled()) return f();
+    std::string label = N == 1 ? "layer " + std::to_string(I) + " (" : "layers " + std::to_string(I) + "-" + std::to_string(I + N - 1) + " (";
+    [&]<std::size_t... K>(std::index_sequence<K...>) {
+      ((label += (K ? ", " : "") + ad::detail::op_name_from_type(typeid(layer_t<I + K>))), ...);
+    }(std::make_index_sequence<N>{});
+    ad::anomaly_layer_scope scope(label + ")");
+    return f();
   }
 
   template <class F>
