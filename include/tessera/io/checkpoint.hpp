@@ -6,9 +6,9 @@
 //   w.add_parameters(model, "model.");              // model.for_each_parameter(f): f(name, tensor&) per parameter
 //   w.add_all([&](auto&& f) { opt.for_each_state(f); }, "optim.");   // any visitor of named tensors
 //   w.add_scalar("epoch", 12);
-//   w.write("run.ckpt");                            // run.ckpt.tmp.<pid>, fsync, rename over run.ckpt
+//   w.write("run.ckpt");                            // run.ckpt.tmp.<pid>.<random>, fsync, rename over run.ckpt
 //
-//   checkpoint_reader r("run.ckpt");                // checks magic, version, length and CRC32
+//   checkpoint_reader r("run.ckpt");                // checks magic, version, length, CRC32 and every entry's layout
 //   r.read_into("0.weight", conv_w);                // the shape and element type must match exactly
 //   r.read_parameters(model, "model.");
 //   auto epoch = r.scalar<int>("epoch");
@@ -19,29 +19,30 @@
 //   u32 CRC32 (zlib's) of every byte before it
 // dtype: 1 float, 2 double, 3 int32, 4 int64, 5 uint8, 6 int8, 7 bfloat16, 8 bool, 9 string (rank 1, UTF-8).
 // Scalars are rank-0 entries (add_scalar stores integers as int64, floating-point numbers as double).
+// The reader trusts nothing in the file, CRC or not: each entry's extents must fit in the bytes that are left
+// (checked by division, so no count wraps around 2^64), the product of its nonzero extents must keep every byte
+// offset below 2^63, bool bytes must be 0 or 1 and strings of rank 1; anything else is an io_error naming the
+// entry and its extents.
+//
+// Saving (tessera/io/atomic_file.hpp): the file is written to its own temporary "<path>.tmp.<pid>.<16 hex digits>"
+// beside it (created with O_EXCL | O_NOFOLLOW, so concurrent writers of one path, threads or processes, never share
+// one and a planted symlink is never followed), fsync'd and renamed over <path>. Killed at any point, <path> holds
+// the previous checkpoint or the whole new one. A failed step (create, write, fsync, close, rename; a full disk) is
+// an io_error naming the step, the temporary is removed and <path> is left as it was. A killed writer's temporary
+// stays behind; each save first removes the temporaries of <path> whose pid is no longer alive
+// (tessera::remove_stale_temporaries(path) does it on demand).
 //
 // Needs zlib (for crc32; linked into tessera::tessera when CMake finds it) and POSIX (open, fsync, rename).
 #pragma once
 
-#if !__has_include(<zlib.h>)
-#error "tessera/io/checkpoint.hpp needs zlib, and <zlib.h> was not found: install zlib's development files (Debian: apt-get install zlib1g-dev) and link ZLIB::ZLIB (tessera::tessera links it when CMake's find_package(ZLIB) succeeds)"
-#endif
-#include <zlib.h>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <array>
-#include <bit>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -52,197 +53,15 @@
 #include "tessera/core/shape.hpp"
 #include "tessera/core/tensor.hpp"
 #include "tessera/core/types.hpp"
+#include "tessera/io/atomic_file.hpp"
+#include "tessera/io/checkpoint_format.hpp"
 #include "tessera/io/error.hpp"
 
 namespace tessera {
 
-/// Element type codes of checkpoint entries.
-enum class checkpoint_dtype : std::uint8_t {
-  f32 = 1, f64 = 2, i32 = 3, i64 = 4, u8 = 5, i8 = 6, bf16 = 7, boolean = 8, string = 9
-};
-
-constexpr bool is_checkpoint_dtype(std::uint8_t c) { return c >= 1 && c <= 9; }
-
-/// The name of a dtype, as tessera::type_name<T>() spells the element type ("float", "int64", ...).
-constexpr const char* checkpoint_dtype_name(checkpoint_dtype d) {
-  switch (d) {
-    case checkpoint_dtype::f32: return "float";
-    case checkpoint_dtype::f64: return "double";
-    case checkpoint_dtype::i32: return "int32";
-    case checkpoint_dtype::i64: return "int64";
-    case checkpoint_dtype::u8: return "uint8";
-    case checkpoint_dtype::i8: return "int8";
-    case checkpoint_dtype::bf16: return "bfloat16";
-    case checkpoint_dtype::boolean: return "bool";
-    case checkpoint_dtype::string: return "string";
-  }
-  return "unknown";
-}
-constexpr std::size_t checkpoint_dtype_size(checkpoint_dtype d) {
-  switch (d) {
-    case checkpoint_dtype::f32:
-    case checkpoint_dtype::i32: return 4;
-    case checkpoint_dtype::f64:
-    case checkpoint_dtype::i64: return 8;
-    case checkpoint_dtype::bf16: return 2;
-    default: return 1;
-  }
-}
-
-/// The dtype code of a tensor element type.
-template <Element T>
-constexpr checkpoint_dtype checkpoint_dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return checkpoint_dtype::f32;
-  else if constexpr (std::is_same_v<T, double>) return checkpoint_dtype::f64;
-  else if constexpr (std::is_same_v<T, std::int32_t>) return checkpoint_dtype::i32;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return checkpoint_dtype::i64;
-  else if constexpr (std::is_same_v<T, std::uint8_t>) return checkpoint_dtype::u8;
-  else if constexpr (std::is_same_v<T, std::int8_t>) return checkpoint_dtype::i8;
-  else if constexpr (std::is_same_v<T, bfloat16>) return checkpoint_dtype::bf16;
-  else return checkpoint_dtype::boolean;
-}
-
 /// What checkpoint_reader::read_all does with entries under the prefix that no visited tensor asked for.
 enum class unmatched_entries { allow, error };
 
-namespace detail {
-
-inline constexpr char checkpoint_magic[8] = {'T', 'S', 'R', 'A', 'C', 'K', 'P', 'T'};
-inline constexpr std::uint32_t checkpoint_version = 1;
-/// magic, version, flags, file length, entry count
-inline constexpr std::size_t checkpoint_header_bytes = 8 + 4 + 4 + 8 + 8;
-inline constexpr std::size_t checkpoint_max_name = 65535;
-
-inline std::uint32_t crc32_update(std::uint32_t crc, const unsigned char* p, std::size_t n) {
-  uLong c = crc;
-  while (n) {
-    const uInt chunk = uInt(std::min<std::size_t>(n, std::size_t(1) << 30));
-    c = ::crc32(c, p, chunk);
-    p += chunk;
-    n -= chunk;
-  }
-  return std::uint32_t(c);
-}
-
-template <class U>
-void store_le(unsigned char* p, U v) {
-  static_assert(std::is_unsigned_v<U>);
-  for (std::size_t i = 0; i < sizeof(U); ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-template <class U>
-U get_le(const unsigned char* p) {
-  U v = 0;
-  for (std::size_t i = 0; i < sizeof(U); ++i) v |= U(p[i]) << (8 * i);
-  return v;
-}
-
-/// Copy n elements to little-endian bytes (a memcpy on little-endian hosts).
-template <class T>
-void elements_to_le(const T* src, std::size_t n, unsigned char* dst) {
-  if (n == 0) return;
-  std::memcpy(dst, src, n * sizeof(T));
-  if constexpr (sizeof(T) > 1 && std::endian::native == std::endian::big)
-    for (std::size_t i = 0; i < n; ++i) std::reverse(dst + i * sizeof(T), dst + (i + 1) * sizeof(T));
-}
-template <class T>
-void elements_from_le(const unsigned char* src, std::size_t n, T* dst) {
-  if (n == 0) return;
-  std::memcpy(dst, src, n * sizeof(T));
-  if constexpr (sizeof(T) > 1 && std::endian::native == std::endian::big)
-    for (std::size_t i = 0; i < n; ++i) {
-      auto* b = reinterpret_cast<unsigned char*>(dst + i);
-      std::reverse(b, b + sizeof(T));
-    }
-}
-
-/// Call f(offset, count, stride) for each innermost row of a strided view, in row-major order.
-template <std::size_t R, class F>
-void for_each_row(const dims_t<R>& dims, const dims_t<R>& strides, F&& f) {
-  if constexpr (R == 0) {
-    f(index_t(0), index_t(1), index_t(1));
-  } else {
-    for (auto d : dims)
-      if (d == 0) return;
-    std::array<index_t, R> idx{};
-    while (true) {
-      index_t off = 0;
-      for (std::size_t i = 0; i + 1 < R; ++i) off += idx[i] * strides[i];
-      f(off, dims[R - 1], strides[R - 1]);
-      int d = int(R) - 2;
-      for (; d >= 0; --d) {
-        if (++idx[d] < dims[d]) break;
-        idx[d] = 0;
-      }
-      if (d < 0) return;
-    }
-  }
-}
-
-inline std::string format_index_list(const std::vector<index_t>& d) {
-  std::string s = "[";
-  for (std::size_t i = 0; i != d.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(d[i]);
-  }
-  return s + "]";
-}
-
-template <std::size_t R>
-std::vector<index_t> to_index_vector(const dims_t<R>& d) {
-  return std::vector<index_t>(d.begin(), d.end());
-}
-
-/// A file descriptor that closes itself, and a temporary file that removes itself unless committed.
-class checkpoint_temp_file {
- public:
-  checkpoint_temp_file(std::string tmp, std::string target) : tmp_(std::move(tmp)), target_(std::move(target)) {
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("cannot create the temporary file " + tmp_, errno);
-  }
-  checkpoint_temp_file(const checkpoint_temp_file&) = delete;
-  checkpoint_temp_file& operator=(const checkpoint_temp_file&) = delete;
-  ~checkpoint_temp_file() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  void write_all(const unsigned char* p, std::size_t n) {
-    while (n) {
-      const ::ssize_t w = ::write(fd_, p, std::min<std::size_t>(n, std::size_t(1) << 30));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail("cannot write " + tmp_, errno);
-      }
-      p += w;
-      n -= std::size_t(w);
-    }
-  }
-  /// fsync, close, rename over the target, and fsync the directory (best effort) so that the rename is durable.
-  void commit() {
-    if (::fsync(fd_) != 0) fail("cannot fsync " + tmp_, errno);
-    const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) fail("cannot close " + tmp_, errno);
-    if (std::rename(tmp_.c_str(), target_.c_str()) != 0) fail("cannot rename " + tmp_ + " to " + target_, errno);
-    committed_ = true;
-    std::string dir = std::filesystem::path(target_).parent_path().string();
-    if (dir.empty()) dir = ".";
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      (void)::fsync(dfd);
-      ::close(dfd);
-    }
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what, int err) const {
-    throw io_error("tessera: checkpoint " + target_ + ": " + what + ": " + std::strerror(err) +
-                   " (the existing file, if any, is left as it was)");
-  }
-  std::string tmp_, target_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
-}  // namespace detail
 
 /// Collects named tensors, scalars and strings, then writes them to a checkpoint file in one atomic step.
 /// add() copies the data, so the tensors may change or die before write().
@@ -321,8 +140,9 @@ class checkpoint_writer {
     return v;
   }
 
-  /// Write every entry to `path`: first to "<path>.tmp.<pid>", fsync'd, then renamed over `path`, so that `path`
-  /// holds either its old content or the whole new checkpoint. On failure the temporary file is removed and
+  /// Write every entry to `path`: first to a temporary of its own, "<path>.tmp.<pid>.<16 hex digits>", fsync'd,
+  /// then renamed over `path`, so that `path` holds either its old content or the whole new checkpoint. Stale
+  /// temporaries of `path` (their writer dead) are removed first. On failure the temporary file is removed and
   /// io_error names the file and the failing step.
   void write(const std::filesystem::path& path) const {
     const std::string target = path.string();
@@ -336,11 +156,11 @@ class checkpoint_writer {
     detail::store_le<std::uint64_t>(top + 16, length);
     detail::store_le<std::uint64_t>(top + 24, entries_.size());
 
-    detail::checkpoint_temp_file file(target + ".tmp." + std::to_string(::getpid()), target);
+    atomic_file file(path, "checkpoint");
     std::uint32_t crc = detail::crc32_update(0, nullptr, 0);
     auto emit = [&](const unsigned char* p, std::size_t n) {
       crc = detail::crc32_update(crc, p, n);
-      file.write_all(p, n);
+      file.write(p, n);
     };
     emit(top, sizeof top);
     std::vector<unsigned char> head;
@@ -363,7 +183,7 @@ class checkpoint_writer {
     }
     unsigned char tail[4];
     detail::store_le<std::uint32_t>(tail, crc);
-    file.write_all(tail, 4);
+    file.write(tail, 4);
     file.commit();
   }
 
@@ -383,10 +203,20 @@ class checkpoint_writer {
                                   std::to_string(detail::checkpoint_max_name) + " bytes");
     if (index_.count(name))
       throw std::invalid_argument("tessera: checkpoint_writer: two entries are named " + name);
-    index_t n = 1;
-    for (auto d : dims) n *= d;
+    // Checked by division before multiplying: a view's extents (strides 0) can claim more elements than exist.
+    const std::uint64_t limit = std::uint64_t(INT64_MAX) / elem_size;
+    std::uint64_t nonzero = 1;
+    bool empty = false;
+    for (auto d : dims) {
+      if (d == 0) empty = true;
+      else if (d < 0 || std::uint64_t(d) > limit / nonzero)
+        throw std::length_error("tessera: checkpoint_writer: entry " + name + " of extents " +
+                                detail::format_index_list(dims) + ": its byte count overflows");
+      else nonzero *= std::uint64_t(d);
+    }
+    const std::size_t n = empty ? 0 : std::size_t(nonzero);
     index_.emplace(name, entries_.size());
-    entries_.push_back(entry{std::move(name), dtype, std::move(dims), std::vector<unsigned char>(std::size_t(n) * elem_size)});
+    entries_.push_back(entry{std::move(name), dtype, std::move(dims), std::vector<unsigned char>(n * elem_size)});
     return entries_.back();
   }
   template <class T>
@@ -407,6 +237,15 @@ class checkpoint_reader {
   explicit checkpoint_reader(const std::filesystem::path& path) : path_(path) {
     load();
     parse();
+  }
+  /// A checkpoint already in memory (the bytes of a file), checked the same way; `name` stands for the path in
+  /// error messages.
+  static checkpoint_reader from_bytes(std::vector<unsigned char> bytes, std::filesystem::path name = "<memory>") {
+    checkpoint_reader r;
+    r.path_ = std::move(name);
+    r.bytes_ = std::move(bytes);
+    r.parse();
+    return r;
   }
 
   const std::filesystem::path& path() const { return path_; }
@@ -540,6 +379,7 @@ class checkpoint_reader {
     std::size_t offset;  // of the data in bytes_ (offsets, not pointers: a copied reader stays valid)
     std::size_t length;
   };
+  checkpoint_reader() = default;
   const unsigned char* data_of(const entry& e) const { return bytes_.data() + e.offset; }
 
   [[noreturn]] void fail(const std::string& what) const {
@@ -644,24 +484,48 @@ class checkpoint_reader {
       if (!is_checkpoint_dtype(dt)) fail("malformed entry " + e.name + ": unknown dtype code " + std::to_string(dt));
       if (rank > max_rank) fail("malformed entry " + e.name + ": rank " + std::to_string(rank) + " is above 8");
       e.dtype = checkpoint_dtype(dt);
+      if (e.dtype == checkpoint_dtype::string && rank != 1)
+        fail("malformed entry " + e.name + ": a string entry has rank 1, this one rank " + std::to_string(rank));
       need(8 * std::size_t(rank), k, "extents");
-      std::uint64_t elements = 1;
+      const std::size_t elem_size = checkpoint_dtype_size(e.dtype);
+      std::uint64_t ext[max_rank];
+      for (int i = 0; i < rank; ++i) ext[i] = detail::get_le<std::uint64_t>(b + pos + 8 * std::size_t(i));
+      pos += 8 * std::size_t(rank);
+      auto bad_extents = [&](const std::string& why) {
+        std::string list = "[";
+        for (int i = 0; i < rank; ++i) list += (i ? ", " : "") + std::to_string(ext[i]);
+        fail("malformed entry " + e.name + ": extents " + list + "] of " + checkpoint_dtype_name(e.dtype) + ": " + why);
+      };
+      // The product of the nonzero extents bounds every stride and byte offset of the tensor: it must fit in
+      // index_t bytes (checked by division, before any multiplication, so nothing wraps).
+      const std::uint64_t limit = std::uint64_t(INT64_MAX) / elem_size;
+      std::uint64_t nonzero = 1;
+      bool empty = false;
       for (int i = 0; i < rank; ++i) {
-        const auto d = detail::get_le<std::uint64_t>(b + pos);
-        pos += 8;
-        if (d > (std::uint64_t(1) << 62) || (d != 0 && elements > (std::uint64_t(1) << 62) / d))
-          fail("malformed entry " + e.name + ": its extents are too large");
-        elements *= d;
-        e.dims.push_back(index_t(d));
+        if (ext[i] == 0) {
+          empty = true;
+          continue;
+        }
+        if (ext[i] > limit / nonzero) bad_extents("too large (more than 2^63 bytes)");
+        nonzero *= ext[i];
       }
+      const std::uint64_t elements = empty ? 0 : nonzero;
       need(8, k, "data length");
       const auto len = detail::get_le<std::uint64_t>(b + pos);
       pos += 8;
-      if (len != elements * checkpoint_dtype_size(e.dtype))
+      if (elements > (end - pos) / elem_size)
+        bad_extents(std::to_string(elements) + " elements need more than the " + std::to_string(end - pos) +
+                    " bytes left in the file");
+      if (len != elements * elem_size)
         fail("malformed entry " + e.name + ": " + std::to_string(len) + " bytes of data for shape " +
-             detail::format_index_list(e.dims) + " of " + checkpoint_dtype_name(e.dtype) + " (expected " +
-             std::to_string(elements * checkpoint_dtype_size(e.dtype)) + ")");
-      need(len, k, "data");
+             detail::format_index_list(std::vector<index_t>(ext, ext + rank)) + " of " + checkpoint_dtype_name(e.dtype) +
+             " (expected " + std::to_string(elements * elem_size) + ")");
+      e.dims.assign(ext, ext + rank);
+      if (e.dtype == checkpoint_dtype::boolean)  // any other byte read as a bool is undefined behaviour
+        for (std::size_t i = 0; i < len; ++i)
+          if (b[pos + i] > 1)
+            fail("malformed entry " + e.name + ": bool element " + std::to_string(i) + " is the byte " +
+                 std::to_string(b[pos + i]) + ", not 0 or 1");
       e.offset = pos;
       e.length = std::size_t(len);
       pos += std::size_t(len);
