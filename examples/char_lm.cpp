@@ -246,7 +246,7 @@ int main(int argc, char** argv) {
         if (float* g = p.grad())
           for (index_t i = 0; i < p.size; ++i) g[i] *= float(5.0 / norm);
     opt.step();
-    loss_sum += loss.value()();
+    loss_sum += example::require_finite_loss(loss.value()(), 0, step);
     ++loss_n;
     if ((step + 1) % 20 == 0) {
       const double t = seconds_since(t0) - eval_s;

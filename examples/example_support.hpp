@@ -3,6 +3,8 @@
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <utility>
 
@@ -14,6 +16,17 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+/// The loss, or a clear stop when it is NaN or Inf (training on would only spread it through every weight).
+inline double require_finite_loss(double loss, int epoch, tessera::index_t batch) {
+  if (!std::isfinite(loss)) {
+    std::fprintf(stderr, "\nepoch %d, batch %lld: the loss is %s; stopping. Run again with TESSERA_DETECT_ANOMALY=1 to "
+                 "find the operation and layer that first produced it.\n", epoch + 1, (long long)batch + 1,
+                 std::isnan(loss) ? "NaN" : "infinite");
+    std::exit(2);
+  }
+  return loss;
+}
+
 /// One epoch of `loader`: step(x, y) runs a training step on a batch and returns its loss; every 50 batches a progress
 /// line (items/s, the mean loss since the last line, ETA). Returns the seconds taken and the items seen.
 template <class Loader, class Step>
@@ -23,7 +36,7 @@ std::pair<double, tessera::index_t> train_epoch(Loader& loader, int epoch, const
   tessera::index_t b = 0, seen = 0, loss_n = 0;
   double loss_sum = 0;
   for (auto& [x, y] : loader.epoch(std::uint64_t(epoch))) {
-    loss_sum += step(x, y);
+    loss_sum += require_finite_loss(step(x, y), epoch, b);
     ++loss_n;
     seen += x.dims()[0];
     if (++b % 50 == 0 || b == batches) {

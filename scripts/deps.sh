@@ -5,6 +5,8 @@ set -euo pipefail
 
 # libopenblas-dev: the GEMM benchmark's peer (linked by bench/ only)
 TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenblas-dev)
+# scripts/check.sh and scripts/fuzz.sh add these: clang++ with its sanitizer/libFuzzer runtimes and OpenMP
+TESSERA_CHECK_PACKAGES=(clang libclang-rt-14-dev libomp-dev)
 
 tessera_install_deps() {
   if [[ "${TESSERA_SKIP_DEPS:-0}" == 1 ]]; then
@@ -33,8 +35,10 @@ tessera_install_deps() {
     fi
   fi
   echo "deps: installing ${missing[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # wait for another apt/dpkg (up to 10 minutes) rather than fail on its lock
+  local lock=(-o DPkg::Lock::Timeout=600)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # tessera_build_examples BUILD_DIR TARGET...: configures BUILD_DIR in Release with the examples (Ninja when

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh
+TESSERA_PACKAGES+=("${TESSERA_CHECK_PACKAGES[@]}")
 tessera_install_deps
 
 seconds=${1:-600}

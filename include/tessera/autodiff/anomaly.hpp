@@ -4,6 +4,7 @@
 // ("layer 3 (Linear<128, 10>)"). Off (the default) it costs one flag test per operation.
 //   ad::set_detect_anomaly(true);        // for the whole program, or
 //   { ad::detect_anomaly on; ... }       // for a scope
+//   TESSERA_DETECT_ANOMALY=1 ./train     // from the environment, for any program
 // The operation's name comes from the type of the backward function it records (the function that defines it),
 // found only when an anomaly is reported.
 #pragma once
@@ -30,8 +31,12 @@ class anomaly_error : public std::runtime_error {
 };
 
 namespace detail {
+/// Starts as the environment says: TESSERA_DETECT_ANOMALY=1 turns it on for a program that never asks.
 inline std::atomic<bool>& anomaly_flag() {
-  static std::atomic<bool> on{false};
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("TESSERA_DETECT_ANOMALY");
+    return e && e[0] == '1';
+  }()};
   return on;
 }
 /// The layer being run by nn::Sequential on this thread ("" outside a model), for anomaly messages.
