@@ -29,9 +29,12 @@ struct cpu {
 struct cpu_threads {
   static constexpr const char* name = "cpu_threads";
   static constexpr bool on_device = false;
-  /// Threads used by assignments under this policy: set_num_threads(n) if called, else OpenMP's default.
+  /// Threads used by assignments under this policy: set_num_threads(n) if called, else OpenMP's default. 1 inside
+  /// a parallel region where a nested one gets a single thread anyway (nesting is off by default), so that the
+  /// kernels plan for the team they will get. (A kernel still works with any team smaller than it asked for.)
   static int num_threads() {
 #if defined(_OPENMP)
+    if (omp_get_active_level() >= omp_get_max_active_levels()) return 1;
     return requested() > 0 ? requested() : omp_get_max_threads();
 #else
     return 1;

@@ -428,17 +428,20 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
   const index_t Mp = (Kd + MR - 1) / MR * MR, Kp = (Kg + NR - 1) / NR * NR;
   const index_t kcp = std::min<index_t>(P, 384);  // pixels per block
   const index_t csize = g.groups * Mp * Kp;
-  std::vector<T*> parts(static_cast<std::size_t>(nt), nullptr);
+  // one partial dw per thread, all in the calling thread's scratch: a nested team's threads (and their thread-local
+  // memory) may be gone when the partials are added
+  T* const parts = conv_scratch<T, 4>::get(std::size_t(nt) * std::size_t(csize));
+  int team = 1;  // the team OpenMP gave: fewer than nt with dynamic teams, a thread limit or inside another team
 
-  auto work = [&](int me) {
-    T* const cpart = conv_scratch<T, 4>::get(std::size_t(csize));
+  // thread me of a team of nteam: its share of the images into partial me
+  auto work = [&](int me, int nteam) {
+    T* const cpart = parts + std::size_t(me) * std::size_t(csize);
     T* const apk = conv_scratch<T, 5>::get(std::size_t(Mp * kcp));
     T* const bpk = conv_scratch<T, 6>::get(std::size_t(Kp * kcp));
     std::fill(cpart, cpart + csize, T(0));
-    parts[std::size_t(me)] = cpart;
     std::vector<index_t> off(static_cast<std::size_t>(kcp));
     const T* rows[NR > MR ? NR : MR];
-    const index_t n0 = g.N * me / nt, n1 = g.N * (me + 1) / nt;
+    const index_t n0 = g.N * me / nteam, n1 = g.N * (me + 1) / nteam;
     for (index_t n = n0; n < n1; ++n)
       for (index_t grp = 0; grp < g.groups; ++grp) {
         const T* base = xp + (n * g.C + grp * Cg) * plane;
@@ -480,18 +483,22 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
   if (nt > 1) {
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(nt)
-    work(omp_get_thread_num());
+    {
+      const int me = omp_get_thread_num(), nteam = omp_get_num_threads();
+      if (me == 0) team = nteam;
+      work(me, nteam);
+    }
 #else
-    for (int t = 0; t < nt; ++t) work(t);
+    work(0, 1);
 #endif
   } else {
-    work(0);
+    work(0, 1);
   }
   for (index_t grp = 0; grp < g.groups; ++grp)
     for (index_t k = 0; k < Kg; ++k)
       for (index_t kd = 0; kd < Kd; ++kd) {
         T s = 0;
-        for (int t = 0; t < nt; ++t) s += parts[std::size_t(t)][grp * Mp * Kp + kd * Kp + k];
+        for (int t = 0; t < team; ++t) s += parts[std::size_t(t) * std::size_t(csize) + std::size_t(grp * Mp * Kp + kd * Kp + k)];
         dw[(grp * Kg + k) * Kd + kd] += s;
       }
 }
