@@ -25,10 +25,11 @@ template <class T>
 using Mat = ts::Tensor<T, ts::Shape<dyn, dyn>>;
 using Vec = ts::Tensor<float, ts::Shape<dyn>>;
 
-/// The reference quantizer, written out: round half to even, clamp.
+/// The reference quantizer, written out as PyTorch's quantize_val: x times 1 / scale rounded half to even, plus the
+/// zero point, clamped.
 template <class Q>
 Q ref_quantize(float x, q::qparams qp) {
-  float v = std::nearbyint(x / qp.scale) + float(qp.zero_point);
+  float v = std::nearbyint(x * (1.0f / qp.scale)) + float(qp.zero_point);
   v = std::clamp(v, float(std::numeric_limits<Q>::min()), float(std::numeric_limits<Q>::max()));
   return Q(v);
 }

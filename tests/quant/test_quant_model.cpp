@@ -32,7 +32,8 @@ ts::Tensor<float, ts::Shape<dyn, 2, 8, 6>> images(index_t n, std::uint32_t seed)
 }
 
 float clampf(float v, float lo, float hi) { return std::min(std::max(v, lo), hi); }
-int quantize_ref(float x, q::qparams qp) { return int(clampf(std::nearbyint(x / qp.scale) + float(qp.zero_point), 0, 255)); }
+/// PyTorch's quantize_val: x times the reciprocal of the scale, rounded half to even, plus the zero point, clamped.
+int quantize_ref(float x, q::qparams qp) { return int(clampf(std::nearbyint(x * (1.0f / qp.scale)) + float(qp.zero_point), 0, 255)); }
 }  // namespace
 
 TEST_CASE("the int8 model of a small CNN computes what its int8 arithmetic says, written out in loops", "[quant][model]") {
@@ -172,10 +173,7 @@ std::vector<float> qlstm_reference(const q::qlstm& m, std::vector<float> x, inde
       for (index_t i = 0; i < n; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
       return q::affine_qparams(lo, hi);
     };
-    // quantize()'s arithmetic: x times the reciprocal of the scale, plus the zero point, rounded, clamped
-    auto quantize_mul = [](float v, q::qparams qp) {
-      return int(clampf(std::nearbyint(v * (1.0f / qp.scale) + float(qp.zero_point)), 0, 255));
-    };
+    auto quantize_mul = [](float v, q::qparams qp) { return quantize_ref(v, qp); };
     auto product = [&](const float* a, index_t rows, index_t K, const q::qweight& w, std::vector<float>& out, bool add) {
       const q::qparams qa = dyn_q(a, rows * K);
       for (index_t r = 0; r < rows; ++r)

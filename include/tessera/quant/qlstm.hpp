@@ -51,8 +51,8 @@ inline qparams dynamic_qparams(const float* x, index_t n) {
 }
 
 namespace detail {
-/// Quantizes rows [16 g, 16 g + 16) of the float matrix a (M x K, row stride lda) to uint8 (x / scale + zero point,
-/// rounded, clamped: op::quantize's arithmetic, so the values equal those of quantize()) straight into the int8 GEMM's
+/// Quantizes rows [16 g, 16 g + 16) of the float matrix a (M x K, row stride lda) to uint8 (x * (1 / scale) rounded, plus
+/// the zero point, clamped: op::quantize's arithmetic, so the values equal those of quantize()) straight into the int8 GEMM's
 /// packed group layout (s8_pack_a_group's); rows past M and K's padding are zero.
 inline void pack_quantized_group(const float* a, index_t lda, index_t M, index_t K, index_t Kp, index_t g, float inv_scale, float zp,
                                  std::uint8_t* out) {

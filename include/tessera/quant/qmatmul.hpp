@@ -40,9 +40,11 @@ struct qweight {
         all = std::max(all, v);
       }
     for (index_t j = 0; j < N; ++j) scale[std::size_t(j)] = symmetric_qparams(per_channel ? colmax[std::size_t(j)] : all).scale;
+    std::vector<float> inv(static_cast<std::size_t>(N));  // multiplied by 1 / scale as PyTorch's quantize_per_channel (not divided)
+    for (index_t j = 0; j < N; ++j) inv[std::size_t(j)] = 1.0f / scale[std::size_t(j)];
     for (index_t k = 0; k < K; ++k)
       for (index_t j = 0; j < N; ++j) {
-        const float q = std::nearbyint(w[k * rs + j * cs] / scale[std::size_t(j)]);
+        const float q = std::nearbyint(w[k * rs + j * cs] * inv[std::size_t(j)]);
         values[std::size_t(k * N + j)] = std::int8_t(std::clamp(q, -127.0f, 127.0f));
       }
     packed.pack(tessera::detail::mat_ref<std::int8_t>{values.data(), N, 1}, K, N);

@@ -38,7 +38,8 @@ qparams affine_qparams(float lo, float hi) {
   lo = std::min(lo, 0.0f), hi = std::max(hi, 0.0f);
   const float span = hi - lo;
   const float scale = span > 0 ? span / (qmax_v<Q> - qmin_v<Q>) : 1.0f;
-  const float zp = std::nearbyint(qmin_v<Q> - lo / scale);
+  // PyTorch's observers: quant_min - round(min / scale), rounded before the subtraction (which may be inexact)
+  const float zp = qmin_v<Q> - std::nearbyint(lo / scale);
   return {scale, std::int32_t(std::clamp(zp, qmin_v<Q>, qmax_v<Q>))};
 }
 
@@ -58,7 +59,10 @@ TS_INLINE V round_small(V x) {
   else return (x + 12582912.0f) - 12582912.0f;  // 1.5 * 2^23
 }
 
-/// q = clamp(round(x / scale) + zero_point) as Q; operands (x, 1/scale, zero_point), all float.
+/// q = clamp(round(x * (1/scale)) + zero_point) as Q; operands (x, 1/scale, zero_point), all float, the zero point an
+/// integer. PyTorch's order (quantize_val, fbgemm's Quantize): the zero point is added after rounding, which differs
+/// from round(x / scale + zero_point) at ties. Clamping to [qmin - zp, qmax - zp] before rounding is the same as
+/// clamping after (the bounds are integers) and keeps round_small's argument small.
 template <class Q>
 struct quantize {
   static constexpr const char* name = "quantize";
@@ -68,10 +72,11 @@ struct quantize {
   using result = Q;
   template <class V>
   static TS_HD TS_INLINE auto apply(V x, V inv_scale, V zp) {
-    V y = x * inv_scale + zp;
-    y = y >= V{} + qmin_v<Q> ? y : V{} + qmin_v<Q>;  // written so that NaN goes to the low end
-    y = y <= V{} + qmax_v<Q> ? y : V{} + qmax_v<Q>;
-    y = round_small(y);
+    V y = x * inv_scale;
+    const V lo = (V{} + qmin_v<Q>) - zp, hi = (V{} + qmax_v<Q>) - zp;
+    y = y >= lo ? y : lo;  // written so that NaN goes to the low end
+    y = y <= hi ? y : hi;
+    y = round_small(y) + zp;
     if constexpr (detail::is_scalar_v<V>) return static_cast<Q>(static_cast<std::int32_t>(y));
     else {
 #if TESSERA_SIMD

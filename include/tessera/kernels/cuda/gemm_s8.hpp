@@ -156,7 +156,7 @@ struct s8_dequant_f32 {  ///< y = (sum - offset[j]) * scale[j] (+ bias[j]) (ReLU
   }
   __device__ void operator()(index_t i, index_t j, std::int32_t v) const { y[i * ldy + j] = real(j, v); }
 };
-struct s8_requant_u8 {  ///< the same, then requantized: clamp(round-half-even(r / out_scale) + out_zero_point) as uint8
+struct s8_requant_u8 {  ///< the same, then requantized as PyTorch: clamp(rint(r * (1 / out_scale)) + out_zero_point) as uint8
   s8_dequant_f32 d;
   std::uint8_t* q;
   index_t ldq;
