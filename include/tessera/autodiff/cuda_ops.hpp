@@ -226,7 +226,7 @@ __global__ void batch_norm_stats_kernel(const T* x, index_t N, index_t C, index_
   const index_t M = N * HW;
   for (index_t c = blockIdx.x; c < C; c += gridDim.x) {
     T m, v;
-    if (training) {
+    if (training && M > 0) {  // (an empty batch: the running statistics stay, and normalise nothing)
       double s = 0, s2 = 0;
       for (index_t k = threadIdx.x; k < M; k += blockDim.x) {
         const index_t n = k / HW, i = k - n * HW;

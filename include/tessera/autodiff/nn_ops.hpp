@@ -606,10 +606,14 @@ Var<T, R, P> dropout(const Var<T, R, P>& x, double p, Rng& rng, bool training) {
 
 /// Batch normalisation over (N, H, W) per channel of x [N, C, H, W]. In training the batch statistics are used and
 /// the running ones updated (running = (1 - momentum) * running + momentum * batch, variance unbiased); in
-/// evaluation the running statistics are used.
+/// evaluation the running statistics are used. As PyTorch: training on one value per channel is refused, and on
+/// none (N * H * W = 0) gives an empty output with the running statistics left as they were.
 template <class T, class P, class S1>
 Var<T, 4, P> batch_norm2d(const Var<T, 4, P>& x, const Var<T, 1, P>& gamma, const Var<T, 1, P>& beta, Tensor<T, S1, P>& running_mean,
                           Tensor<T, S1, P>& running_var, bool training, double momentum = 0.1, double eps = 1e-5) {
+  if (training && x.dims()[0] * x.dims()[2] * x.dims()[3] == 1)
+    throw shape_error("tessera: batch_norm2d: expected more than 1 value per channel when training, got input shape " +
+                      tessera::detail::format_dims(x.dims()));
   if constexpr (P::on_device) {
     return device_ops<P>::batch_norm2d(x, gamma, beta, running_mean, running_var, training, momentum, eps);
   } else {
@@ -624,7 +628,7 @@ Var<T, 4, P> batch_norm2d(const Var<T, 4, P>& x, const Var<T, 1, P>& gamma, cons
     const T* xv = x.value().data();
     for (index_t c = 0; c < C; ++c) {
       T m, v;
-      if (training) {
+      if (training && M > 0) {  // (an empty batch has no statistics: the running ones stay, and normalise nothing)
         double s = 0, s2 = 0;
         for (index_t n = 0; n < N; ++n)
           for (index_t i = 0; i < HW; ++i) {
