@@ -13,9 +13,10 @@
 // opened, truncated or followed (another name is drawn instead).
 // Stale temporaries: a writer killed mid-write leaves its temporary behind. remove_stale_temporaries(target) removes
 // the temporaries of `target` whose writer process is no longer alive (kill(pid, 0) fails with ESRCH); atomic_file
-// calls it before creating its own, so the next save of the same path clears what a killed one left. (The pid is
-// only meaningful on this host: on a directory shared between hosts a live writer's temporary may be removed, and
-// that writer's save then fails with io_error, its target intact.)
+// calls it before creating its own (one scan of the directory per save), so the next save of the same path clears
+// what a killed one left. (A pid only means something in this host's pid namespace: on a directory shared with
+// other hosts or containers a live writer's temporary may be removed, and that save then fails with io_error, its
+// target intact.)
 //
 // Fault injection for tests: set_io_fault_hook(f) makes every step call f(step, path) first; a nonzero return is
 // taken as the errno of that step failing. One relaxed atomic load per system call when unset.
