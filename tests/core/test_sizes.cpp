@@ -43,6 +43,9 @@ TEST_CASE("a tensor whose element count wraps is refused, naming both extents", 
   const auto msg = message_of<std::length_error>([&] { ts::Tensor<float, Shape<dyn, dyn>> t(e, e); });
   REQUIRE_THAT(msg, Catch::Contains("[4294967296, 4294967296]"));
   REQUIRE_THROWS_AS((ts::Tensor<std::int8_t, Shape<dyn, dyn, dyn>>(e, e, 7)), std::length_error);
+  // empty, but its row-major strides (2^64 for the first axis) would wrap
+  REQUIRE_THROWS_AS((ts::Tensor<std::int8_t, Shape<dyn, dyn, dyn>>(0, e, e)), std::length_error);
+  REQUIRE((ts::Tensor<float, Shape<dyn, dyn, dyn>>(0, e, 7)).size() == 0);
   // the largest count that fits is not refused by the count check (the allocation itself then fails)
   REQUIRE_THROWS_AS((ts::Tensor<std::uint8_t, Shape<dyn>>(index_t(1) << 62)), std::bad_alloc);
 }

@@ -166,13 +166,15 @@ constexpr index_t product(const dims_t<R>& d) {
 
 /// Number of elements of extents d, checked: a negative extent is a shape_error, a count that does not fit in
 /// index_t is a std::length_error naming the extents (2^32 x 2^32 would otherwise wrap to 0). `what` names the caller.
+/// Zero extents count as 1 in the check, so that the row-major strides of an empty [0, 2^32, 2^32] are countable too.
 template <std::size_t R>
 index_t checked_product(const dims_t<R>& d, const char* what) {
-  index_t n = 1;
+  index_t n = 1, strides = 1;
   bool wrapped = false;
   for (auto e : d) {
     if (e < 0) throw shape_error(std::string("tessera: ") + what + ": negative extent in " + detail::format_dims(d));
     wrapped |= __builtin_mul_overflow(n, e, &n);
+    wrapped |= __builtin_mul_overflow(strides, e == 0 ? index_t(1) : e, &strides);
   }
   if (wrapped)
     throw std::length_error(std::string("tessera: ") + what + ": the extents " + detail::format_dims(d) +
