@@ -6,9 +6,9 @@
 
 #include <vector>
 
+#include <tessera/tessera.hpp>
 #include <tessera/autodiff/nn_ops.hpp>
 #include <tessera/nn/layers.hpp>
-#include <tessera/tessera.hpp>
 
 namespace ts = tessera;
 namespace ad = tessera::ad;
