@@ -6,6 +6,7 @@
 // split between threads is under test.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -214,7 +215,8 @@ TEST_CASE("conv2d forward, backward data (stride 1 and 2) and backward weight wi
 // ---- int8 -------------------------------------------------------------------------------------------------------
 
 TEST_CASE("int8 GEMM (column and row splits) and int8 convolution (with its 2x2 pool) with any team", "[omp][quant]") {
-  for (auto [M, N, K] : {std::array<index_t, 3>{64, 640, 320}, std::array<index_t, 3>{1000, 48, 256}}) {
+  for (const auto& mnk : {std::array<index_t, 3>{64, 640, 320}, std::array<index_t, 3>{1000, 48, 256}}) {
+    const index_t M = mnk[0], N = mnk[1], K = mnk[2];  // (not a structured binding: clang 14 cannot capture one)
     INFO("M=" << M << " N=" << N << " K=" << K);
     std::vector<std::uint8_t> a(std::size_t(M * K));
     std::vector<std::int8_t> b(std::size_t(K * N));
@@ -397,8 +399,9 @@ TEST_CASE("reductions, argmax, pooling and elementwise expressions with any team
 // ---- backward() of a small CNN inside the caller's own parallel region ------------------------------------------------
 
 TEST_CASE("training a small CNN inside the caller's parallel region, a copy per thread, equals a serial run", "[omp][nn]") {
-  using Net = nn::Sequential<Shape<dyn, 3, 12, 12>, nn::Conv2d<3, 16, 3, {.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
-                             nn::Conv2d<16, 32, 3, {.padding = 1}>, nn::ReLU, nn::Flatten, nn::Linear<32 * 6 * 6, 4>>;
+  using Net = nn::Sequential<Shape<dyn, 3, 12, 12>, nn::Conv2d<3, 16, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU,
+                             nn::MaxPool2d<2>, nn::Conv2d<16, 32, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::Flatten,
+                             nn::Linear<32 * 6 * 6, 4>>;
   ts::Tensor<float, Shape<dyn, 3, 12, 12>, P> x(8);
   for (index_t i = 0; i < x.size(); ++i) x.data()[i] = val(i, 17);
   ts::Tensor<int, Shape<dyn>, P> labels(8);

@@ -9,6 +9,10 @@
 
 #include "tessera/kernels/cpu/gemm.hpp"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>  // the masked moves below (core/simd.hpp includes it only where it uses it: GCC)
+#endif
+
 namespace tessera::detail {
 
 /// Sizes of one convolution. Input N x C x H x W, weights K x C/groups x R x S, output N x K x OH x OW.
