@@ -103,7 +103,7 @@ __device__ __forceinline__ A warp_max(A v) {
 /// g * act'(y) from the activation's output y (as detail::activation_derivative on the host).
 template <activation A, class T>
 __device__ __forceinline__ T act_grad(T g, T y) {
-  if constexpr (A == activation::relu) return y > T(0) ? g : T(0);
+  if constexpr (A == activation::relu) return y <= T(0) ? T(0) : g;  // threshold_backward: NaN y passes g
   else if constexpr (A == activation::tanh) return g * (T(1) - y * y);
   else if constexpr (A == activation::sigmoid) return g * y * (T(1) - y);
   else return g;
@@ -137,16 +137,22 @@ __global__ void act_backward_channel_kernel(const T* g, const T* y, T* dz, T* db
   }
 }
 
+/// A row's maximum m and ls = log(sum(exp(z - m))), kept apart: log-softmax is (z - m) - ls, rounding at the size
+/// of the result rather than of the largest logit (as the host and PyTorch).
+template <class T>
+struct row_lse {
+  T m, ls, s;  ///< s = sum(exp(z - m)), for softmax as exp(z - m) / s
+};
 /// The log-sum-exp of one row, computed by one warp (every lane gets it).
 template <class T>
-__device__ T warp_row_lse(const T* zr, index_t C, int lane) {
+__device__ row_lse<T> warp_row_lse(const T* zr, index_t C, int lane) {
   T m = -std::numeric_limits<T>::infinity();
   for (index_t j = lane; j < C; j += 32) m = m < zr[j] ? zr[j] : m;
   m = warp_max(m);
   T s = T(0);
   for (index_t j = lane; j < C; j += 32) s += dexp(zr[j] - m);
   s = warp_sum(s);
-  return m + dlog(s);
+  return {m, dlog(s), s};
 }
 
 /// y = log_softmax(z) (Log) or softmax(z) along rows of z [B, C]: one warp per row.
@@ -156,8 +162,11 @@ __global__ void softmax_rows_kernel(const T* z, T* y, index_t B, index_t C) {
   const index_t warps = (index_t(gridDim.x) * blockDim.x) / 32;
   for (index_t r = (index_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; r < B; r += warps) {
     const T* zr = z + r * C;
-    const T l = warp_row_lse(zr, C, lane);
-    for (index_t j = lane; j < C; j += 32) y[r * C + j] = Log ? zr[j] - l : dexp(zr[j] - l);
+    const row_lse<T> l = warp_row_lse(zr, C, lane);
+    for (index_t j = lane; j < C; j += 32) {
+      const T d = zr[j] - l.m;
+      y[r * C + j] = Log ? d - l.ls : dexp(d) / l.s;
+    }
   }
 }
 
@@ -180,16 +189,17 @@ __global__ void softmax_rows_backward_kernel(const T* g, const T* y, T* gz, inde
   }
 }
 
-/// Per row of z [B, C]: lse[r] and loss[r] = lse[r] - z[r][label[r]] (one warp per row).
+/// Per row of z [B, C]: lse[r] = m, lse[B + r] = ls (see row_lse) and loss[r] = ls - (z[r][label[r]] - m) (one warp per row).
 template <class T>
 __global__ void cross_entropy_rows_kernel(const T* z, const std::int32_t* labels, T* lse, T* loss, index_t B, index_t C) {
   const int lane = int(threadIdx.x & 31u);
   const index_t warps = (index_t(gridDim.x) * blockDim.x) / 32;
   for (index_t r = (index_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; r < B; r += warps) {
-    const T l = warp_row_lse(z + r * C, C, lane);
+    const row_lse<T> l = warp_row_lse(z + r * C, C, lane);
     if (lane == 0) {
-      lse[r] = l;
-      loss[r] = l - z[r * C + labels[r]];
+      lse[r] = l.m;
+      lse[B + r] = l.ls;
+      loss[r] = l.ls - (z[r * C + labels[r]] - l.m);
     }
   }
 }
@@ -212,7 +222,7 @@ __global__ void cross_entropy_backward_kernel(const T* z, const T* lse, const st
   const index_t n = B * C, step = index_t(gridDim.x) * blockDim.x;
   for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
     const index_t r = i / C, j = i - r * C;
-    const T d = scale * (dexp(z[i] - lse[r]) - (j == index_t(labels[r]) ? T(1) : T(0)));
+    const T d = scale * (dexp((z[i] - lse[r]) - lse[B + r]) - (j == index_t(labels[r]) ? T(1) : T(0)));
     gz[i] = accumulate ? gz[i] + d : d;
   }
 }
@@ -653,7 +663,7 @@ Var<T, 0, dev> cross_entropy(const Var<T, 2, dev>& logits, const Tensor<L, SL, P
     lab[std::size_t(i)] = std::int32_t(l);
   }
   auto dlab = std::make_shared<dtensor<std::int32_t, 1>>(lab, dims_t<1>{B});
-  auto lse = std::make_shared<dtensor<T, 1>>(B);
+  auto lse = std::make_shared<dtensor<T, 1>>(2 * B);  // each row's maximum, then each row's log-sum
   using V = Var<T, 0, dev>;
   typename V::tensor y;
   {

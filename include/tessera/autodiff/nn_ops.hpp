@@ -36,7 +36,7 @@ void assign_activated(Dst& y, const E& e, activation act) {
 
 template <activation A, class T>
 TS_INLINE T activation_derivative(T g, T y) {
-  if constexpr (A == activation::relu) return y > T(0) ? g : T(0);
+  if constexpr (A == activation::relu) return y <= T(0) ? T(0) : g;  // threshold_backward: NaN y passes g
   else if constexpr (A == activation::tanh) return g * (T(1) - y * y);
   else if constexpr (A == activation::sigmoid) return g * y * (T(1) - y);
   else return g;
@@ -56,7 +56,7 @@ T activation_backward_run(const T* __restrict g, const T* __restrict y, T* __res
     V d;
     if constexpr (A == activation::relu) {
       const V yv = simd::load<T, N>(y + i);
-      d = yv > V{} ? gv : V{};
+      d = yv <= V{} ? V{} : gv;
     } else if constexpr (A == activation::tanh) {
       const V yv = simd::load<T, N>(y + i);
       d = gv * (T(1) - yv * yv);
@@ -297,14 +297,16 @@ inline float max_pool2x2_backward_row(const float* r0, const float* r1, const fl
   for (index_t ow = 0; ow < OW; ow += 16) {
     const tessera::detail::pool2x2_step w(r0, r1, ow, OW);
     __m512 g = _mm512_maskz_loadu_ps(w.out, go + ow);
-    const __mmask16 bw = _mm512_cmp_ps_mask(w.b, w.a, _CMP_GT_OQ);
+    // a cell wins when greater than the running maximum or NaN (PyTorch's scan: the last NaN, else the first maximum)
+    auto wins = [](__m512 v, __m512 m) { return __mmask16(_mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)); };
+    const __mmask16 bw = wins(w.b, w.a);
     const __m512 m1 = _mm512_mask_mov_ps(w.a, bw, w.b);
-    const __mmask16 cw = _mm512_cmp_ps_mask(w.c, m1, _CMP_GT_OQ);
+    const __mmask16 cw = wins(w.c, m1);
     const __m512 m2 = _mm512_mask_mov_ps(m1, cw, w.c);
-    const __mmask16 dw = _mm512_cmp_ps_mask(w.d, m2, _CMP_GT_OQ);
-    if (relu_mask) {  // the window's maximum is 0: the ReLU passed nothing back
+    const __mmask16 dw = wins(w.d, m2);
+    if (relu_mask) {  // the window's maximum is <= 0: the ReLU passed nothing back (a NaN passes, as threshold_backward)
       const __m512 mx = _mm512_mask_mov_ps(m2, dw, w.d);
-      g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+      g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_NLE_UQ), g);
     }
     sum = _mm512_add_ps(sum, g);
     w.store(d0, d1, ow, _mm512_maskz_mov_ps(__mmask16(~bw & ~cw & ~dw), g), _mm512_maskz_mov_ps(__mmask16(bw & ~cw & ~dw), g),
@@ -346,15 +348,15 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
             ow = OW;
           }
 #endif
-          for (; ow < OW; ++ow) {  // the first maximum in window order a, b, c, d (as the forward's scan), branch-free
+          for (; ow < OW; ++ow) {  // window order a, b, c, d: the last NaN, else the first maximum (PyTorch's scan)
             const index_t j = 2 * ow;
             const T a = r0[j], b = r0[j + 1], c = r1[j], d = r1[j + 1];
-            const bool bw = b > a;
+            const bool bw = (b > a) | (b != b);
             const T m1 = bw ? b : a;
-            const bool cw = c > m1;
+            const bool cw = (c > m1) | (c != c);
             const T m2 = cw ? c : m1;
-            const bool dw = d > m2;
-            const T go = (!relu_mask || (dw ? d : m2) > T(0)) ? gp[oh * OW + ow] : T(0);
+            const bool dw = (d > m2) | (d != d);
+            const T go = (!relu_mask || !((dw ? d : m2) <= T(0))) ? gp[oh * OW + ow] : T(0);
             if (db) dbp[std::size_t(pl)] += go;
             d0[j] = (!bw & !cw & !dw) ? go : T(0);
             d0[j + 1] = (bw & !cw & !dw) ? go : T(0);
@@ -377,7 +379,7 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
           T bv = -std::numeric_limits<T>::infinity();
           for (index_t i = std::max<index_t>(h0, 0); i < std::min<index_t>(h0 + K, H); ++i)
             for (index_t j = std::max<index_t>(w0, 0); j < std::min<index_t>(w0 + K, W); ++j)
-              if (best < 0 || xp[i * W + j] > bv) {
+              if (best < 0 || xp[i * W + j] > bv || xp[i * W + j] != xp[i * W + j]) {  // NaN wins, as in PyTorch
                 bv = xp[i * W + j];
                 best = i * W + j;
               }
@@ -450,32 +452,41 @@ Var<T, 4, P> avg_pool2d(const Var<T, 4, P>& x) {
 }
 
 namespace detail {
-/// Per row of z [B, C]: the maximum and log(sum(exp(z - max))).
+/// Per row of z [B, C]: the maximum m and ls = log(sum(exp(z - m))), kept apart: log-softmax is (z - m) - ls, which
+/// rounds at the size of the result, where z - (m + ls) would round at the size of the largest logit (as PyTorch).
 template <class T>
-void row_logsumexp(const T* z, index_t B, index_t C, std::vector<T>& lse) {
-  lse.resize(std::size_t(B));
+void row_logsumexp(const T* z, index_t B, index_t C, std::vector<T>& mx, std::vector<T>& ls) {
+  mx.resize(std::size_t(B));
+  ls.resize(std::size_t(B));
   for (index_t i = 0; i < B; ++i) {
     const T* r = z + i * C;
     T m = -std::numeric_limits<T>::infinity();
     for (index_t j = 0; j < C; ++j) m = std::max(m, r[j]);
     T s = 0;
     for (index_t j = 0; j < C; ++j) s += std::exp(r[j] - m);
-    lse[std::size_t(i)] = m + std::log(s);
+    mx[std::size_t(i)] = m;
+    ls[std::size_t(i)] = std::log(s);
   }
 }
 
-/// softmax (or log-softmax) of each row of z [B, C].
+/// softmax (or log-softmax) of each row of z [B, C]: softmax as exp(z - m) / sum(exp(z - m)), log-softmax as
+/// (z - m) - log(sum(exp(z - m))), each rounding at the size of its result (as PyTorch).
 template <bool Log, class Z>
 Z softmax_rows(const Z& z, index_t B, index_t C) {
   using T = typename Z::value_type;
-  std::vector<T> lse;
-  row_logsumexp(z.data(), B, C, lse);
+  std::vector<T> mx, ls;
+  row_logsumexp(z.data(), B, C, mx, ls);
   Z y(B, C);
-  for (index_t i = 0; i < B; ++i)
+  for (index_t i = 0; i < B; ++i) {
+    const T m = mx[std::size_t(i)];
+    T s = 0;
+    if constexpr (!Log)
+      for (index_t j = 0; j < C; ++j) s += std::exp(z.data()[i * C + j] - m);
     for (index_t j = 0; j < C; ++j) {
-      const T v = z.data()[i * C + j] - lse[std::size_t(i)];
-      y.data()[i * C + j] = Log ? v : std::exp(v);
+      const T d = z.data()[i * C + j] - m;
+      y.data()[i * C + j] = Log ? d - ls[std::size_t(i)] : std::exp(d) / s;
     }
+  }
   return y;
 }
 }  // namespace detail
@@ -542,9 +553,9 @@ Var<T, 0, P> cross_entropy(const Var<T, 2, P>& logits, const Tensor<L, SL, PL>& 
     if (labels.dims()[0] != B)
       throw shape_error("tessera: cross_entropy: logits " + tessera::detail::format_dims(logits.dims()) + " and labels " +
                         tessera::detail::format_dims(labels.dims()) + " have different batch sizes");
-    std::vector<T> lse;
+    std::vector<T> mx, ls;
     const T* z = logits.value().data();
-    detail::row_logsumexp(z, B, C, lse);
+    detail::row_logsumexp(z, B, C, mx, ls);
     std::vector<index_t> lab(static_cast<std::size_t>(B));
     T loss = 0;
     for (index_t i = 0; i < B; ++i) {
@@ -553,19 +564,20 @@ Var<T, 0, P> cross_entropy(const Var<T, 2, P>& logits, const Tensor<L, SL, PL>& 
         throw std::out_of_range("tessera: cross_entropy: label " + std::to_string(l) + " at row " + std::to_string(i) +
                                 " is outside [0, " + std::to_string(C) + ")");
       lab[std::size_t(i)] = l;
-      loss += lse[std::size_t(i)] - z[i * C + l];
+      loss += ls[std::size_t(i)] - (z[i * C + l] - mx[std::size_t(i)]);
     }
     using V = Var<T, 0, P>;
     typename V::tensor y;
     y = loss / T(B);
-    return V::make(std::move(y), [logits, lse = std::move(lse), lab = std::move(lab), B, C](const auto& g, const auto&) {
+    return V::make(std::move(y), [logits, mx = std::move(mx), ls = std::move(ls), lab = std::move(lab), B, C](const auto& g, const auto&) {
       bool acc;
       auto& gz = detail::fresh_or_grad(logits, acc);
       const T scale = g() / T(B);
       const T* zz = logits.value().data();
       for (index_t i = 0; i < B; ++i)
         for (index_t j = 0; j < C; ++j) {
-          const T d = scale * (std::exp(zz[i * C + j] - lse[std::size_t(i)]) - (j == lab[std::size_t(i)] ? T(1) : T(0)));
+          const T p = std::exp((zz[i * C + j] - mx[std::size_t(i)]) - ls[std::size_t(i)]);
+          const T d = scale * (p - (j == lab[std::size_t(i)] ? T(1) : T(0)));
           gz.data()[i * C + j] = acc ? gz.data()[i * C + j] + d : d;
         }
     }, logits);

@@ -6,7 +6,8 @@
 //   kernel >= 1, stride >= 1 and 0 <= pad <= kernel / 2 (so every window holds at least one real cell);
 //   OH = (H + 2 pad - kernel) / stride + 1 (pool2d_out_extent), likewise OW.
 //   max: padded cells never win; ties go to the first cell in row-major window order (as tessera's host pooling:
-//        a later cell replaces the running maximum only when strictly greater). NaN never wins.
+//        a later cell replaces the running maximum only when strictly greater, or when it is NaN). A NaN cell makes
+//        the window NaN and receives its gradient (the last NaN of the window, as PyTorch's `v > max || isnan(v)`).
 //   avg: padded cells count as zeros and the divisor is always kernel * kernel (PyTorch's count_include_pad).
 //   Backward: max sends each dy to its window's winning cell, avg spreads dy / (kernel * kernel) over the window.
 //   Both are gathers (one thread per dx element summing the windows that cover it, in a fixed order): no atomics,
@@ -74,7 +75,7 @@ __device__ __forceinline__ T window_max(const T* in, const pool_geometry& g, ind
       const T v = in[h * g.xs_h + w * g.xs_w];
       const std::int32_t idx = std::int32_t(h * g.W + w);
       if (arg < 0) arg = idx;  // the first real cell wins unless a later one is greater (all -inf: it stays)
-      if (acc < v) {
+      if (acc < v || v != v) {  // NaN wins (and a NaN acc is never replaced by a number)
         acc = v;
         arg = idx;
       }
