@@ -215,7 +215,7 @@ plan make_plan(cudnnHandle_t h, const geometry& g, op_kind kind) {
                 "cudnnGetConvolutionForwardWorkspaceSize");
     if (kind == op_kind::forward_fused) {
       check_cudnn(cudnnCreateActivationDescriptor(&p.act), "cudnnCreateActivationDescriptor");
-      check_cudnn(cudnnSetActivationDescriptor(p.act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0),
+      check_cudnn(cudnnSetActivationDescriptor(p.act, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0),
                   "cudnnSetActivationDescriptor");
       const cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(
           h, p.x, p.w, p.conv, p.y, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, &p.fused_workspace);
@@ -263,7 +263,7 @@ __global__ void bias_act_kernel(T* y, index_t N, index_t K, index_t plane, const
   for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     T v = zero ? T(0) : y[i];
     if (bias) v += bias[(i / plane) % K];
-    if (relu) v = v > T(0) ? v : T(0);
+    if (relu) v = v <= T(0) ? T(0) : v;  // NaN stays NaN, as PyTorch's relu
     y[i] = v;
   }
 }

@@ -128,7 +128,7 @@ __global__ void epilogue_kernel(T* C, index_t batch, index_t M, index_t N, index
     T* p = C + b * c_bs + r * ldc + j;
     T v = zero ? T(0) : *p;
     if (bias) v += bias[j];
-    if (act == 1) v = v > T(0) ? v : T(0);
+    if (act == 1) v = v <= T(0) ? T(0) : v;  // NaN stays NaN, as PyTorch's relu
     else if (act == 2) v = gelu_exact(v);
     *p = v;
   }
