@@ -88,7 +88,7 @@ TEST_CASE("maximum and max reductions on the device are NaN from either side", "
 }
 
 TEST_CASE("log_softmax of large logits on the device is exact in float", "[cuda][softmax]") {
-  ts::Tensor<float, ts::dyn_shape_t<2>> z({2, 10});
+  ts::Tensor<float, ts::dyn_shape_t<2>> z(2, 10);
   z = -100.0f;  // all equal: -log(10) exactly, whatever their size
   auto v = ad::log_softmax(ad::constant(ts::to<ts::cuda>(z)));
   const auto h = ts::to<ts::cpu>(v.value());

@@ -111,7 +111,7 @@ struct min : numeric_base {
   template <class V>
   static TS_HD TS_INLINE V apply(V a, V b) {
     if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(apply(float(a), float(b)));
-    else if constexpr (is_floating_v<simd::elem_t<V>>) return (b < a) | (b != b) ? b : a;
+    else if constexpr (is_floating_v<simd::elem_t<V>>) return ((b < a) | (b != b)) ? b : a;
     else return b < a ? b : a;
   }
 };
@@ -120,7 +120,7 @@ struct max : numeric_base {
   template <class V>
   static TS_HD TS_INLINE V apply(V a, V b) {
     if constexpr (std::is_same_v<V, bfloat16>) return bfloat16(apply(float(a), float(b)));
-    else if constexpr (is_floating_v<simd::elem_t<V>>) return (a < b) | (b != b) ? b : a;
+    else if constexpr (is_floating_v<simd::elem_t<V>>) return ((a < b) | (b != b)) ? b : a;
     else return a < b ? b : a;
   }
 };
@@ -268,7 +268,7 @@ struct cast {
   static TS_HD TS_INLINE auto apply(V a) {
     if constexpr (is_scalar_v<V>) {
       if constexpr (std::is_same_v<To, bool>) return bool(a != V{});
-      else if constexpr (std::is_same_v<V, bfloat16> && !std::is_same_v<To, bfloat16>) return static_cast<To>(float(a));
+      else if constexpr (std::is_same_v<V, bfloat16> && !std::is_same_v<To, bfloat16>) return apply(float(a));  // as float does
       else if constexpr (std::is_floating_point_v<V> && std::is_integral_v<To> && sizeof(To) < 4)
         return static_cast<To>(static_cast<std::int32_t>(a));
       else return static_cast<To>(a);
