@@ -13,44 +13,20 @@
 #include <unistd.h>
 #include <vector>
 
+#include "file_support.hpp"
+
 namespace ts = tessera;
 namespace fs = std::filesystem;
 using Catch::Contains;
 using bytes = std::vector<unsigned char>;
 
 namespace {
+using tst::temp_dir;
+using tst::read_file;
+using tst::write_file;
+using tst::write_gzip;
 
-/// A fresh directory under the system's temporary directory, removed with its content at the end of the test.
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("tessera_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 std::string path_string(const fs::path& p) { return p.string(); }
-
-void write_file(const fs::path& p, const bytes& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  REQUIRE(f.good());
-}
-bytes read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return bytes(std::istreambuf_iterator<char>(f), {});
-}
-void write_gzip(const fs::path& p, const bytes& b) {
-  gzFile g = gzopen(p.c_str(), "wb");
-  REQUIRE(g != nullptr);
-  REQUIRE(gzwrite(g, b.data(), unsigned(b.size())) == int(b.size()));
-  REQUIRE(gzclose(g) == Z_OK);
-}
 
 /// An IDX header: two zero bytes, the type code, the number of dimensions, each dimension big-endian.
 bytes idx_header_bytes(unsigned char type, const std::vector<std::uint32_t>& dims) {

@@ -16,7 +16,12 @@
 #include <unistd.h>
 #include <vector>
 
+#include "file_support.hpp"
+
 namespace {
+using tst::temp_dir;
+using tst::write_file;
+using tst::write_gzip;
 // Each block carries its size in a 16-byte header (which keeps the alignment malloc gives).
 constexpr std::size_t header = 16;
 std::atomic<std::int64_t> live{0};  // bytes held now
@@ -69,17 +74,6 @@ bytes label_header(std::uint32_t n) {
   return {0, 0, 8, 1, static_cast<unsigned char>(n >> 24), static_cast<unsigned char>(n >> 16),
           static_cast<unsigned char>(n >> 8), static_cast<unsigned char>(n)};
 }
-void write_file(const fs::path& p, const bytes& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  REQUIRE(f.good());
-}
-void write_gzip(const fs::path& p, const bytes& b) {
-  gzFile g = gzopen(p.c_str(), "wb9");
-  REQUIRE(g != nullptr);
-  REQUIRE(gzwrite(g, b.data(), unsigned(b.size())) == int(b.size()));
-  REQUIRE(gzclose(g) == Z_OK);
-}
 /// The peak bytes held through operator new while f runs, above what was held before.
 template <class F>
 std::int64_t peak_bytes_during(F&& f) {
@@ -108,7 +102,7 @@ TEST_CASE("a tiny IDX file claiming 2^32-1 labels fails as truncated without all
 
   bytes content = label_header(0xffffffffu);
   for (int k = 0; k < 6; ++k) content.push_back(static_cast<unsigned char>(k));
-  write_gzip(dir / "claims.gz", content);
+  write_gzip(dir / "claims.gz", content, "wb9");
   REQUIRE(fs::file_size(dir / "claims.gz") < 64);  // the 34-byte file of the report, give or take zlib's framing
   write_file(dir / "claims", content);
 
@@ -128,7 +122,7 @@ TEST_CASE("a tiny IDX file claiming 2^32-1 labels fails as truncated without all
   // a larger claim of float64 elements over a little real data: still bounded by the data, which reads back whole
   bytes f64 = {0, 0, 0x0E, 1, 0, 0, 0x40, 0};  // 16384 doubles = 128 KiB
   for (int k = 0; k < 16384 * 8; ++k) f64.push_back(static_cast<unsigned char>(k % 7 == 0 ? 0x3f : 0));
-  write_gzip(dir / "f64.gz", f64);
+  write_gzip(dir / "f64.gz", f64, "wb9");
   const auto peak_ok = peak_bytes_during([&] { CHECK(ts::read_idx<double>(dir / "f64.gz").size() == 16384); });
   CHECK(peak_ok < bound);
 

@@ -16,6 +16,8 @@
 #include <tessera/io/checkpoint.hpp>
 #include <vector>
 
+#include "file_support.hpp"
+
 namespace ts = tessera;
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -25,31 +27,10 @@ using ts::Shape;
 using bytes = std::vector<unsigned char>;
 
 namespace {
+using tst::temp_dir;
+using tst::read_file;
+using tst::write_file;
 
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("tessera_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, ec);
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
-
-void write_file(const fs::path& p, const bytes& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  REQUIRE(f.good());
-}
-bytes read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return bytes(std::istreambuf_iterator<char>(f), {});
-}
 /// Names in a directory other than those given (temporary files left behind show up here).
 std::vector<std::string> other_files(const fs::path& dir, const std::vector<std::string>& expected) {
   std::vector<std::string> v;

@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "file_support.hpp"
+
 namespace ts = tessera;
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -29,30 +31,10 @@ using ts::Shape;
 using bytes = std::vector<unsigned char>;
 
 namespace {
+using tst::temp_dir;
+using tst::read_file;
+using tst::write_file;
 
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("tessera_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
-
-bytes read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return bytes(std::istreambuf_iterator<char>(f), {});
-}
-void write_file(const fs::path& p, const bytes& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  REQUIRE(f.good());
-}
 /// Every name in a directory but `keep`, symlinks included.
 std::vector<std::string> others(const fs::path& dir, const std::vector<std::string>& keep) {
   std::vector<std::string> v;

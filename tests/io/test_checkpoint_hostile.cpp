@@ -14,6 +14,8 @@
 #include <tessera/io/checkpoint.hpp>
 #include <vector>
 
+#include "file_support.hpp"
+
 namespace ts = tessera;
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -23,20 +25,8 @@ using ts::Shape;
 using bytes = std::vector<unsigned char>;
 
 namespace {
-
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("tessera_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
+using tst::temp_dir;
+using tst::write_file;
 
 /// One entry as the file holds it: the data length field is given separately from the data (a lie, for tests).
 struct raw_entry {
@@ -72,12 +62,6 @@ bytes image(const std::vector<raw_entry>& entries) {
   const uLong crc = crc32(crc32(0, nullptr, 0), b.data(), uInt(b.size()));
   put(b, crc, 4);
   return b;
-}
-
-void write_file(const fs::path& p, const bytes& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  REQUIRE(f.good());
 }
 
 std::string list(const std::vector<std::uint64_t>& d) {
