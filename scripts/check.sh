@@ -34,7 +34,8 @@ configure() {  # configure DIR extra-args...
   local args=(-S . -B "$dir" -DTESSERA_BUILD_TESTS=ON -DTESSERA_ENABLE_CUDA=OFF -DTESSERA_BUILD_BENCHMARKS=OFF
               -DTESSERA_BUILD_EXAMPLES=OFF -DTESSERA_INSTALL=OFF "$@")
   [[ -f "$dir/CMakeCache.txt" ]] || args+=("${generator[@]}")
-  cmake "${args[@]}" >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
+  mkdir -p "$dir"
+  cmake "${args[@]}" >"$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; return 1; }
 }
 
 # build_and_run DIR TEST...: builds the tests that exist (keeps going past a failed one), runs them with ctest.
