@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <filesystem>
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -43,6 +44,15 @@ inline void write_file(const fs::path& p, const bytes& b) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
   f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
   REQUIRE(f.good());
+}
+/// Every name in a directory but `keep`, symlinks included (temporary files left behind show up here).
+inline std::vector<std::string> other_files(const fs::path& dir, const std::vector<std::string>& keep) {
+  std::vector<std::string> v;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto name = e.path().filename().string();
+    if (std::find(keep.begin(), keep.end(), name) == keep.end()) v.push_back(name);
+  }
+  return v;
 }
 /// b gzipped into p; mode as gzopen's ("wb": zlib's default level, "wb9": the smallest file).
 inline void write_gzip(const fs::path& p, const bytes& b, const char* mode = "wb") {

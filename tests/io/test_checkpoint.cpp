@@ -30,16 +30,7 @@ namespace {
 using tst::temp_dir;
 using tst::read_file;
 using tst::write_file;
-
-/// Names in a directory other than those given (temporary files left behind show up here).
-std::vector<std::string> other_files(const fs::path& dir, const std::vector<std::string>& expected) {
-  std::vector<std::string> v;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const auto name = e.path().filename().string();
-    if (std::find(expected.begin(), expected.end(), name) == expected.end()) v.push_back(name);
-  }
-  return v;
-}
+using tst::other_files;
 
 template <class T, class S>
 void fill(ts::Tensor<T, S>& t, int salt) {

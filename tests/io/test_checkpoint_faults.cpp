@@ -34,16 +34,7 @@ namespace {
 using tst::temp_dir;
 using tst::read_file;
 using tst::write_file;
-
-/// Every name in a directory but `keep`, symlinks included.
-std::vector<std::string> others(const fs::path& dir, const std::vector<std::string>& keep) {
-  std::vector<std::string> v;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const auto name = e.path().filename().string();
-    if (std::find(keep.begin(), keep.end(), name) == keep.end()) v.push_back(name);
-  }
-  return v;
-}
+using tst::other_files;
 
 /// Version `v` of a checkpoint: a tensor whose every element depends on v, and v itself.
 constexpr index_t n_elements = 1 << 18;  // 1 MiB of floats
@@ -137,7 +128,7 @@ TEST_CASE("a save killed at random points never loses the previous checkpoint; t
     REQUIRE((v == current || v == round));
     (v == current ? kept_old : took_new) += 1;
     current = v;
-    temporaries_seen += int(others(dir.path, {"run.ckpt"}).size());
+    temporaries_seen += int(other_files(dir.path, {"run.ckpt"}).size());
   }
   INFO(kept_old << " rounds kept the old file, " << took_new << " took the new one; " << temporaries_seen
                 << " temporaries left by killed writers");
@@ -145,7 +136,7 @@ TEST_CASE("a save killed at random points never loses the previous checkpoint; t
   CHECK(temporaries_seen >= 1);   // and some left their temporary behind
   save_version(file, 1000);
   CHECK(check_version(file) == 1000);
-  CHECK(others(dir.path, {"run.ckpt"}).empty());
+  CHECK(other_files(dir.path, {"run.ckpt"}).empty());
 }
 
 TEST_CASE("concurrent saves of one path from threads: always one complete checkpoint, no spurious error",
@@ -183,7 +174,7 @@ TEST_CASE("concurrent saves of one path from threads: always one complete checkp
   CHECK(bad_reads == 0);
   const long v = check_version(file, n);
   CHECK((v % 100 == 15 && v / 100 < 4));  // the last save of one of the threads
-  CHECK(others(dir.path, {"run.ckpt"}).empty());
+  CHECK(other_files(dir.path, {"run.ckpt"}).empty());
 }
 
 TEST_CASE("concurrent saves of one path from processes: always one complete checkpoint", "[checkpoint][faults]") {
@@ -228,7 +219,7 @@ TEST_CASE("concurrent saves of one path from processes: always one complete chec
   CHECK(bad_reads == 0);
   const long v = check_version(file, n);
   CHECK((v % 100 == 15 && v / 100 < 4));
-  CHECK(others(dir.path, {"run.ckpt"}).empty());
+  CHECK(other_files(dir.path, {"run.ckpt"}).empty());
 }
 
 TEST_CASE("a symlink planted at a temporary's name is never followed", "[checkpoint][faults]") {
@@ -306,7 +297,7 @@ TEST_CASE("injected failures of each step: an io_error naming the step, the old 
                             Contains(std::strerror(c.errnum)) && Contains("left as it was"));
     CHECK(read_file(file) == before);
     CHECK(check_version(file, 1024) == 7);
-    CHECK(others(dir.path, {"run.ckpt"}).empty());
+    CHECK(other_files(dir.path, {"run.ckpt"}).empty());
   }
   // an interrupted write (EINTR) is retried, not an error
   failing = ts::io_step::write, calls = 0, fail_at = 2, err = EINTR;
@@ -333,12 +324,12 @@ TEST_CASE("stale temporaries of dead writers are removed before a save; those of
   write_file(dir / temp_name(file, dead, "fedcba9876543210"), bytes(4096, 9));
 
   CHECK(ts::remove_stale_temporaries(file) == 2);
-  CHECK(others(dir.path, kept).empty());
+  CHECK(other_files(dir.path, kept).empty());
   for (const auto& k : kept) CHECK(fs::exists(dir / k));
 
   // a save does the same first
   write_file(dir / temp_name(file, dead), bytes(4096, 9));
   save_version(file, 3, 64);
-  CHECK(others(dir.path, [&] { auto v = kept; v.push_back("run.ckpt"); return v; }()).empty());
+  CHECK(other_files(dir.path, [&] { auto v = kept; v.push_back("run.ckpt"); return v; }()).empty());
   CHECK(check_version(file, 64) == 3);
 }
