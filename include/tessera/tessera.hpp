@@ -5,7 +5,7 @@
 #include "tessera/core/types.hpp"
 #include "tessera/core/tensor.hpp"
 #include "tessera/expr/elementwise.hpp"
-#include "tessera/policy/policy.hpp"
+#include "tessera/core/policy.hpp"
 #include "tessera/expr/reduce.hpp"
 #include "tessera/expr/views.hpp"
 #include "tessera/expr/matmul.hpp"

@@ -13,8 +13,8 @@
 #include "tessera/autodiff/anomaly.hpp"
 #include "tessera/expr/elementwise.hpp"
 #include "tessera/expr/reduce.hpp"
-#include "tessera/policy/assign.hpp"
-#include "tessera/policy/policy.hpp"
+#include "tessera/policy/planner.hpp"
+#include "tessera/core/policy.hpp"
 
 namespace tessera::ad {
 

@@ -13,7 +13,7 @@
 #include "tessera/core/eval.hpp"
 #include "tessera/core/shape.hpp"
 #include "tessera/core/types.hpp"
-#include "tessera/policy/policy.hpp"
+#include "tessera/core/policy.hpp"
 
 namespace tessera {
 
@@ -341,4 +341,4 @@ View<T, S, P> map(T* data, const dims_t<S::rank>& dims, const dims_t<S::rank>& s
 
 }  // namespace tessera
 
-#include "tessera/policy/assign.hpp"
+#include "tessera/policy/planner.hpp"

@@ -15,18 +15,6 @@
 
 namespace tessera::detail {
 
-/// Sizes of one convolution. Input N x C x H x W, weights K x C/groups x R x S, output N x K x OH x OW.
-struct conv_geometry {
-  index_t N, C, H, W;
-  index_t K, R, S;
-  index_t OH, OW;
-  index_t stride, pad, dilation, groups;
-};
-
-inline index_t conv_out_extent(index_t in, index_t k, index_t stride, index_t pad, index_t dilation) {
-  return (in + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
-}
-
 /// d[0 .. N) = s[0 .. N): masked vector moves where AVX-512 has them (they never touch memory past N).
 template <class T, int N>
 TS_INLINE void copy_run(T* __restrict d, const T* __restrict s) {

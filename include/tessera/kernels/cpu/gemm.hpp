@@ -12,6 +12,7 @@
 
 #include "tessera/core/simd.hpp"
 #include "tessera/core/stats.hpp"
+#include "tessera/kernels/backend.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -46,14 +47,6 @@ struct gemm_blocking {
   static constexpr int kc = TESSERA_GEMM_KC * 4 / int(sizeof(T));
   static constexpr int mc = TESSERA_GEMM_MC;  // an A block (mc x 512 elements at most, see gemm_mc) stays in L2
   static constexpr int nc = TESSERA_GEMM_NC;  // a B block (kc x nc) stays in L3
-};
-
-/// Strided matrix operand: element (i, j) at p[i * rs + j * cs].
-template <class T>
-struct mat_ref {
-  const T* p;
-  index_t rs, cs;
-  const T& operator()(index_t i, index_t j) const { return p[i * rs + j * cs]; }
 };
 
 /// Packing buffers kept by the calling thread between products (large ones come from mmap: allocating

@@ -1,0 +1,13 @@
+// cuda_rnn_ops: the rnn part of backend<cuda> (see kernels/cuda/backend.hpp). Compiled only by nvcc.
+#pragma once
+#if defined(__CUDACC__)
+#include "tessera/kernels/backend.hpp"
+#include "tessera/kernels/cuda/common.hpp"
+#include "tessera/kernels/cuda/memory.hpp"
+
+namespace tessera::detail {
+
+struct cuda_rnn_ops {};
+
+}  // namespace tessera::detail
+#endif  // __CUDACC__
