@@ -1,4 +1,9 @@
 // Tensor (owning, contiguous, row-major, 64-byte aligned) and View (non-owning, strided).
+//
+// Assigning an expression (or a scalar, or another tensor) to a tensor or view is work: it goes to planner<P>,
+// which policy/planner.hpp defines (tessera/tessera.hpp includes it). This file only declares it, so that core/
+// depends on nothing above it; a program that assigns without the planner gets a compile error saying which
+// header to include (never a link error).
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -14,6 +19,7 @@
 #include "tessera/core/shape.hpp"
 #include "tessera/core/types.hpp"
 #include "tessera/core/policy.hpp"
+#include "tessera/core/simd.hpp"
 
 namespace tessera {
 
@@ -43,9 +49,39 @@ namespace op {
 struct assign { static constexpr const char* name = "assign"; };
 }  // namespace op
 
+/// Runs assignments of policy P: aliasing checks, fusion, the backend's kernels (policy/planner.hpp).
+template <class P>
+struct planner;
+
 namespace detail {
-template <class T, class S, class P, class E>
-void assign(const View<T, S, P>& dst, const E& e);
+/// dst = e through the planner (declared above, defined by policy/planner.hpp).
+template <class DV, class E>
+void run_assignment(const DV& dst, const E& e) {
+  using P = typename DV::policy;
+  static_assert(requires { planner<P>::available; },
+                "tessera: assigning to a tensor or view runs the planner: include tessera/tessera.hpp (or "
+                "tessera/policy/planner.hpp)");
+  planner<P>::assign(dst, e);
+}
+
+/// A constant broadcast over the whole expression (the leaf a scalar operand becomes).
+template <class T>
+struct scalar_node {
+  using value_type = T;
+  using shape_type = Shape<>;
+  using policy = void;
+  static constexpr int rank = 0;
+  static constexpr bool is_tessera_expression = true;
+  static constexpr int contractions = 0;
+  static constexpr bool packable = simd::packable_v<T>;
+  static constexpr std::size_t max_lane_size = sizeof(std::conditional_t<std::is_same_v<T, bool>, int, T>);
+  T value;
+  dims_t<0> expr_dims() const { return {}; }
+  template <int R>
+  scalar_eval<T> evaluator(const dims_t<R>&) const { return {value}; }
+  template <class F>
+  void for_each_leaf(F&&) const {}
+};
 
 template <class T, class E>
 constexpr void check_storable() {
@@ -117,9 +153,14 @@ class View {
   View& operator=(const View& o) { return assign_from(o); }
   template <Expression E>
   View& operator=(const E& e) { return assign_from(e); }
+  /// Fill with v.
   template <class U>
     requires std::is_arithmetic_v<U> || std::is_same_v<U, bfloat16>
-  View& operator=(U v);  // fill; defined in expr/node.hpp
+  View& operator=(U v) {
+    static_assert(!std::is_const_v<T>, "tessera: cannot assign through a read-only view");
+    detail::run_assignment(*this, detail::scalar_node<value_type>{static_cast<value_type>(v)});
+    return *this;
+  }
 
   // ---- expression interface ----
   dims_t<rank> expr_dims() const { return dims_; }
@@ -137,7 +178,7 @@ class View {
     detail::check_storable<T, E>();
     detail::check_policy<P, E>();
     (void)error::static_shapes_differ<op::assign, typename std::remove_cvref_t<E>::shape_type, S>::ok;
-    detail::assign(*this, e);
+    detail::run_assignment(*this, e);
     return *this;
   }
 
@@ -217,7 +258,7 @@ class Tensor {
     dims_ = e.expr_dims();
     check_static_extents<S>(dims_, "tensor from expression");
     allocate();
-    detail::assign(view(), e);
+    detail::run_assignment(view(), e);
   }
   /// From a tensor of another static shape (same rank; static extents checked at compile time, dynamic ones at run time).
   template <class S2>
@@ -245,7 +286,7 @@ class Tensor {
     static_check<E>();
     const auto d = e.expr_dims();
     if (d == dims_) {
-      detail::assign(view(), e);
+      detail::run_assignment(view(), e);
     } else {
       Tensor t(e);  // the old buffer may be read by e: evaluate first, then swap
       *this = std::move(t);
@@ -341,4 +382,3 @@ View<T, S, P> map(T* data, const dims_t<S::rank>& dims, const dims_t<S::rank>& s
 
 }  // namespace tessera
 
-#include "tessera/policy/planner.hpp"

@@ -35,6 +35,7 @@
 
 #include "tessera/core/shape.hpp"
 #include "tessera/core/tensor.hpp"
+#include "tessera/policy/planner.hpp"
 #include "tessera/io/error.hpp"
 
 namespace tessera {

@@ -23,6 +23,7 @@
 #include "tessera/core/random.hpp"
 #include "tessera/core/shape.hpp"
 #include "tessera/core/tensor.hpp"
+#include "tessera/policy/planner.hpp"
 
 namespace tessera {
 

@@ -1,7 +1,7 @@
-// conv2d(x, w, options) over NCHW tensors as an expression node. At the top of an assignment it writes the
-// destination directly; an elementwise tree around it (bias, activation, residual add...) runs as the
-// convolution's epilogue on each finished block; inside any other expression it is evaluated once into a
-// temporary. With the options as a template argument, conv2d<conv2d_options{.padding = 1}>(x, w), static
+// conv2d(x, w, options) over NCHW tensors as an expression node (operands and geometry). At the top of an
+// assignment the planner has it written into the destination directly (policy/planner.hpp); an elementwise tree
+// around it (bias, activation, residual add...) runs as the convolution's epilogue on each finished block; inside
+// any other expression it is evaluated once into a temporary. With the options as a template argument, conv2d<conv2d_options{.padding = 1}>(x, w), static
 // input shapes give a static output shape and channel mismatches are compile errors.
 #pragma once
 #include <memory>
@@ -9,7 +9,7 @@
 #include <type_traits>
 
 #include "tessera/expr/matmul.hpp"
-#include "tessera/kernels/cpu/conv.hpp"
+#include "tessera/kernels/backend.hpp"
 
 namespace tessera {
 
@@ -112,23 +112,6 @@ struct conv2d_node : contraction_node_base<conv2d_node<X, Wt, Static, O>, typena
     f(w);
   }
 
-  /// dst = conv2d(x, w) on the host; `epi(n, k0, krows, p0, pcols)` runs on each finished block of dst, p
-  /// indexing the flattened (h, w) plane.
-  template <class DV, class Epi>
-  void run_on_host(const DV& dst, const Epi& epi) const {
-    using P = typename DV::policy;
-    static_assert(std::is_floating_point_v<value_type>, "tessera: conv2d supports float and double");
-    const auto& ds = dst.strides();
-    if (!(ds[3] == 1 || geo.OW == 1) || !(ds[2] == geo.OW || geo.OH == 1)) {  // the kernel writes whole planes
-      Tensor<value_type, dyn_shape_t<4>, P> t(dims_);
-      run_on_host(t.view(), no_epilogue{});
-      DV d = dst;
-      d = t.cview();
-      return;
-    }
-    cpu_conv2d<value_type>(geo, x.data(), x.strides().data(), w.data(), w.strides().data(), dst.data(), ds[0], ds[1],
-                           P::num_threads(), epi);
-  }
 };
 
 template <bool Static, conv2d_options O, class X, class Wt>

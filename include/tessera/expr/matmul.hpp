@@ -1,14 +1,13 @@
-// matmul(a, b): the 2-D matrix product as an expression node. At the top of an assignment it runs the GEMM
-// straight into the destination; inside a larger expression it is evaluated once into a temporary and read
-// as a leaf. (Epilogue fusion of the surrounding elementwise tree is the next step; see docs/architecture.md.)
+// matmul(a, b): NumPy's matrix product as an expression node: operands, extents and batch dims, nothing more. At
+// the top of an assignment the planner runs the GEMM straight into the destination, with the elementwise tree
+// around it as its epilogue where it fits (policy/planner.hpp, policy/contractions.hpp); inside a larger
+// expression it is evaluated once into a temporary and read as a leaf.
 #pragma once
 #include <memory>
 #include <string>
 #include <type_traits>
 
 #include "tessera/expr/node.hpp"
-#include "tessera/kernels/cpu/gemm.hpp"
-#include "tessera/kernels/cpu/loop.hpp"
 
 namespace tessera {
 
@@ -117,49 +116,6 @@ struct matmul_node : contraction_node_base<matmul_node<A, B>, typename A::value_
     f(b);
   }
 
-  /// dst = a * b on the host; `epi(i0, j0, rows, cols)` runs on each finished tile of dst while it is still in
-  /// cache (2-D products only).
-  template <class DV, class Epi>
-  void run_on_host(const DV& dst, const Epi& epi) const {
-    using P = typename DV::policy;
-    const auto& ds = dst.strides();
-    if constexpr (!MS::vec) {
-      if (ds[rank - 1] != 1 && n_ > 1) {  // the GEMM writes rows: go through a contiguous temporary
-        Tensor<value_type, shape_type, P> t(*this);
-        DV d = dst;
-        d = t.cview();
-        return;
-      }
-    }
-    const index_t ldc = MS::vec ? ds[rank - 1] : ds[rank - 2];
-    const mat_ref<value_type> am0{a.data(), a.strides()[A::rank - 2], a.strides()[A::rank - 1]};
-    const mat_ref<value_type> bm0{b.data(), b.strides()[MS::vec ? 0 : B::rank - 2], MS::vec ? 1 : b.strides()[B::rank - 1]};
-    if constexpr (nb == 0) {
-      cpu_gemm<value_type>(m_, n_, k_, am0, bm0, dst.data(), ldc, false, P::num_threads(), epi);
-    } else {
-      // batch strides of each operand aligned to the result's batch dims (0 where broadcast)
-      dims_t<MS::bra> ba{}, sa{};
-      dims_t<MS::brb> bb{}, sb{};
-      for (int i = 0; i < MS::bra; ++i) { ba[i] = a.dims()[i]; sa[i] = a.strides()[i]; }
-      for (int i = 0; i < MS::brb; ++i) { bb[i] = b.dims()[i]; sb[i] = b.strides()[i]; }
-      const auto as = aligned_strides<nb>(ba, sa, batch_);
-      const auto bs = aligned_strides<nb>(bb, sb, batch_);
-      const index_t batches = product(batch_);
-      const bool small = 2.0 * double(m_) * double(n_) * double(k_) < 2e6;
-      const int outer = small && batches > 1 ? P::num_threads() : 1;  // many small products: one per thread
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(outer) schedule(static) if (outer > 1)
-#endif
-      for (index_t q = 0; q < batches; ++q) {
-        index_t idx[nb > 0 ? nb : 1];
-        unflatten(q, idx, batch_.data(), nb);
-        index_t oa = 0, ob = 0, oc = 0;
-        for (int i = 0; i < nb; ++i) { oa += idx[i] * as[i]; ob += idx[i] * bs[i]; oc += idx[i] * ds[i]; }
-        cpu_gemm<value_type>(m_, n_, k_, {am0.p + oa, am0.rs, am0.cs}, {bm0.p + ob, bm0.rs, bm0.cs}, dst.data() + oc, ldc,
-                             false, outer > 1 ? 1 : P::num_threads());
-      }
-    }
-  }
 };
 
 /// Operands of a contraction are read through strides: views pass as they are, other expressions are evaluated.

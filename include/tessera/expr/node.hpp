@@ -28,25 +28,6 @@ namespace detail {
 template <class E>
 using expr_t = std::remove_cvref_t<E>;
 
-/// A constant broadcast over the whole expression.
-template <class T>
-struct scalar_node {
-  using value_type = T;
-  using shape_type = Shape<>;
-  using policy = void;
-  static constexpr int rank = 0;
-  static constexpr bool is_tessera_expression = true;
-  static constexpr int contractions = 0;
-  static constexpr bool packable = simd::packable_v<T>;
-  static constexpr std::size_t max_lane_size = sizeof(std::conditional_t<std::is_same_v<T, bool>, int, T>);
-  T value;
-  dims_t<0> expr_dims() const { return {}; }
-  template <int R>
-  scalar_eval<T> evaluator(const dims_t<R>&) const { return {value}; }
-  template <class F>
-  void for_each_leaf(F&&) const {}
-};
-
 /// A temporary tensor moved into an expression; shared so that copying the expression stays cheap.
 template <class T, class S, class P>
 struct owned_leaf : View<const T, S, P> {
@@ -220,11 +201,10 @@ auto materialize_as_leaf(const Node& node, Cache& cache, const dims_t<R>& out) {
   return make_leaf_eval<typename N::value_type, R>(cache->data(), d, contiguous_strides(d), out);
 }
 
-struct no_epilogue;
 
-/// What every contraction node (matmul, conv2d, pooling) shares: the flags assign() dispatches on, the cache
-/// it is evaluated into when read as a leaf, the destination it reads while an epilogue runs (fuse_target), and
-/// run_into's choice between the host kernel (Derived::run_on_host) and the device library.
+/// What every contraction node (matmul, conv2d, pooling) shares: the flags the planner dispatches on, the cache
+/// it is evaluated into when read as a leaf, and the destination it reads while an epilogue runs (fuse_target).
+/// The node only describes; policy/planner.hpp runs it.
 template <class Derived, class T, class S, class P>
 struct contraction_node_base {
   using value_type = T;
@@ -251,21 +231,6 @@ struct contraction_node_base {
   void for_each_contraction(F&& f) const { f(self()); }
   template <class F>
   void for_each_leaf(F&&) const {}
-
-  /// dst = this node (dst must not overlap the operands; assign() sees to that); `epi` runs on each finished
-  /// block of dst on the host (see each node for the block's shape).
-  template <class DV, class Epi = no_epilogue>
-  void run_into(const DV& dst, const Epi& epi = {}) const {
-    using DP = typename DV::policy;
-    if constexpr (DP::on_device) {
-      static_assert(requires { device_contractions<DP>::enabled; },
-                    "tessera: matmul, conv2d and pooling on the cuda policy run cuBLASLt, cuDNN and tessera's own CUDA "
-                    "kernels: compile this file with nvcc (a .cu file)");
-      device_contractions<DP>::run(self(), dst);
-    } else {
-      self().run_on_host(dst, epi);
-    }
-  }
 
  private:
   const Derived& self() const { return static_cast<const Derived&>(*this); }
@@ -310,14 +275,5 @@ auto make_binary(A&& a, B&& b) {
 }
 
 }  // namespace detail
-
-template <class T, ShapeType S, Policy P>
-template <class U>
-  requires std::is_arithmetic_v<U> || std::is_same_v<U, bfloat16>
-View<T, S, P>& View<T, S, P>::operator=(U v) {
-  static_assert(!std::is_const_v<T>, "tessera: cannot assign through a read-only view");
-  detail::assign(*this, detail::scalar_node<value_type>{static_cast<value_type>(v)});
-  return *this;
-}
 
 }  // namespace tessera

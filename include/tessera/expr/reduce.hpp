@@ -10,7 +10,6 @@
 
 #include "tessera/expr/elementwise.hpp"
 #include "tessera/expr/node.hpp"
-#include "tessera/kernels/cpu/reduce.hpp"
 
 namespace tessera {
 
@@ -18,61 +17,7 @@ namespace tessera {
 struct keepdim_t {};
 inline constexpr keepdim_t keepdim{};
 
-namespace op {
-struct sum {
-  static constexpr const char* name = "sum";
-  template <class T>
-  static constexpr bool accepts = true;
-  template <class T>
-  using result = std::conditional_t<std::is_integral_v<T>, std::int64_t, compute_t<T>>;
-  template <class A>
-  static TS_HD constexpr A identity() { return A(0); }
-  template <class V>
-  static TS_HD TS_INLINE V combine(V a, V b) { return a + b; }
-};
-struct mean : sum {
-  static constexpr const char* name = "mean";
-  template <class T>
-  static constexpr bool accepts = is_floating_v<T>;
-};
-struct max_reduce {
-  static constexpr const char* name = "max";
-  template <class T>
-  static constexpr bool accepts = !std::is_same_v<T, bool>;
-  template <class T>
-  using result = compute_t<T>;
-  template <class A>
-  static TS_HD constexpr A identity() {
-    if constexpr (std::numeric_limits<A>::has_infinity) return -std::numeric_limits<A>::infinity();
-    else return std::numeric_limits<A>::lowest();
-  }
-  /// NaN wins, as in PyTorch (a max over anything with a NaN is NaN).
-  template <class V>
-  static TS_HD TS_INLINE V combine(V a, V b) { return op::max::apply(a, b); }
-};
-struct min_reduce {
-  static constexpr const char* name = "min";
-  template <class T>
-  static constexpr bool accepts = !std::is_same_v<T, bool>;
-  template <class T>
-  using result = compute_t<T>;
-  template <class A>
-  static TS_HD constexpr A identity() {
-    if constexpr (std::numeric_limits<A>::has_infinity) return std::numeric_limits<A>::infinity();
-    else return std::numeric_limits<A>::max();
-  }
-  /// NaN wins, as in PyTorch.
-  template <class V>
-  static TS_HD TS_INLINE V combine(V a, V b) { return op::min::apply(a, b); }
-};
-struct argmax {
-  static constexpr const char* name = "argmax";
-  template <class T>
-  static constexpr bool accepts = !std::is_same_v<T, bool>;
-  template <class T>
-  using result = std::int64_t;
-};
-}  // namespace op
+
 
 
 namespace detail {
@@ -161,88 +106,6 @@ struct reduce_node {
     return s;
   }
 
-  template <class DV>
-  void reduce_into(const DV& dst) const {
-    using P = typename DV::policy;
-    if constexpr (P::on_device) {
-      static_assert(requires { device_kernels<P>::enabled; },
-                    "tessera: the cuda policy runs kernels: compile this file with nvcc (a .cu file)");
-      device_kernels<P>::reduce(dst, *this);
-    } else if constexpr (std::is_same_v<Op, op::argmax>) {
-      host_argmax(dst);
-    } else {
-      const auto sd = child.expr_dims();
-      auto ev = child.template evaluator<source_rank>(sd);
-      using A = value_type;
-      cpu_reduce<Op, A, C::packable && simd::packable_v<A>, std::max(C::max_lane_size, sizeof(A)), source_rank>(
-          dst.data(), sd, out_strides_in_source(dst), ev, dst.dims().data(), dst.strides().data(), rank,
-          P::num_threads());
-      if constexpr (std::is_same_v<Op, op::mean>) {
-        index_t count = 1;
-        for (int i = 0; i < source_rank; ++i)
-          if ((Mask >> i) & 1u) count *= sd[i];
-        const A scale = count ? A(1) / A(count) : std::numeric_limits<A>::quiet_NaN();
-        DV d = dst;
-        d = map_node<op::mul, View<const A, typename DV::shape_type, P>, scalar_node<A>>(
-            View<const A, typename DV::shape_type, P>(dst), scalar_node<A>{scale});
-      }
-    }
-  }
-
- private:
-  /// First index of the largest value in base[0], base[s], ... base[(n-1) s], or of the first NaN (PyTorch's argmax).
-  template <class T>
-  static index_t first_argmax(const T* base, index_t n, index_t s) {
-    using F = compute_t<T>;
-    F bv = F(base[0]);
-    index_t best = 0;
-    if (bv != bv) return 0;
-    for (index_t k = 1; k < n; ++k) {
-      const F v = F(base[k * s]);
-      if (v != v) return k;
-      if (v > bv) {
-        bv = v;
-        best = k;
-      }
-    }
-    return best;
-  }
-
-  // argmax: first index of the largest value along one axis (or over the flattened source).
-  template <class DV>
-  void host_argmax(const DV& dst) const {
-    using T = typename C::value_type;
-    using P = typename DV::policy;
-    const auto src = Tensor<T, typename C::shape_type, P>(child);  // contiguous, so the loop below is plain
-    const auto sd = src.dims();
-    if constexpr (Mask == ((source_rank >= 32 ? ~0u : (1u << source_rank) - 1u)) && source_rank != 1) {
-      const index_t n = src.size();
-      if (n == 0) throw shape_error("tessera: argmax of an empty tensor");
-      *dst.data() = first_argmax(src.data(), n, 1);
-    } else {
-      static_assert(std::popcount(Mask) == 1, "tessera: argmax reduces one axis (or all of them)");
-      constexpr int ax = std::countr_zero(Mask);
-      index_t outer = 1, inner = 1;
-      for (int i = 0; i < ax; ++i) outer *= sd[i];
-      for (int i = ax + 1; i < source_rank; ++i) inner *= sd[i];
-      const index_t n = sd[ax];
-      const auto os = out_strides_in_source(dst);
-      stats::count_pass();
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(P::num_threads()) if (outer * inner * n >= 32768)
-#endif
-      for (index_t o = 0; o < outer; ++o)
-        for (index_t i = 0; i < inner; ++i) {
-          const T* base = src.data() + o * n * inner + i;
-          const index_t best = first_argmax(base, n, inner);
-          // destination offset from the (outer, inner) position
-          index_t rem_o = o, rem_i = i, off = 0;
-          for (int d = source_rank - 1; d > ax; --d) { off += (rem_i % sd[d]) * os[d]; rem_i /= sd[d]; }
-          for (int d = ax - 1; d >= 0; --d) { off += (rem_o % sd[d]) * os[d]; rem_o /= sd[d]; }
-          dst.data()[off] = best;
-        }
-    }
-  }
 };
 
 template <class Op, bool Keep, int... Axes, class X>

@@ -52,6 +52,7 @@
 
 #include "tessera/core/shape.hpp"
 #include "tessera/core/tensor.hpp"
+#include "tessera/policy/planner.hpp"
 #include "tessera/core/types.hpp"
 #include "tessera/io/atomic_file.hpp"
 #include "tessera/io/checkpoint_format.hpp"

@@ -13,12 +13,18 @@
 //                     from_host(dst, src, n) (both wait for the copy), zero(p, n)
 //   elementwise       elementwise<T, Packable, MaxLane>(dst, dims, strides, ev): dst = ev (an evaluator of core/eval.hpp)
 //   reduce            reduce<Op, A, Packable, MaxLane, RS>(...): see each backend
-//   gemm              gemm(gemm_desc<T>) (C (+)= A B); the host's gemm(desc, epi) also runs a block epilogue
+//   gemm              gemm(gemm_desc<T>) (C (+)= A B), gemm_batched(desc, gemm_batch); the host's gemm(desc, epi)
+//                     also runs a block epilogue; the device's gemm(desc, gemm_epilogue, bias) a library one
+//   conv2d, pool2d    the forward of a convolution (conv_geometry) and of a K x K pooling, into a destination whose
+//                     layout conv2d_writes / pool2d_writes accept (else the planner goes through a temporary)
 //   nn                activation backward, conv2d forward / backward data / backward weight (conv_geometry), pooling
 //                     forward and backward, softmax rows, cross entropy, dropout, batch norm (kernels/*/nn.hpp)
 //   rnn               the LSTM step forward and backward (kernels/*/rnn.hpp)
 //   optim             the SGD and Adam updates (kernels/*/optim.hpp)
 // A backend that lacks a function fails to compile at the call, naming backend<P> and the function.
+//   rnn, in full      rnn_bias_rows, lstm_prepare_weight_hh, lstm_recurrent_forward / _backward, lstm_step_forward /
+//                     _backward, rnn_bias_grads, rnn_swap01, rnn_add, rnn_mul (kernels/cpu/rnn.hpp says what each does)
+//   optim, in full    sgd_update(p, g, buf, n, sgd_args<T>), adam_update(p, g, m, v, n, adam_args<T>)
 #pragma once
 #include "tessera/core/policy.hpp"
 #include "tessera/core/shape.hpp"
@@ -29,6 +35,12 @@ namespace tessera {
 enum class activation { none, relu, tanh, sigmoid };
 
 namespace detail {
+
+/// The block epilogue that does nothing (a host kernel's `Epi` when none is wanted).
+struct no_epilogue {
+  static constexpr bool active = false;
+  void operator()(index_t, index_t, index_t, index_t) const {}
+};
 
 /// Strided matrix operand: element (i, j) at p[i * rs + j * cs].
 template <class T>
@@ -49,6 +61,29 @@ struct gemm_desc {
   bool accumulate = false;
 };
 
+/// The products of a batched matmul: over nb batch dims of extents `dims`, product q reads A and B and writes C at
+/// the offsets its batch index gives with strides a, b and c (a stride 0: that operand is shared, broadcast).
+struct gemm_batch {
+  static constexpr int cap = 8;
+  int nb = 0;
+  index_t dims[cap]{}, a[cap]{}, b[cap]{}, c[cap]{};
+  index_t count() const {
+    index_t n = 1;
+    for (int i = 0; i < nb; ++i) n *= dims[i];
+    return n;
+  }
+  void offsets(index_t q, index_t& oa, index_t& ob, index_t& oc) const {
+    oa = ob = oc = 0;
+    for (int i = nb - 1; i >= 0; --i) {
+      const index_t k = q % dims[i];
+      q /= dims[i];
+      oa += k * a[i];
+      ob += k * b[i];
+      oc += k * c[i];
+    }
+  }
+};
+
 /// Sizes of one convolution. Input N x C x H x W, weights K x C/groups x R x S, output N x K x OH x OW.
 struct conv_geometry {
   index_t N, C, H, W;
@@ -60,6 +95,27 @@ struct conv_geometry {
 inline index_t conv_out_extent(index_t in, index_t k, index_t stride, index_t pad, index_t dilation) {
   return (in + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
 }
+
+/// The constants of one SGD update (optim/optim.hpp: torch.optim.SGD's rule): d = g (+ wd * p with decay); with a
+/// momentum buffer, buf = d at the parameter's first update (first), else momentum * buf + one_minus_dampening * d,
+/// and d = nesterov ? d + momentum * buf : buf; then p += neg_lr * d.
+template <class T>
+struct sgd_args {
+  T neg_lr, wd, momentum, one_minus_dampening;
+  bool decay, first, nesterov;
+};
+
+/// Weight decay in Adam's step: none, L2 (g += wd * p: torch.optim.Adam) or decoupled (p *= keep = 1 - lr * wd
+/// first: torch.optim.AdamW).
+enum class adam_decay { none, l2, decoupled };
+
+/// The constants of one Adam / AdamW update: m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g g;
+/// p += neg_step_size * m / (sqrt(v) / bias_correction2_sqrt + eps).
+template <class T>
+struct adam_args {
+  T beta1, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps, wd, keep;
+  adam_decay decay;
+};
 
 }  // namespace detail
 

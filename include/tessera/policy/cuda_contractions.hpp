@@ -1,9 +1,8 @@
-// Contractions on the cuda policy: matmul through cuBLASLt (kernels/cuda/gemm.hpp), conv2d through cuDNN
-// (kernels/cuda/conv.hpp, when cudnn.h is found), pooling through tessera's own kernels. An elementwise tree
-// around a product is matched at compile time: relu(matmul(a, b) + bias), matmul(a, b) + bias and
-// relu(matmul(a, b)) run as cuBLASLt's epilogue; relu(conv2d(x, w) + bias) and its sub-forms as cuDNN's fused
+// The cuda policy's epilogue plans (library_plan<cuda>): the contractions themselves run through backend<cuda>
+// like every policy's (execute() in policy/planner.hpp); an elementwise tree around a product is matched at compile time:
+// relu(matmul(a, b) + bias), matmul(a, b) + bias and relu(matmul(a, b)) run as cuBLASLt's epilogue; relu(conv2d(x, w) + bias) and its sub-forms as cuDNN's fused
 // bias and activation; any other tree runs as one elementwise kernel reading the product from the destination
-// (no intermediate tensor). Compiled only by nvcc (policy/cuda.hpp includes it). Link CUDA::cublasLt and cuDNN.
+// (no intermediate tensor). Compiled only by nvcc (policy/planner.hpp includes it there).
 #pragma once
 #if defined(__CUDACC__)
 #include <type_traits>
@@ -11,12 +10,8 @@
 #include "tessera/expr/conv.hpp"
 #include "tessera/expr/matmul.hpp"
 #include "tessera/expr/pool.hpp"
-#include "tessera/kernels/cuda/gemm.hpp"
-#include "tessera/kernels/cuda/pool.hpp"
-#if __has_include(<cudnn.h>)
-#include "tessera/kernels/cuda/conv.hpp"
-#define TESSERA_HAVE_CUDNN 1
-#endif
+#include "tessera/kernels/cuda/backend.hpp"
+#include "tessera/policy/plan_support.hpp"
 
 namespace tessera::detail {
 
@@ -57,133 +52,19 @@ struct library_epilogue<map_node<op::relu, map_node<op::add, C, L>>> {  // relu(
   static const L* bias(const map_node<op::relu, map_node<op::add, C, L>>& e) { return inner::bias(std::get<0>(e.children)); }
 };
 
+}  // namespace tessera::detail
+
+namespace tessera {
+
 template <>
-struct device_contractions<cuda> {
-  static constexpr bool enabled = true;
-
-  /// dst = node, whichever contraction it is.
-  template <class Node, class DV>
-  static void run(const Node& nd, const DV& dst) {
-    if constexpr (is_matmul_node<Node>::value) matmul(nd, dst);
-    else if constexpr (is_conv_node<Node>::value) conv2d(nd, dst);
-    else pool<Node::is_max>(nd, dst, Node::kernel, Node::stride, Node::padding);
-  }
-
-  /// dst = epilogue(a * b [+ bias]) for a matmul node; bias (length n, contiguous) or null.
-  template <class Node, class DV>
-  static void matmul(const Node& nd, const DV& dst, gemm_epilogue epi = gemm_epilogue::none,
-                     const typename Node::value_type* bias = nullptr) {
-    using T = typename Node::value_type;
-    using MS = typename Node::MS;
-    constexpr int rank = Node::rank, nb = Node::nb;
-    using A = std::remove_cvref_t<decltype(nd.a)>;
-    using B = std::remove_cvref_t<decltype(nd.b)>;
-    const auto& ds = dst.strides();
-    if constexpr (!MS::vec) {
-      if (ds[rank - 1] != 1 && nd.n_ > 1) {  // cuBLASLt writes rows: go through a contiguous temporary
-        Tensor<T, typename Node::shape_type, cuda> t(nd.expr_dims());
-        matmul(nd, t.view(), epi, bias);
-        DV d = dst;
-        d = t.cview();
-        return;
-      }
-    }
-    const index_t ldc = MS::vec ? ds[rank - 1] : ds[rank - 2];
-    const index_t a_rs = nd.a.strides()[A::rank - 2], a_cs = nd.a.strides()[A::rank - 1];
-    const index_t b_rs = nd.b.strides()[MS::vec ? 0 : B::rank - 2], b_cs = MS::vec ? 1 : nd.b.strides()[B::rank - 1];
-    cudaStream_t s = cuda_detail::stream();
-    stats::count_pass();
-    stats::count_launch();
-    if constexpr (nb == 0) {
-      cuda_gemm<T>(s, nd.m_, nd.n_, nd.k_, nd.a.data(), a_rs, a_cs, nd.b.data(), b_rs, b_cs, dst.data(), ldc, epi, bias);
-    } else {
-      dims_t<MS::bra> ba{}, sa{};
-      dims_t<MS::brb> bb{}, sb{};
-      for (int i = 0; i < MS::bra; ++i) { ba[i] = nd.a.dims()[i]; sa[i] = nd.a.strides()[i]; }
-      for (int i = 0; i < MS::brb; ++i) { bb[i] = nd.b.dims()[i]; sb[i] = nd.b.strides()[i]; }
-      const auto as = aligned_strides<nb>(ba, sa, nd.batch_);
-      const auto bs = aligned_strides<nb>(bb, sb, nd.batch_);
-      if constexpr (nb == 1) {  // one strided-batched call
-        cuda_gemm<T>(s, nd.m_, nd.n_, nd.k_, nd.a.data(), a_rs, a_cs, nd.b.data(), b_rs, b_cs, dst.data(), ldc, epi, bias,
-                     nd.batch_[0], as[0], bs[0], ds[0]);
-      } else {
-        const index_t batches = product(nd.batch_);
-        for (index_t q = 0; q < batches; ++q) {
-          index_t idx[nb];
-          unflatten(q, idx, nd.batch_.data(), nb);
-          index_t oa = 0, ob = 0, oc = 0;
-          for (int i = 0; i < nb; ++i) { oa += idx[i] * as[i]; ob += idx[i] * bs[i]; oc += idx[i] * ds[i]; }
-          cuda_gemm<T>(s, nd.m_, nd.n_, nd.k_, nd.a.data() + oa, a_rs, a_cs, nd.b.data() + ob, b_rs, b_cs, dst.data() + oc, ldc,
-                       epi, bias);
-        }
-      }
-    }
-  }
-
-  /// dst = [relu](conv2d(x, w) [+ bias]) for a conv2d node (cuDNN; operands made contiguous first).
-  template <class Node, class DV>
-  static void conv2d(const Node& nd, const DV& dst, const typename Node::value_type* bias = nullptr, bool relu = false) {
-#if defined(TESSERA_HAVE_CUDNN)
-    using T = typename Node::value_type;
-    const auto& g = nd.geometry();
-    auto contiguous = [](const auto& v) {
-      const auto c = contiguous_strides(v.dims());
-      return v.strides() == c;
-    };
-    if (!contiguous(dst)) {
-      Tensor<T, dyn_shape_t<4>, cuda> t(nd.expr_dims());
-      conv2d(nd, t.view(), bias, relu);
-      DV d = dst;
-      d = t.cview();
-      return;
-    }
-    const T* x = nd.x.data();
-    const T* w = nd.w.data();
-    Tensor<T, dyn_shape_t<4>, cuda> xc, wc;
-    if (!contiguous(nd.x)) {
-      xc = Tensor<T, dyn_shape_t<4>, cuda>(nd.x);
-      x = xc.data();
-    }
-    if (!contiguous(nd.w)) {
-      wc = Tensor<T, dyn_shape_t<4>, cuda>(nd.w);
-      w = wc.data();
-    }
-    stats::count_pass();
-    stats::count_launch();
-    cuda_conv2d<T>(cuda_detail::stream(), x, g.N, g.C, g.H, g.W, w, g.K, g.R, g.S, int(g.stride), int(g.pad), int(g.dilation),
-                   int(g.groups), bias, relu, dst.data());
-#else
-    (void)nd;
-    (void)dst;
-    (void)bias;
-    (void)relu;
-    throw device_error("tessera: conv2d on the cuda policy needs cuDNN (cudnn.h was not found when this file was compiled)");
-#endif
-  }
-
-  /// dst = max/avg pool of the node's source (any input strides; dst made contiguous).
-  template <bool Max, class Node, class DV>
-  static void pool(const Node& nd, const DV& dst, int K, int S, int P) {
-    using T = typename Node::value_type;
-    if (dst.strides() != contiguous_strides(dst.dims())) {
-      Tensor<T, dyn_shape_t<4>, cuda> t(nd.expr_dims());
-      pool<Max>(nd, t.view(), K, S, P);
-      DV d = dst;
-      d = t.cview();
-      return;
-    }
-    const auto& d = nd.src.dims();
-    const auto& xs = nd.src.strides();
-    stats::count_pass();
-    stats::count_launch();
-    if constexpr (Max) cuda_max_pool2d<T>(cuda_detail::stream(), nd.src.data(), d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], xs[3], K, S, P, dst.data());
-    else cuda_avg_pool2d<T>(cuda_detail::stream(), nd.src.data(), d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], xs[3], K, S, P, dst.data());
-  }
+struct library_plan<cuda> {
+  static constexpr bool available = true;
 
   /// An elementwise tree around one contraction: a library epilogue where the tree matches one, else the
   /// contraction into dst and one elementwise kernel that reads it there. False when the tree does not fit dst.
   template <class DV, class E>
   static bool epilogue(const DV& dst, const E& e) {
+    using namespace detail;
     using L = library_epilogue<std::remove_cvref_t<E>>;
     using T = typename DV::value_type;
     if constexpr (L::matches) {
@@ -206,9 +87,9 @@ struct device_contractions<cuda> {
           if constexpr (is_matmul_node<C>::value) {
             const gemm_epilogue epi = bias ? (L::relu ? gemm_epilogue::bias_relu : gemm_epilogue::bias)
                                            : (L::relu ? gemm_epilogue::relu : gemm_epilogue::none);
-            matmul(prod, dst, epi, bias);
+            execute(prod, dst, epi, bias);
           } else {
-            conv2d(prod, dst, bias, L::relu);
+            execute(prod, dst, bias, L::relu);
           }
           return true;
         }
@@ -218,11 +99,14 @@ struct device_contractions<cuda> {
     e.for_each_contraction([&](const auto& node) {
       const auto& d = dst.dims();
       if (node.expr_dims() != d || reads_overlap(dst, e, false) || contraction_overlaps(dst, node)) return;
-      node.run_into(dst);
+      execute(node, dst);
       node.fuse_target = dst.data();
       node.fuse_strides = dst.strides();
       try {
-        device_kernels<cuda>::elementwise(dst, e);  // reads the product where it was written, element for element
+        // reads the product where it was written, element for element
+        using EE = std::remove_cvref_t<E>;
+        backend<cuda>::template elementwise<T, EE::packable, EE::max_lane_size, DV::rank>(
+            dst.data(), dst.dims(), dst.strides(), e.template evaluator<DV::rank>(dst.dims()));
       } catch (...) {
         node.fuse_target = nullptr;
         throw;
@@ -234,5 +118,5 @@ struct device_contractions<cuda> {
   }
 };
 
-}  // namespace tessera::detail
+}  // namespace tessera
 #endif  // __CUDACC__

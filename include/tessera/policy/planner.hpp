@@ -1,76 +1,129 @@
-// Assignment: the one place where an expression becomes work. Checks shapes, makes aliasing safe,
-// then hands the tree to the policy's kernel (elementwise loop, or the node's own kernel for reductions).
+// The planner: the one place where an expression becomes work, for every policy. planner<P>::assign(dst, e)
+// checks extents, makes aliasing safe (a temporary where an operand overlaps the destination other than element
+// for element), then plans: a reduction node runs the backend's reduce; a contraction node (matmul, conv2d,
+// pooling, int8) is executed (below); an elementwise tree holding one contraction runs as its
+// epilogue where the backend can (the host's block epilogues below: the tree evaluated on each finished block
+// while it is in cache; the device's library epilogues: policy/cuda_contractions.hpp); any other tree is one
+// elementwise kernel of backend<P>.
 #pragma once
+#include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 
 #include "tessera/core/tensor.hpp"
-#include "tessera/kernels/cpu/elementwise.hpp"
+#include "tessera/expr/conv.hpp"
+#include "tessera/expr/matmul.hpp"
+#include "tessera/expr/pool.hpp"
+#include "tessera/expr/reduce.hpp"
+#include "tessera/kernels/cpu/backend.hpp"
+#include "tessera/policy/plan_support.hpp"
+#if defined(__CUDACC__)
+#include "tessera/kernels/cuda/backend.hpp"
+#include "tessera/policy/cuda_contractions.hpp"
+#endif
 
 namespace tessera::detail {
 
-/// Implemented by policy/cuda.hpp, which nvcc compiles.
-template <class P>
-struct device_kernels;
-/// Matmul, conv2d and pooling on a device policy: policy/cuda_contractions.hpp.
-template <class P>
-struct device_contractions;
+// ---- contractions ----
+// Contraction nodes (matmul, conv2d, pooling) become backend calls, once for every policy: the node describes
+// (operands, extents, geometry); execute() lays out the descriptors and calls backend<P>. The trailing `epi...` is
+// what the planner chose to run with the product: nothing, a block epilogue (a functor the host's kernels call on
+// each finished block) or a library epilogue (the device's cuBLASLt / cuDNN bias and ReLU); each backend accepts
+// the kinds it has. A destination the backend cannot write in place (conv2d_writes, pool2d_writes; a GEMM writes
+// rows) goes through a contiguous temporary. Other contraction nodes (quant/) provide an execute() of their own,
+// found by argument-dependent lookup.
 
-template <class V>
-std::pair<const char*, const char*> byte_range(const V& v) {
-  using E = std::remove_const_t<typename V::element_type>;
-  const char* base = reinterpret_cast<const char*>(v.data());
-  index_t lo = 0, hi = 0;
-  for (int i = 0; i < V::rank; ++i) {
-    if (v.dims()[i] == 0) return {base, base};
-    const index_t span = (v.dims()[i] - 1) * v.strides()[i];
-    (span < 0 ? lo : hi) += span;
-  }
-  return {base + lo * index_t(sizeof(E)), base + (hi + 1) * index_t(sizeof(E))};
+/// A contraction node of another layer (quant/) that runs itself on the host: its run_on_host(dst, epi).
+template <class Node, class DV, class Epi = no_epilogue>
+  requires requires(const Node& n, const DV& d, const Epi& e) { n.run_on_host(d, e); }
+void execute(const Node& nd, const DV& dst, const Epi& epi = {}) {
+  nd.run_on_host(dst, epi);
 }
 
-/// Does reading `e` while writing `dst` risk reading an element already overwritten?
-/// Safe when a leaf is disjoint from dst, or reads exactly the element being written at each position.
-template <class DV, class E>
-bool reads_overlap(const DV& dst, const E& e, bool element_for_element_ok = true) {
-  // named, not a structured binding: the lambda below captures them (clang 14 rejects captured bindings)
-  const auto drange = byte_range(dst);
-  const auto dlo = drange.first, dhi = drange.second;
-  if (dlo == dhi) return false;
-  bool overlap = false;
-  e.for_each_leaf([&](const auto& leaf) {
-    const auto [lo, hi] = byte_range(leaf);
-    if (hi <= dlo || lo >= dhi || lo == hi) return;
-    using LE = std::remove_const_t<typename std::remove_cvref_t<decltype(leaf)>::element_type>;
-    using DE = std::remove_const_t<typename DV::element_type>;
-    bool same = element_for_element_ok && sizeof(LE) == sizeof(DE) && static_cast<const void*>(leaf.data()) == static_cast<const void*>(dst.data());
-    if constexpr (std::remove_cvref_t<decltype(leaf)>::rank <= DV::rank) {
-      if (same) {
-        auto s = aligned_strides<DV::rank>(leaf.dims(), leaf.strides(), dst.dims());
-        for (int i = 0; i < DV::rank; ++i)
-          if (dst.dims()[i] != 1 && s[i] != dst.strides()[i]) same = false;
-      }
-    } else {
-      same = false;  // a reduction's source: any overlap is unsafe
+/// dst = a * b (NumPy's matmul: batches broadcast, matrix-vector).
+template <class A, class B, class DV, class... Epi>
+void execute(const matmul_node<A, B>& nd, const DV& dst, const Epi&... epi) {
+  using Node = matmul_node<A, B>;
+  using T = typename Node::value_type;
+  using MS = typename Node::MS;
+  using BK = backend<typename DV::policy>;
+  constexpr int rank = Node::rank, nb = Node::nb;
+  const auto& ds = dst.strides();
+  if constexpr (!MS::vec) {
+    if (ds[rank - 1] != 1 && nd.n_ > 1) {  // the GEMM writes rows: go through a contiguous temporary
+      Tensor<T, typename Node::shape_type, typename DV::policy> t(nd.expr_dims());
+      execute(nd, t.view(), epi...);
+      DV d = dst;
+      d = t.cview();
+      return;
     }
-    if (!same) overlap = true;
-  });
-  return overlap;
+  }
+  const index_t ldc = MS::vec ? ds[rank - 1] : ds[rank - 2];
+  const mat_ref<T> am{nd.a.data(), nd.a.strides()[A::rank - 2], nd.a.strides()[A::rank - 1]};
+  const mat_ref<T> bm{nd.b.data(), nd.b.strides()[MS::vec ? 0 : B::rank - 2], MS::vec ? 1 : nd.b.strides()[B::rank - 1]};
+  const gemm_desc<T> d{nd.m_, nd.n_, nd.k_, am, bm, dst.data(), ldc};
+  if constexpr (nb == 0) {
+    BK::gemm(d, epi...);
+  } else {
+    static_assert(nb <= gemm_batch::cap, "tessera: matmul: more batch dimensions than gemm_batch holds");
+    // batch strides of each operand aligned to the result's batch dims (0 where broadcast)
+    dims_t<MS::bra> ba{}, sa{};
+    dims_t<MS::brb> bb{}, sb{};
+    for (int i = 0; i < MS::bra; ++i) { ba[i] = nd.a.dims()[i]; sa[i] = nd.a.strides()[i]; }
+    for (int i = 0; i < MS::brb; ++i) { bb[i] = nd.b.dims()[i]; sb[i] = nd.b.strides()[i]; }
+    const auto as = aligned_strides<nb>(ba, sa, nd.batch_);
+    const auto bs = aligned_strides<nb>(bb, sb, nd.batch_);
+    gemm_batch batch;
+    batch.nb = nb;
+    for (int i = 0; i < nb; ++i) {
+      batch.dims[i] = nd.batch_[i];
+      batch.a[i] = as[i];
+      batch.b[i] = bs[i];
+      batch.c[i] = ds[i];
+    }
+    BK::gemm_batched(d, batch, epi...);
+  }
 }
 
-template <class E>
-concept Reduction = requires { requires std::remove_cvref_t<E>::is_reduction; };
-template <class E>
-concept Contraction = requires { requires std::remove_cvref_t<E>::is_contraction; };
-
-/// Does any operand of a contraction overlap the destination? (A product reads whole rows and columns.)
-template <class DV, class E>
-bool contraction_overlaps(const DV& dst, const E& e) {
-  bool overlap = false;
-  e.for_each_operand([&](const auto& v) { overlap = overlap || reads_overlap(dst, v, false); });
-  return overlap;
+/// dst = conv2d(x, w).
+template <class X, class W, bool S, conv2d_options O, class DV, class... Epi>
+void execute(const conv2d_node<X, W, S, O>& nd, const DV& dst, const Epi&... epi) {
+  using T = typename X::value_type;
+  using BK = backend<typename DV::policy>;
+  static_assert(std::is_floating_point_v<T>, "tessera: conv2d supports float and double");
+  const auto& g = nd.geometry();
+  const auto& ds = dst.strides();
+  if (!BK::conv2d_writes(g, ds)) {
+    Tensor<T, dyn_shape_t<4>, typename DV::policy> t(nd.expr_dims());
+    execute(nd, t.view(), epi...);
+    DV d = dst;
+    d = t.cview();
+    return;
+  }
+  BK::conv2d(g, nd.x.data(), nd.x.strides().data(), nd.w.data(), nd.w.strides().data(), dst.data(), ds[0], ds[1], epi...);
 }
+
+/// dst = max or average pool of the node's source.
+template <class Op, class C, int K, int S, int P, class DV, class... Epi>
+void execute(const pool_node<Op, C, K, S, P>& nd, const DV& dst, const Epi&... epi) {
+  using T = typename C::value_type;
+  using BK = backend<typename DV::policy>;
+  if (!BK::pool2d_writes(dst.dims(), dst.strides())) {
+    Tensor<T, dyn_shape_t<4>, typename DV::policy> t(nd.expr_dims());
+    execute(nd, t.view(), epi...);
+    DV d = dst;
+    d = t.cview();
+    return;
+  }
+  BK::template pool2d<pool_node<Op, C, K, S, P>::is_max, K, S, P>(nd.src.data(), nd.src.dims(), nd.src.strides(), dst.data(),
+                                                                   dst.dims(), dst.strides(), epi...);
+}
+
+// ---- elementwise trees around a contraction (host block epilogues) ----
+
 
 /// One row of an epilogue tree: columns [j0, j1) of the row `e` is set to, into `out`; plain vector loads when every
 /// leaf reads its rows contiguously (`contig`), per-leaf loads otherwise, scalars when the tree is not packable.
@@ -178,7 +231,7 @@ struct nchw_tree_epilogue {
 
 template <class T, class S, class P, class E>
 bool assign_with_nchw_epilogue(const View<T, S, P>& dst, const E& e) {
-  if constexpr (S::rank != 4 || P::on_device) {
+  if constexpr (S::rank != 4 || !backend<P>::block_epilogues) {
     return false;
   } else {
     bool done = false;
@@ -198,7 +251,7 @@ bool assign_with_nchw_epilogue(const View<T, S, P>& dst, const E& e) {
         bool flat = true;  // does every leaf step through (h, w) as one run?
         ev.visit([&](auto& leaf) { flat = flat && (d[2] == 1 || leaf.s[2] == leaf.s[3] * d[3]); });
         using EE = std::remove_cvref_t<E>;
-        node.run_into(dst, nchw_tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), s[0], s[1], d[3], flat});
+        execute(node, dst, nchw_tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), s[0], s[1], d[3], flat});
         done = true;
       }
     });
@@ -209,12 +262,12 @@ bool assign_with_nchw_epilogue(const View<T, S, P>& dst, const E& e) {
 /// Try to run `e` (an elementwise tree around one matmul) as the GEMM's epilogue; false if it does not fit.
 template <class T, class S, class P, class E>
 bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
-  if constexpr (P::on_device) {
-    if constexpr (requires { device_contractions<P>::enabled; }) return device_contractions<P>::epilogue(dst, e);
+  if constexpr (!backend<P>::block_epilogues) {
+    if constexpr (requires { library_plan<P>::available; }) return library_plan<P>::epilogue(dst, e);
     else return false;
   } else if constexpr (S::rank == 4) {
     return assign_with_nchw_epilogue(dst, e);
-  } else if constexpr (S::rank != 2 || P::on_device) {
+  } else if constexpr (S::rank != 2) {
     return false;
   } else {
     bool done = false;
@@ -232,7 +285,7 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
         node.fuse_strides = dst.strides();
         auto ev = e.template evaluator<2>(dst.dims());
         node.fuse_target = nullptr;
-        node.run_into(dst, tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
+        execute(node, dst, tree_epilogue<T, decltype(ev), EE::packable, EE::max_lane_size>{ev, dst.data(), dst.strides()[0]});
       } else if constexpr (requires { requires std::remove_cvref_t<decltype(node)>::local_epilogue_ok; }) {
         // the product's own type is not dst's (int32 accumulators under a uint8 or float result) and its kernel hands
         // each finished block over in a buffer of the thread's own: the tree's leaf for the product is pointed at
@@ -244,7 +297,7 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
         auto ev = e.template evaluator<2>(dst.dims());
         node.fuse_target = nullptr;
         const View<NT, dyn_shape_t<2>, P> none(nullptr, dst.dims(), {ld, 1});
-        node.run_into(none, local_tree_epilogue<T, NT, decltype(ev), EE::packable, EE::max_lane_size>{ev, &marker, dst.data(),
+        execute(node, none, local_tree_epilogue<T, NT, decltype(ev), EE::packable, EE::max_lane_size>{ev, &marker, dst.data(),
                                                                                                     dst.strides()[0]});
       } else {
         return;  // a product of another type that cannot hand its blocks over: evaluated first, then the tree
@@ -253,6 +306,35 @@ bool assign_with_epilogue(const View<T, S, P>& dst, const E& e) {
       }
     });
     return done;
+  }
+}
+
+/// dst = a reduction node: the backend's reduce over the node's source (a mean scaled by 1 / count), or argmax
+/// over a contiguous copy of the source.
+template <class Node, class DV>
+void run_reduction(const Node& node, const DV& dst) {
+  using P = typename DV::policy;
+  using Op = typename Node::op_type;
+  using A = typename Node::value_type;
+  using C = typename Node::source_type;
+  constexpr int RS = Node::source_rank;
+  const auto os = node.out_strides_in_source(dst);
+  if constexpr (std::is_same_v<Op, op::argmax>) {
+    const Tensor<typename C::value_type, typename C::shape_type, P> src(node.source());  // contiguous: plain loops
+    constexpr bool all = Node::mask == (RS >= 32 ? ~0u : (1u << RS) - 1u) && RS != 1;
+    static_assert(all || std::popcount(Node::mask) == 1, "tessera: argmax reduces one axis (or all of them)");
+    backend<P>::template argmax<typename C::value_type, RS>(src.data(), src.dims(), all ? 0 : std::countr_zero(Node::mask), all, dst.data(), os);
+  } else {
+    const auto sd = node.source().expr_dims();
+    index_t count = 1;
+    for (int i = 0; i < RS; ++i)
+      if ((Node::mask >> i) & 1u) count *= sd[i];
+    constexpr bool mean = std::is_same_v<Op, op::mean>;
+    A scale = A(1);
+    if constexpr (mean) scale = count ? A(1) / A(count) : std::numeric_limits<A>::quiet_NaN();
+    backend<P>::template reduce<Op, A, C::packable && simd::packable_v<A>, std::max(C::max_lane_size, sizeof(A)), RS>(
+        dst.data(), sd, os, node.source().template evaluator<RS>(sd), dst.dims().data(), dst.strides().data(), Node::rank,
+        mean, scale);
   }
 }
 
@@ -289,25 +371,31 @@ void assign(const View<T, S, P>& dst, const E& e) {
   }
 
   if constexpr (Reduction<E>) {
-    e.reduce_into(dst);
+    run_reduction(e, dst);
   } else if constexpr (Contraction<E>) {
-    e.run_into(dst);
-  } else if constexpr (P::on_device) {
-    static_assert(requires { device_kernels<P>::enabled; },
-                  "tessera: the cuda policy runs kernels: compile this file with nvcc (a .cu file) so that "
-                  "tessera/policy/cuda.hpp is included");
-    device_kernels<P>::elementwise(dst, e);
+    execute(e, dst);
   } else {
-    auto ev = e.template evaluator<R>(dst.dims());
-    auto plan = make_plan<R>(dst.dims(), dst.strides(), ev);
     using EE = std::remove_cvref_t<E>;
-    cpu_elementwise<T, EE::packable, EE::max_lane_size>(dst.data(), plan, ev, P::num_threads());
+    backend<P>::template elementwise<T, EE::packable, EE::max_lane_size, R>(dst.data(), dst.dims(), dst.strides(),
+                                                                           e.template evaluator<R>(dst.dims()));
   }
 }
 
 }  // namespace tessera::detail
 
 namespace tessera {
+
+/// The planner of policy P (declared in core/tensor.hpp, where tensors and views send their assignments).
+template <class P>
+struct planner {
+  static constexpr bool available = true;
+  template <class DV, class E>
+  static void assign(const DV& dst, const E& e) {
+    static_assert(requires { backend<P>::on_device; },
+                  "tessera: the cuda policy runs CUDA kernels: compile this file with nvcc (a .cu file)");
+    detail::assign(dst, e);
+  }
+};
 
 /// Evaluate an expression into a new tensor of its own shape, element type and policy.
 template <class E>

@@ -4,22 +4,20 @@
 #include <type_traits>
 
 #include "tessera/expr/node.hpp"
+#include "tessera/policy/planner.hpp"
 
 namespace tessera {
 
 namespace detail {
+/// n elements from src (memory of From) to dst (memory of To): the side that is not host memory does the copy.
 template <class From, class To, class T>
 void copy_between(T* dst, const T* src, std::size_t n) {
+  static_assert(requires { backend<From>::on_device; } && requires { backend<To>::on_device; },
+                "tessera: moving a tensor to or from the cuda policy needs this file compiled by nvcc (a .cu file)");
   if (n == 0) return;
-  if constexpr (!From::on_device && !To::on_device) std::memcpy(dst, src, n * sizeof(T));
-  else {
-    using Dev = std::conditional_t<From::on_device, From, To>;
-    static_assert(requires { device_kernels<Dev>::enabled; },
-                  "tessera: moving a tensor to or from the cuda policy needs this file compiled by nvcc (a .cu file)");
-    if constexpr (From::on_device && To::on_device) memory<Dev>::copy_device_to_device(dst, src, n);
-    else if constexpr (To::on_device) memory<Dev>::copy_to_device(dst, src, n);
-    else memory<Dev>::copy_to_host(dst, src, n);
-  }
+  if constexpr (!backend<From>::on_device) backend<To>::from_host(dst, src, index_t(n));
+  else if constexpr (!backend<To>::on_device) backend<From>::to_host(dst, src, index_t(n));
+  else backend<From>::copy(dst, src, index_t(n));
 }
 }  // namespace detail
 

@@ -1,6 +1,6 @@
 // backend<cpu> and backend<cpu_threads>: the host's side of the vocabulary of kernels/backend.hpp. One struct for
 // both host policies (P::num_threads() is the only difference); its parts live beside their kernels:
-//   here                 memory, gemm
+//   here                 memory, elementwise, reduce, argmax, gemm, conv2d and pooling forward
 //   kernels/cpu/nn.hpp   host_nn_ops<P>: the layer operations' kernels (activation backward, conv2d gradients, ...)
 //   kernels/cpu/rnn.hpp  host_rnn_ops<P>: the LSTM step
 //   kernels/cpu/optim.hpp host_optim_ops<P>: the optimizer updates
@@ -8,20 +8,45 @@
 #include <algorithm>
 #include <cstring>
 
+#include "tessera/core/eval.hpp"
 #include "tessera/core/policy.hpp"
 #include "tessera/kernels/backend.hpp"
+#include "tessera/kernels/cpu/elementwise.hpp"
+#include "tessera/kernels/cpu/conv.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
+#include "tessera/kernels/cpu/pool.hpp"
+#include "tessera/kernels/cpu/reduce.hpp"
 #include "tessera/kernels/cpu/nn.hpp"
 #include "tessera/kernels/cpu/optim.hpp"
 #include "tessera/kernels/cpu/rnn.hpp"
 
 namespace tessera {
 
+namespace detail {
+/// Reads a leaf and multiplies it by a constant (a mean's 1/count over its own output).
+template <class A, class Leaf>
+struct scaled_eval {
+  Leaf l;
+  A s;
+  TS_INLINE A scalar(index_t j) const { return l.scalar(j) * s; }
+#if TESSERA_SIMD
+  template <int N, bool C>
+  TS_INLINE auto packet(index_t j) const { return l.template packet<N, C>(j) * simd::broadcast<A, N>(&s); }
+#endif
+  TS_INLINE void prefetch(index_t j) const { l.prefetch(j); }
+  TS_INLINE void set_row(const index_t* i, int n) { l.set_row(i, n); }
+  template <class F>
+  void visit(F&& f) { l.visit(f); }
+};
+}  // namespace detail
+
 template <class P>
   requires is_host_policy_v<P>
 struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::host_optim_ops<P> {
   using policy = P;
   static constexpr bool on_device = false;
+  /// Kernels call a functor on each finished block (the planner fuses elementwise trees that way).
+  static constexpr bool block_epilogues = true;
   /// Threads a kernel of this backend may use.
   static int threads() { return P::num_threads(); }
 
@@ -39,6 +64,39 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
   template <class T>
   static void zero(T* p, index_t n) { if (n > 0) std::fill(p, p + n, T(0)); }
 
+  // ---- elementwise and reductions ----
+  /// dst (dims, strides) = ev, an evaluator aligned to dims (core/eval.hpp). Packable: every node of the tree has a
+  /// SIMD form; MaxLane: the widest element in it (sets the lane count).
+  template <class T, bool Packable, std::size_t MaxLane, int R, class Ev>
+  static void elementwise(T* dst, const dims_t<R>& dims, const dims_t<R>& strides, Ev ev) {
+    const auto plan = detail::make_plan<R>(dims, strides, ev);
+    detail::cpu_elementwise<T, Packable, MaxLane>(dst, plan, ev, P::num_threads());
+  }
+  /// out = Op-reduction of ev (planned over the source dims sd) into out, whose strides aligned to the source are
+  /// os (0 along reduced axes); odims/ostrides/orank: out's own layout. scaled: then out *= scale (a mean).
+  template <class Op, class A, bool Packable, std::size_t MaxLane, int RS, class Ev>
+  static void reduce(A* out, const dims_t<RS>& sd, const dims_t<RS>& os, Ev ev, const index_t* odims,
+                     const index_t* ostrides, int orank, bool scaled, A scale) {
+    detail::cpu_reduce<Op, A, Packable, MaxLane, RS>(out, sd, os, ev, odims, ostrides, orank, P::num_threads());
+    if (!scaled) return;
+    constexpr int R = RS > 0 ? RS : 1;  // out is walked as a tensor of the source's rank (1 along reduced axes)
+    dims_t<R> d{}, s{};
+    for (int i = 0; i < R; ++i) d[i] = 1;
+    for (int i = 0; i < orank; ++i) {
+      d[R - orank + i] = odims[i];
+      s[R - orank + i] = ostrides[i];
+    }
+    const auto leaf = detail::make_leaf_eval<A, R>(out, d, s, d);
+    detail::scaled_eval<A, std::remove_const_t<decltype(leaf)>> ev2{leaf, scale};
+    elementwise<A, simd::packable_v<A>, sizeof(A), R>(out, d, s, ev2);
+  }
+  /// argmax along axis ax of a contiguous source (all: over the flattened source, into out[0]); os: out's strides
+  /// aligned to the source (0 along ax).
+  template <class T, int R>
+  static void argmax(const T* src, const dims_t<R>& sd, int ax, bool all, std::int64_t* out, const dims_t<R>& os) {
+    detail::cpu_argmax<T, R>(src, sd, ax, all, out, os, P::num_threads());
+  }
+
   // ---- gemm ----
   /// C (+)= A B.
   template <class T>
@@ -49,6 +107,43 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
   template <class T, class Epi>
   static void gemm(const detail::gemm_desc<T>& d, const Epi& epi) {
     detail::cpu_gemm<T>(d.M, d.N, d.K, d.a, d.b, d.c, d.ldc, d.accumulate, P::num_threads(), epi);
+  }
+  /// The products of a batch (d's pointers are product 0's): many small products run one per thread.
+  template <class T>
+  static void gemm_batched(const detail::gemm_desc<T>& d, const detail::gemm_batch& b) {
+    const index_t batches = b.count();
+    const bool small = 2.0 * double(d.M) * double(d.N) * double(d.K) < 2e6;
+    const int outer = small && batches > 1 ? P::num_threads() : 1;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(outer) schedule(static) if (outer > 1)
+#endif
+    for (index_t q = 0; q < batches; ++q) {
+      index_t oa, ob, oc;
+      b.offsets(q, oa, ob, oc);
+      detail::cpu_gemm<T>(d.M, d.N, d.K, {d.a.p + oa, d.a.rs, d.a.cs}, {d.b.p + ob, d.b.rs, d.b.cs}, d.c + oc, d.ldc,
+                          d.accumulate, outer > 1 ? 1 : P::num_threads());
+    }
+  }
+
+  // ---- convolution and pooling forward ----
+  /// Can conv2d write y with these strides? (Its (h, w) planes must be contiguous.)
+  static bool conv2d_writes(const detail::conv_geometry& g, const dims_t<4>& ys) {
+    return (ys[3] == 1 || g.OW == 1) && (ys[2] == g.OW || g.OH == 1);
+  }
+  /// y = conv2d(x, w) (x and w through strides; y's planes contiguous: element (n, k, p) at y[n*ys0 + k*ys1 + p]);
+  /// epi(n, k0, krows, p0, pcols) on each finished block (kernels/cpu/conv.hpp).
+  template <class T, class Epi = detail::no_epilogue>
+  static void conv2d(const detail::conv_geometry& g, const T* x, const index_t* xs, const T* w, const index_t* ws, T* y,
+                     index_t ys0, index_t ys1, const Epi& epi = {}) {
+    detail::cpu_conv2d<T>(g, x, xs, w, ws, y, ys0, ys1, P::num_threads(), epi);
+  }
+  static bool pool2d_writes(const dims_t<4>&, const dims_t<4>&) { return true; }
+  /// y [N, C, OH, OW] = max (Max) or average of K x K windows of x [N, C, H, W] (stride S, padding Pd); any strides;
+  /// epi(n, c, 1, 0, OH*OW) on each finished plane.
+  template <bool Max, int K, int S, int Pd, class T, class Epi = detail::no_epilogue>
+  static void pool2d(const T* x, const dims_t<4>& xd, const dims_t<4>& xs, T* y, const dims_t<4>& yd, const dims_t<4>& ys,
+                     const Epi& epi = {}) {
+    detail::cpu_pool2d<Max, K, S, Pd>(x, xd, xs, y, yd[2], yd[3], ys, P::num_threads(), epi);
   }
 };
 

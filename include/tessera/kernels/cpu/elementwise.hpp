@@ -7,7 +7,7 @@
 
 #include "tessera/core/simd.hpp"
 #include "tessera/core/stats.hpp"
-#include "tessera/kernels/cpu/loop.hpp"
+#include "tessera/kernels/loop.hpp"
 
 namespace tessera::detail {
 

@@ -222,10 +222,6 @@ TS_INLINE void micro_kernel_unpacked(index_t kc, const T* __restrict a, index_t 
   micro_tile<T>(kc, rowmajor_a<T>{a, lda}, b, ldb, c, ldc, accumulate);
 }
 
-struct no_epilogue {
-  static constexpr bool active = false;
-  void operator()(index_t, index_t, index_t, index_t) const {}
-};
 
 /// Threaded products up to about 200^3 with row-major A and B: no packing, no K blocking and no barriers; the threads
 /// share out the MR x NR tiles (full tiles read A and B in place; edge tiles go through small zero-padded

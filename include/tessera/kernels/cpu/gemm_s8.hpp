@@ -28,7 +28,7 @@
 #include "tessera/core/stats.hpp"
 #include "tessera/core/types.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
-#include "tessera/kernels/cpu/loop.hpp"
+#include "tessera/kernels/loop.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && !defined(TESSERA_NO_SIMD)
 #define TESSERA_INT8_X86 1
@@ -469,7 +469,7 @@ inline void s8_block(int8_isa isa, const std::uint8_t* pag, index_t Kp, int ngrp
 
 /// An epilogue that takes each finished block of C from a buffer of the thread's own instead of from C (which is
 /// then never written): epi.local(cblock, ld, i0, j0, rows, cols), cblock holding element (i0, j0), ld always
-/// local_ld(N) (kernels/cpu/loop.hpp). Threads then split C by rows.
+/// local_ld(N) (kernels/loop.hpp). Threads then split C by rows.
 template <class Epi>
 concept s8_local_epilogue = requires { requires Epi::local_c; };
 

@@ -2,12 +2,16 @@
 // accumulating either across the row (inner axis reduced) or into the output row (inner axis kept).
 #pragma once
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "tessera/core/error.hpp"
+#include "tessera/core/shape.hpp"
 #include "tessera/core/simd.hpp"
+#include "tessera/core/types.hpp"
 #include "tessera/core/stats.hpp"
-#include "tessera/kernels/cpu/loop.hpp"
+#include "tessera/kernels/loop.hpp"
 
 namespace tessera::detail {
 
@@ -130,6 +134,54 @@ void cpu_reduce(A* out, const dims_t<R>& sdims, const dims_t<R>& out_strides, Ev
       next_index(idx, kd, nk);
     }
   }
+}
+
+/// First index of the largest value in base[0], base[s], ... base[(n-1) s], or of the first NaN (PyTorch's argmax).
+template <class T>
+index_t first_argmax(const T* base, index_t n, index_t s) {
+  using F = compute_t<T>;
+  F bv = F(base[0]);
+  index_t best = 0;
+  if (bv != bv) return 0;
+  for (index_t k = 1; k < n; ++k) {
+    const F v = F(base[k * s]);
+    if (v != v) return k;
+    if (v > bv) {
+      bv = v;
+      best = k;
+    }
+  }
+  return best;
+}
+
+/// argmax along axis `ax` of a contiguous source of rank R (dims sd); out[...] at the output strides aligned to
+/// the source (`os`, 0 along ax). With `all`, the index into the flattened source, written to out[0].
+template <class T, int R>
+void cpu_argmax(const T* src, const dims_t<R>& sd, int ax, bool all, std::int64_t* out, const dims_t<R>& os, int nthreads) {
+  if (all) {
+    const index_t n = product(sd);
+    if (n == 0) throw shape_error("tessera: argmax of an empty tensor");
+    *out = first_argmax(src, n, 1);
+    return;
+  }
+  index_t outer = 1, inner = 1;
+  for (int i = 0; i < ax; ++i) outer *= sd[i];
+  for (int i = ax + 1; i < R; ++i) inner *= sd[i];
+  const index_t n = sd[ax];
+  stats::count_pass();
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nthreads) if (outer * inner * n >= 32768)
+#endif
+  for (index_t o = 0; o < outer; ++o)
+    for (index_t i = 0; i < inner; ++i) {
+      const T* base = src + o * n * inner + i;
+      const index_t best = first_argmax(base, n, inner);
+      // destination offset from the (outer, inner) position
+      index_t rem_o = o, rem_i = i, off = 0;
+      for (int d = R - 1; d > ax; --d) { off += (rem_i % sd[d]) * os[d]; rem_i /= sd[d]; }
+      for (int d = ax - 1; d >= 0; --d) { off += (rem_o % sd[d]) * os[d]; rem_o /= sd[d]; }
+      out[off] = best;
+    }
 }
 
 }  // namespace tessera::detail
