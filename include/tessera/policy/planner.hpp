@@ -36,13 +36,6 @@ namespace tessera::detail {
 // rows) goes through a contiguous temporary. Other contraction nodes (quant/) provide an execute() of their own,
 // found by argument-dependent lookup.
 
-/// A contraction node of another layer (quant/) that runs itself on the host: its run_on_host(dst, epi).
-template <class Node, class DV, class Epi = no_epilogue>
-  requires requires(const Node& n, const DV& d, const Epi& e) { n.run_on_host(d, e); }
-void execute(const Node& nd, const DV& dst, const Epi& epi = {}) {
-  nd.run_on_host(dst, epi);
-}
-
 /// dst = a * b (NumPy's matmul: batches broadcast, matrix-vector).
 template <class A, class B, class DV, class... Epi>
 void execute(const matmul_node<A, B>& nd, const DV& dst, const Epi&... epi) {

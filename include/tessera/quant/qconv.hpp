@@ -206,37 +206,39 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
   const tessera::dims_t<2>& expr_dims() const { return dims_; }
   template <class F>
   void for_each_operand(F&& f) const { f(x); }
-
-  template <class DV, class Epi>
-  void run_on_host(const DV& dst, const Epi& epi) const {
-    using P = typename DV::policy;
-    const auto& d = x.dims();
-    const auto& s = x.strides();
-    if (s[3] != 1 || s[2] != d[3] || s[1] != d[2] * d[3]) {  // the gather reads whole pixels: make X contiguous
-      Tensor<std::uint8_t, Shape<dyn, dyn, dyn, dyn>, P> xc(x);
-      s8_conv_node<decltype(xc.cview())>(xc.cview(), w, o, {1.0f, pad_value}, pool2).run_on_host(dst, epi);
-      return;
-    }
-    if (dst.strides()[1] != 1 && w.K > 1) {
-      Tensor<std::int32_t, shape_type, P> t(*this);
-      DV dd = dst;
-      dd = t.cview();
-      return;
-    }
-    const index_t H = d[1], W = d[2], C = d[3], Kt = w.KH * w.KW * C, Kp = w.w->packed.Kp;
-    const index_t M = pool2 ? 4 * dims_[0] : dims_[0];  // pooled: the GEMM computes the windows' pixels only
-    const s8_gather g0{x.data(), x.data() + d[0] * s[0], s[0], H, W, C, OH, OW, M, Kt, Kp, w.KH, w.KW, o.stride, o.padding, o.dilation, pad_value, pool2};
-    auto gather = [g0](index_t g, std::uint8_t* out) { s8_gather_group(g0, g, out); };
-    if (!pool2) {
-      tessera::detail::cpu_gemm_s8_rows(M, w.K, Kt, gather, false, w.w->packed, dst.data(), dst.strides()[0], false,
-                                        P::num_threads(), epi);
-      return;
-    }
-    // blocks of C hold whole windows (they start at multiples of 16 rows): pool each as it is finished
-    const pool4_epilogue<Epi> pe{dst.data(), dst.strides()[0], &epi};
-    tessera::detail::cpu_gemm_s8_rows(M, w.K, Kt, gather, false, w.w->packed, nullptr, 0, false, P::num_threads(), pe);
-  }
 };
+
+/// dst = the node's int32 accumulator (policy/planner.hpp executes contraction nodes through this overload); `epi`
+/// runs on each finished block (pooled first when the node pools).
+template <class X, class DV, class Epi = tessera::detail::no_epilogue>
+void execute(const s8_conv_node<X>& nd, const DV& dst, const Epi& epi = {}) {
+  using P = typename DV::policy;
+  const auto& d = nd.x.dims();
+  const auto& s = nd.x.strides();
+  if (s[3] != 1 || s[2] != d[3] || s[1] != d[2] * d[3]) {  // the gather reads whole pixels: make X contiguous
+    Tensor<std::uint8_t, Shape<dyn, dyn, dyn, dyn>, P> xc(nd.x);
+    execute(s8_conv_node<decltype(xc.cview())>(xc.cview(), nd.w, nd.o, {1.0f, nd.pad_value}, nd.pool2), dst, epi);
+    return;
+  }
+  if (dst.strides()[1] != 1 && nd.w.K > 1) {
+    Tensor<std::int32_t, typename s8_conv_node<X>::shape_type, P> t(nd);
+    DV dd = dst;
+    dd = t.cview();
+    return;
+  }
+  const index_t H = d[1], W = d[2], C = d[3], Kt = nd.w.KH * nd.w.KW * C, Kp = nd.w.w->packed.Kp;
+  const index_t M = nd.pool2 ? 4 * nd.dims_[0] : nd.dims_[0];  // pooled: the GEMM computes the windows' pixels only
+  const s8_gather g0{nd.x.data(), nd.x.data() + d[0] * s[0], s[0], H, W, C, nd.OH, nd.OW, M, Kt, Kp, nd.w.KH, nd.w.KW,
+                     nd.o.stride, nd.o.padding, nd.o.dilation, nd.pad_value, nd.pool2};
+  auto gather = [g0](index_t g, std::uint8_t* out) { s8_gather_group(g0, g, out); };
+  if (!nd.pool2) {
+    backend<P>::gemm_s8_rows(M, nd.w.K, Kt, gather, false, nd.w.w->packed, dst.data(), dst.strides()[0], false, epi);
+    return;
+  }
+  // blocks of C hold whole windows (they start at multiples of 16 rows): pool each as it is finished
+  const pool4_epilogue<Epi> pe{dst.data(), dst.strides()[0], &epi};
+  backend<P>::gemm_s8_rows(M, nd.w.K, Kt, gather, false, nd.w.w->packed, nullptr, 0, false, pe);
+}
 }  // namespace detail
 
 /// The int32 accumulator of conv2d(x, w) on an NHWC uint8 input quantized with qx: a [N*OH*OW, K] matrix (the

@@ -12,7 +12,8 @@
 
 #include "tessera/expr/matmul.hpp"
 #include "tessera/expr/node.hpp"
-#include "tessera/kernels/cpu/gemm_s8.hpp"
+#include "tessera/kernels/cpu/backend.hpp"
+#include "tessera/policy/planner.hpp"
 #include "tessera/quant/quantize.hpp"
 
 namespace tessera::quant {
@@ -84,27 +85,29 @@ struct s8_matmul_node
   const dims_t<2>& expr_dims() const { return dims_; }
   template <class F>
   void for_each_operand(F&& f) const { f(a); }
-
-  template <class DV, class Epi>
-  void run_on_host(const DV& dst, const Epi& epi) const {
-    using P = typename DV::policy;
-    using TA = std::remove_const_t<typename A::element_type>;
-    const index_t M = dims_[0], K = w->K;
-    if (dst.strides()[1] != 1 && w->N > 1) {  // the GEMM writes rows: go through a contiguous temporary
-      Tensor<std::int32_t, shape_type, P> t(*this);
-      DV d = dst;
-      d = t.cview();
-      return;
-    }
-    if (a.strides()[1] != 1 && K > 1) {  // the kernel reads rows of A: a strided view is copied first
-      Tensor<TA, shape_type, P> ac(a);
-      tessera::detail::cpu_gemm_s8(M, w->N, K, ac.data(), K, w->packed, dst.data(), dst.strides()[0], false, P::num_threads(), epi);
-      return;
-    }
-    tessera::detail::cpu_gemm_s8(M, w->N, K, a.data(), a.strides()[0], w->packed, dst.data(), dst.strides()[0], false,
-                                 P::num_threads(), epi);
-  }
 };
+
+/// dst = the node's int32 product (policy/planner.hpp executes contraction nodes through this overload); `epi` runs
+/// on each finished block.
+template <class A, class DV, class Epi = tessera::detail::no_epilogue>
+void execute(const s8_matmul_node<A>& nd, const DV& dst, const Epi& epi = {}) {
+  using P = typename DV::policy;
+  using TA = std::remove_const_t<typename A::element_type>;
+  using Node = s8_matmul_node<A>;
+  const index_t M = nd.dims_[0], K = nd.w->K;
+  if (dst.strides()[1] != 1 && nd.w->N > 1) {  // the GEMM writes rows: go through a contiguous temporary
+    Tensor<std::int32_t, typename Node::shape_type, P> t(nd);
+    DV d = dst;
+    d = t.cview();
+    return;
+  }
+  if (nd.a.strides()[1] != 1 && K > 1) {  // the kernel reads rows of A: a strided view is copied first
+    Tensor<TA, typename Node::shape_type, P> ac(nd.a);
+    backend<P>::gemm_s8(M, nd.w->N, K, ac.data(), K, nd.w->packed, dst.data(), dst.strides()[0], false, epi);
+    return;
+  }
+  backend<P>::gemm_s8(M, nd.w->N, K, nd.a.data(), nd.a.strides()[0], nd.w->packed, dst.data(), dst.strides()[0], false, epi);
+}
 }  // namespace detail
 
 /// The int32 accumulator of x * w (x: uint8 or int8 [M, K] quantized with qx).

@@ -1,6 +1,6 @@
 // backend<cpu> and backend<cpu_threads>: the host's side of the vocabulary of kernels/backend.hpp. One struct for
 // both host policies (P::num_threads() is the only difference); its parts live beside their kernels:
-//   here                 memory, elementwise, reduce, argmax, gemm, conv2d and pooling forward
+//   here                 memory, elementwise, reduce, argmax, gemm, conv2d and pooling forward, int8 GEMM
 //   kernels/cpu/nn.hpp   host_nn_ops<P>: the layer operations' kernels (activation backward, conv2d gradients, ...)
 //   kernels/cpu/rnn.hpp  host_rnn_ops<P>: the LSTM step
 //   kernels/cpu/optim.hpp host_optim_ops<P>: the optimizer updates
@@ -14,6 +14,7 @@
 #include "tessera/kernels/cpu/elementwise.hpp"
 #include "tessera/kernels/cpu/conv.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
+#include "tessera/kernels/cpu/gemm_s8.hpp"
 #include "tessera/kernels/cpu/pool.hpp"
 #include "tessera/kernels/cpu/reduce.hpp"
 #include "tessera/kernels/cpu/nn.hpp"
@@ -123,6 +124,21 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
       detail::cpu_gemm<T>(d.M, d.N, d.K, {d.a.p + oa, d.a.rs, d.a.cs}, {d.b.p + ob, d.b.rs, d.b.cs}, d.c + oc, d.ldc,
                           d.accumulate, outer > 1 ? 1 : P::num_threads());
     }
+  }
+
+  // ---- int8 GEMM (kernels/cpu/gemm_s8.hpp: AMX, AVX-512 VNNI, AVX2 or plain loops, chosen at run time) ----
+  /// C (+)= A B: A M x K uint8 or int8 (row stride lda), B packed int8 weights, C int32 (row stride ldc); epi on each
+  /// finished block (one that declares local_c receives the block in a buffer of the thread's own instead).
+  template <class TA, class Epi = detail::no_epilogue>
+  static void gemm_s8(index_t M, index_t N, index_t K, const TA* a, index_t lda, const packed_b_s8& b, std::int32_t* c,
+                      index_t ldc, bool accumulate, const Epi& epi = {}) {
+    detail::cpu_gemm_s8(M, N, K, a, lda, b, c, ldc, accumulate, P::num_threads(), epi);
+  }
+  /// The same with A's rows produced group by group by pack_group(g, out) (a convolution gathers its taps there).
+  template <class PackGroup, class Epi = detail::no_epilogue>
+  static void gemm_s8_rows(index_t M, index_t N, index_t K, const PackGroup& pack_group, bool a_signed,
+                           const packed_b_s8& b, std::int32_t* c, index_t ldc, bool accumulate, const Epi& epi = {}) {
+    detail::cpu_gemm_s8_rows(M, N, K, pack_group, a_signed, b, c, ldc, accumulate, P::num_threads(), epi);
   }
 
   // ---- convolution and pooling forward ----
