@@ -1,13 +1,47 @@
 // A type-erased handle on one trainable parameter (a leaf Var of any rank): what optimizers, initialisers and
 // checkpoints work on. Names follow libtorch: "<layer index>.<name>", e.g. "0.weight", "3.bias".
+// What an optimizer does to a parameter's memory (state buffers, copies, the updates) comes from backend<P> of the
+// parameter's policy: make_parameter_ref<T, R, P> stores a pointer to parameter_ops_of<T, P>, a table of backend<P>'s
+// functions the compiler instantiates for that policy (a cuda parameter's table exists only where nvcc compiles).
 #pragma once
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "tessera/autodiff/var.hpp"
+#include "tessera/kernels/backend.hpp"
+#include "tessera/kernels/cpu/backend.hpp"
+#if defined(__CUDACC__)
+#include "tessera/kernels/cuda/backend.hpp"
+#endif
 
 namespace tessera::nn {
+
+/// backend<P>'s functions for a parameter's elements and its optimizer state (n elements each).
+template <class T>
+struct parameter_ops {
+  bool on_device;                                     ///< the memory is the cuda device's
+  T* (*allocate)(index_t n);                          ///< uninitialised
+  void (*deallocate)(T* p);
+  void (*zero)(T* p, index_t n);
+  void (*to_host)(T* dst, const T* src, index_t n);    ///< waits for the copy
+  void (*from_host)(T* dst, const T* src, index_t n);  ///< waits for the copy
+  void (*sgd_update)(T* p, const T* g, T* buf, index_t n, const tessera::detail::sgd_args<T>& a);
+  void (*adam_update)(T* p, const T* g, T* m, T* v, index_t n, const tessera::detail::adam_args<T>& a);
+};
+
+/// The table of policy P.
+template <class T, class P>
+inline constexpr parameter_ops<T> parameter_ops_of = {
+    P::on_device,
+    &backend<P>::template allocate<T>,
+    &backend<P>::template deallocate<T>,
+    &backend<P>::template zero<T>,
+    &backend<P>::template to_host<T>,
+    &backend<P>::template from_host<T>,
+    &backend<P>::template sgd_update<T>,
+    &backend<P>::template adam_update<T>,
+};
 
 template <class T>
 struct parameter_ref {
@@ -18,8 +52,10 @@ struct parameter_ref {
   std::function<T*()> grad;   ///< its gradient, or nullptr while backward() has not produced one
   std::function<void()> zero_grad;
   /// value() and grad() point to device memory (a parameter of the cuda policy): only device code may touch them
-  /// (optimizers launch kernels for such parameters; see optim/optim.hpp).
+  /// (initialisers and checkpoints refuse or copy such parameters).
   bool on_device = false;
+  /// backend<P>'s functions for this memory (set by make_parameter_ref; host memory unless said otherwise).
+  const parameter_ops<T>* ops = &parameter_ops_of<T, cpu>;
 };
 
 /// A handle on `v` (which must be a leaf) under `name`.
@@ -27,6 +63,7 @@ template <class T, int R, class P>
 parameter_ref<T> make_parameter_ref(std::string name, ad::Var<T, R, P> v) {
   parameter_ref<T> p;
   p.on_device = P::on_device;
+  p.ops = &parameter_ops_of<T, P>;
   p.name = std::move(name);
   for (int i = 0; i < R; ++i) p.dims.push_back(v.dims()[i]);
   p.size = v.size();
