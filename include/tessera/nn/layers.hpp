@@ -51,7 +51,8 @@ ad::Var<T, R, P> filled_parameter(const dims_t<R>& d, T v) {
 }
 }  // namespace detail
 
-/// Activations that a preceding Conv2d or Linear runs as its epilogue (and whose backward it fuses).
+/// Activations that a preceding Conv2d or Linear runs as its epilogue (and whose backward it fuses); which layers
+/// run as one group is decided in nn/fusion.hpp from these declarations.
 template <class L>
 inline constexpr bool is_fusable_activation = requires { L::fused_activation; };
 template <class L>
@@ -66,7 +67,8 @@ template <int In, int Out, int K, conv2d_options O = conv2d_options{}>
 struct Conv2d {
   static_assert(In > 0 && Out > 0 && K > 0, "tessera::nn::Conv2d: channels and kernel size must be positive");
   static_assert(In % O.groups == 0 && Out % O.groups == 0, "tessera::nn::Conv2d: channels must be multiples of the groups");
-  static constexpr bool fuses_activation = true;
+  static constexpr bool fuses_activation = true;  ///< runs a following activation as its epilogue (nn/fusion.hpp)
+  static constexpr bool fuses_max_pool2 = true;   ///< takes a following MaxPool2d<2> into its group (nn/fusion.hpp)
   template <class S>
   static constexpr bool accepts = S::rank == 4 && detail::fits(detail::ext<S>(1), In) &&
                                   (detail::ext<S>(2) == dyn || detail::ext<S>(2) + 2 * O.padding >= O.dilation * (K - 1) + 1) &&
@@ -107,7 +109,7 @@ struct Conv2d {
 template <int In, int Out, bool Bias = true>
 struct Linear {
   static_assert(In > 0 && Out > 0, "tessera::nn::Linear: features must be positive");
-  static constexpr bool fuses_activation = true;
+  static constexpr bool fuses_activation = true;  ///< runs a following activation as its epilogue (nn/fusion.hpp)
   template <class S>
   static constexpr bool accepts = S::rank == 2 && detail::fits(detail::ext<S>(1), In);
   template <class S>
@@ -215,7 +217,9 @@ struct pool_layer {
 };
 /// Max over K x K windows, stride S (default K), padding Pd.
 template <int K, int S = K, int Pd = 0>
-struct MaxPool2d : pool_layer<op::max_pool2d, K, S, Pd> {};
+struct MaxPool2d : pool_layer<op::max_pool2d, K, S, Pd> {
+  static constexpr bool max_pool2 = K == 2 && S == 2 && Pd == 0;  ///< a Conv2d before it may take it (nn/fusion.hpp)
+};
 template <>
 inline constexpr bool is_maxpool2<MaxPool2d<2, 2, 0>> = true;
 /// Mean over K x K windows, stride S (default K), padding Pd counted as zeros.

@@ -3,8 +3,9 @@
 // whose first line names its position, the layer and both shapes:
 //   In instantiation of 'struct tessera::nn::error::layer_does_not_fit<7, tessera::nn::Linear<1024, 128>,
 //   tessera::Shape<-1, 3136>, tessera::Shape<-1, 1024> >'    (position, layer, input it gets, input it expects)
-// At run time the forward pass fuses each Conv2d or Linear with the activation that follows it (one kernel
-// forward, one fused backward). Parameters are named as libtorch names them: "0.weight", "3.bias".
+// At run time the forward pass runs the layers group by group as nn/fusion.hpp groups them: a Conv2d or Linear
+// with the activation that follows it is one kernel forward and one fused backward, a Conv2d, ReLU and
+// MaxPool2d<2> one operation. Parameters are named as libtorch names them: "0.weight", "3.bias".
 #pragma once
 #include <cstdint>
 #include <string>
@@ -12,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "tessera/nn/fusion.hpp"
 #include "tessera/nn/layers.hpp"
 #include "tessera/policy/transfer.hpp"
 
@@ -138,37 +140,32 @@ class basic_sequential {
     return std::tuple<typename Layers::template state<T, P>...>{typename Layers::template state<T, P>(rng)...};
   }
 
-  /// Is layer I a Conv2d/Linear followed by an activation it can run as its epilogue?
-  template <std::size_t I>
-  static constexpr bool fuses_with_next() {
-    if constexpr (I + 1 < sizeof...(Layers)) return requires { layer_t<I>::fuses_activation; } && is_fusable_activation<layer_t<I + 1>>;
-    else return false;
-  }
+  using plan = fusion_plan<Layers...>;
 
-  /// Is layer I a Conv2d followed by ReLU and a 2x2 max-pool (one fused operation forward and backward)?
-  template <std::size_t I>
-  static constexpr bool fuses_relu_maxpool() {
-    if constexpr (I + 2 < sizeof...(Layers))
-      return requires { &layer_t<I>::template state<T, P>::forward_relu_maxpool2; } && is_relu<layer_t<I + 1>> &&
-             is_maxpool2<layer_t<I + 2>>;
-    else return false;
-  }
-
-  template <std::size_t I, class X>
+  /// Runs group G of the fusion plan and the groups after it.
+  template <std::size_t G, class X>
   auto run(const X& x, context& ctx) {
-    if constexpr (I == sizeof...(Layers)) {
+    if constexpr (G == plan::count) {
       return x;
     } else {
-      using L = layer_t<I>;
-      if constexpr (fuses_relu_maxpool<I>()) {
-        auto y = in_layer<I, 3>([&] { return std::get<I>(layers_).forward_relu_maxpool2(x, ctx); });
-        return run<I + 3>(y, ctx);
-      } else if constexpr (fuses_with_next<I>()) {
-        auto y = in_layer<I, 2>([&] { return std::get<I>(layers_).forward(x, ctx, layer_t<I + 1>::fused_activation); });
-        return run<I + 2>(y, ctx);
+      constexpr std::size_t I = plan::template first<G>;
+      using group = typename plan::template group<G>;
+      auto& head = std::get<I>(layers_);
+      if constexpr (group::has_max_pool2 && group::activation == ad::activation::relu) {  // one operation
+        auto y = in_layer<I, 3>([&] { return head.forward_relu_maxpool2(x, ctx); });
+        return run<G + 1>(y, ctx);
       } else {
-        auto y = in_layer<I, 1>([&] { return std::get<I>(layers_).forward(x, ctx); });
-        return run<I + 1>(y, ctx);
+        constexpr std::size_t N = group::has_activation ? 2 : 1;  // the head and its epilogue
+        auto y = in_layer<I, N>([&] {
+          if constexpr (group::has_activation) return head.forward(x, ctx, group::activation);
+          else return head.forward(x, ctx);
+        });
+        if constexpr (group::has_max_pool2) {  // no single float operation for this group: the pool runs after it
+          auto z = in_layer<I + N, 1>([&] { return std::get<I + N>(layers_).forward(y, ctx); });
+          return run<G + 1>(z, ctx);
+        } else {
+          return run<G + 1>(y, ctx);
+        }
       }
     }
   }
