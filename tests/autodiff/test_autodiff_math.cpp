@@ -1,4 +1,4 @@
-// Gradients of autodiff/math_ops.hpp (pow, rsqrt, where, minimum, maximum) and autodiff/reduce_ops.hpp
+// Gradients of autodiff/math_ops.hpp (pow, rsqrt, clamp, where, minimum, maximum) and autodiff/reduce_ops.hpp
 // (sum, mean, max, min over chosen axes): central finite differences in double at sizes 1, 7 and 33 with
 // broadcasting, under cpu and cpu_threads (2 threads); and PyTorch's rules at the edge cases (zeros, bounds, ties,
 // NaN) against expected values computed here with plain loops over the inputs.
@@ -98,6 +98,17 @@ TEMPLATE_TEST_CASE("rsqrt's gradient matches finite differences", "[autodiff][ma
     INFO("n = " << n);
     auto a = ad::parameter(gc::values<2, P>({n, 5}, 6, 0.3, 2.0));
     gc::check([&] { return ad::sum(ad::square(ad::rsqrt(a))); }, a);
+  }
+}
+
+TEMPLATE_TEST_CASE("clamp's gradient matches finite differences", "[autodiff][math]", ts::cpu, ts::cpu_threads) {
+  using P = TestType;
+  use_threads<P>();
+  for (index_t n : sizes) {
+    INFO("n = " << n);
+    // bounds off the values' grid (steps of 0.002), so that no element sits within the step of a bound
+    auto x = ad::parameter(gc::values<3, P>({n, 3, 5}, 7));
+    gc::check([&] { return ad::sum(ad::square(ad::clamp(x, -0.5003, 0.6007))); }, x);
   }
 }
 
@@ -262,6 +273,22 @@ TEST_CASE("rsqrt at zero and below follows PyTorch", "[autodiff][math][edge]") {
   // -0.5 * g * out ** 3 with out = inf, NaN, 0.5, 2
   const double* g = seed.data();
   check_values(a.grad(), {-inf, qnan, -0.5 * g[2] * 0.125, -0.5 * g[3] * 8.0});
+}
+
+TEST_CASE("clamp passes the gradient at both bounds, not outside, not at NaN", "[autodiff][math][edge]") {
+  const std::vector<double> xv = {-1, 2, -1.5, 2.5, qnan, 0.5, std::nextafter(-1.0, -2.0), std::nextafter(2.0, 3.0)};
+  auto a = ad::parameter(tensor_of<1>({8}, xv));
+  auto y = ad::clamp(a, -1, 2);
+  const auto seed = seed_for(y);
+  y.backward(seed);
+  const double* g = seed.data();
+  check_values(a.grad(), {g[0], g[1], 0, 0, 0, g[5], 0, 0});
+  SECTION("lo > hi: no element is inside, every gradient is 0") {
+    a.zero_grad();
+    auto z = ad::clamp(a, 1, -1);
+    z.backward(seed_for(z));
+    check_values(a.grad(), std::vector<double>(8, 0.0));
+  }
 }
 
 TEST_CASE("where sends the gradient to the chosen side only, summed over broadcast dims", "[autodiff][math][edge]") {

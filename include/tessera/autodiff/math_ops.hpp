@@ -1,4 +1,4 @@
-// Differentiable elementwise pow, rsqrt, where, minimum and maximum on Vars, with PyTorch's gradients
+// Differentiable elementwise pow, rsqrt, clamp, where, minimum and maximum on Vars, with PyTorch's gradients
 // (the formulas of its derivatives.yaml and FunctionsManual.cpp, edge cases included; each operation says which).
 // Binary operations broadcast as the arithmetic of ops.hpp does: an input's gradient is summed over the dims
 // where it was broadcast. Forward and backward are fused expressions, so they run on every policy.
@@ -62,6 +62,22 @@ auto rsqrt(const Var<T, R, P>& a) {
   using V = Var<T, R, P>;
   return V::make(typename V::tensor(tessera::rsqrt(a.value())), [a](const auto& g, const auto& out) {
     detail::accumulate(a, T(-0.5) * g * (out * out * out));
+  }, a);
+}
+
+// ---- clamp ----
+
+/// a clamped to [lo, hi] (both bounds given). PyTorch's clamp_backward: g where lo <= a <= hi (both ends inclusive:
+/// an element at a bound gets the gradient), else 0; a NaN element gets 0 (it fails both comparisons), and so does
+/// every element when lo > hi.
+template <class T, int R, class P, class L, class H>
+  requires(std::is_arithmetic_v<L> && std::is_arithmetic_v<H>)
+auto clamp(const Var<T, R, P>& a, L lo, H hi) {
+  using V = Var<T, R, P>;
+  const T l = T(lo), h = T(hi);
+  return V::make(typename V::tensor(tessera::clamp(a.value(), l, h)), [a, l, h](const auto& g) {
+    const auto& x = a.value();
+    detail::accumulate(a, tessera::where((x >= l) && (x <= h), g, T(0)));
   }, a);
 }
 
