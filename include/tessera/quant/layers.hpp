@@ -57,20 +57,6 @@ inline auto as_matrix(const act4& t) {
   return View<const std::uint8_t, Shape<dyn, dyn>, cpu_threads>(t.data(), {d[0] * d[1] * d[2], d[3]}, {d[3], 1});
 }
 
-/// A summary of one float layer's place in the int8 model, for inspection (int8_sequential::stages()): the int8
-/// layer of its group, or `identity` for the layers a group's int8 layer runs for it. The model runs its typed
-/// layers, never these.
-struct stage {
-  enum kind_t { identity, conv, linear, relu_alone, pool, lstm, last_step } kind = identity;
-  std::shared_ptr<const qlstm> rnn;   // lstm
-  qparams in_qp;                      // linear: its input's quantization
-  qconv_weight cw;                    // conv
-  std::shared_ptr<const qweight> lw;  // linear
-  conv2d_options o;
-  qparams out;
-  bool fused_relu = false, to_float = false, pooled = false;
-};
-
 }  // namespace detail
 
 /// What the conversion of a model's int8 layers reads, in order: what calibration measured, and what the layers
@@ -139,11 +125,6 @@ class int8_conv2d<nn::Conv2d<I, O, K, Op>, Relu, Pooled> {
     x.qp = out;
   }
 
-  detail::stage describe() const {
-    detail::stage s;
-    s.kind = detail::stage::conv, s.cw = cw, s.o = o, s.out = out, s.fused_relu = Relu, s.pooled = Pooled;
-    return s;
-  }
 };
 
 /// Linear [+ ReLU]; the model's last one produces the float logits.
@@ -212,11 +193,6 @@ class int8_linear<nn::Linear<In, Out, Bias>, Relu> {
     x.qp = out;
   }
 
-  detail::stage describe() const {
-    detail::stage s;
-    s.kind = detail::stage::linear, s.lw = lw, s.in_qp = in_qp, s.out = out, s.fused_relu = Relu, s.to_float = to_float;
-    return s;
-  }
 };
 
 /// A ReLU not fused into a layer before it: max(q, zero point) in place. The quantization and the layout stay, so a
@@ -230,7 +206,6 @@ class int8_relu {
     auto m = detail::as_matrix(x.t);
     m = maximum(m, std::uint8_t(std::clamp(x.qp.zero_point, 0, 255)));
   }
-  detail::stage describe() const { return {.kind = detail::stage::relu_alone}; }
 };
 
 /// A 2x2 max-pool not taken by a convolution before it: on the uint8 values (the quantization stays).
@@ -244,7 +219,6 @@ class int8_max_pool2d {
     max_pool2x2_nhwc(x.t, y);
     x.t = std::move(y);
   }
-  detail::stage describe() const { return {.kind = detail::stage::pool}; }
 };
 
 /// Flatten: free (the activation is NHWC; a Linear after it reads the dims it flattened).
@@ -256,7 +230,6 @@ class int8_flatten {
     c.flattened = &c.dims[c.first];
   }
   void run(detail::qact&) const {}
-  detail::stage describe() const { return {}; }
 };
 
 /// Dropout: the identity in inference.
@@ -267,7 +240,6 @@ class int8_dropout {
   template <class State>
   int8_dropout(const State&, conversion&) {}
   void run(detail::qact&) const {}
-  detail::stage describe() const { return {}; }
 };
 
 template <class LSTM>
@@ -290,7 +262,6 @@ class int8_lstm<nn::LSTM<In, H, O>> {
     rnn->run_time_major(x.f, x.T, x.B, y);
     x.f = std::move(y);
   }
-  detail::stage describe() const { return {.kind = detail::stage::lstm, .rnn = rnn}; }
 };
 
 /// LastStep: the last step of the float sequence; a Linear after it quantizes it with the range calibrated here.
@@ -309,7 +280,6 @@ class int8_last_step {
     x.f = std::move(y);
     x.T = 0;
   }
-  detail::stage describe() const { return {.kind = detail::stage::last_step}; }
 };
 
 /// The int8 layer type of a fused group of float layer types (nn::fused<...>); `type` is void where the group has

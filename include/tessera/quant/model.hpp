@@ -146,16 +146,6 @@ class int8_sequential {
   const layer_types& layers() const { return layers_; }
   template <std::size_t G>
   const auto& layer() const { return std::get<G>(layers_); }
-  /// A summary per float layer, for inspection: its group's int8 layer at the group's first layer, identities for
-  /// the layers that int8 layer runs for it.
-  std::vector<detail::stage> stages() const {
-    std::vector<detail::stage> out;
-    [&]<std::size_t... G>(std::index_sequence<G...>) {
-      ((out.push_back(std::get<G>(layers_).describe()), out.resize(plan::starts[G + 1])), ...);
-    }(std::make_index_sequence<plan::count>{});
-    return out;
-  }
-
  private:
   template <class M>
   int8_sequential(M& model, conversion c) : input_qp_(c.range[0]), layers_(convert(model, c, std::make_index_sequence<plan::count>{})) {}
