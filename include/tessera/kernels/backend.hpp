@@ -25,8 +25,13 @@
 //   rnn, in full      rnn_bias_rows, lstm_prepare_weight_hh, lstm_recurrent_forward / _backward, lstm_step_forward /
 //                     _backward, rnn_bias_grads, rnn_swap01, rnn_add, rnn_mul (kernels/cpu/rnn.hpp says what each does)
 //   optim, in full    sgd_update(p, g, buf, n, sgd_args<T>), adam_update(p, g, m, v, n, adam_args<T>)
+//   nn, in full       activation_backward, conv2d_backward_weight / _data, max_pool2d_backward, avg_pool2d_backward,
+//                     max_pool2x2_relu_backward (pool2d_geometry), softmax_rows / _backward, cross_entropy / _backward,
+//                     dropout_mask, batch_norm_stats / _apply / _backward, add_reduced (kernels/cpu/nn.hpp says what
+//                     each does)
 #pragma once
 #include "tessera/core/policy.hpp"
+#include "tessera/core/random.hpp"
 #include "tessera/core/shape.hpp"
 
 namespace tessera {
@@ -116,6 +121,22 @@ struct adam_args {
   T beta1, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps, wd, keep;
   adam_decay decay;
 };
+
+/// Sizes of one pooling (the nn part's pooling gradients): input N x C x H x W and output N x C x OH x OW (both
+/// contiguous), K x K windows at stride S with padding pad.
+struct pool2d_geometry {
+  index_t N, C, H, W;
+  index_t OH, OW;
+  int K, S, pad;
+};
+
+/// An inverted-dropout mask for n elements, drawn from rng in element order: 0 with probability p, else 1/(1-p).
+/// Every backend's dropout_mask draws here, on the host, so one seed gives the same masks under every policy.
+template <class T>
+void draw_dropout_mask(T* m, index_t n, double p, Rng& rng) {
+  const T keep = T(1.0 / (1.0 - p));
+  for (index_t i = 0; i < n; ++i) m[i] = rng.uniform_double() < p ? T(0) : keep;
+}
 
 }  // namespace detail
 
