@@ -1,54 +1,28 @@
 // Differentiable operations on Vars: elementwise arithmetic with broadcasting (gradients summed over the
 // broadcast dimensions), activations, reductions, matmul and views. Forward and backward each run as fused
 // expressions: tanh's backward, for instance, is one pass computing g * (1 - y*y) into the input's gradient.
+// softmax and log_softmax along rows, and a broadcast gradient summed back (add_reduced), are kernels reached
+// through backend<P> (kernels/backend.hpp), for every policy alike.
 #pragma once
 #include <type_traits>
 
 #include "tessera/autodiff/var.hpp"
 #include "tessera/expr/matmul.hpp"
 #include "tessera/expr/views.hpp"
+#include "tessera/kernels/cpu/backend.hpp"
+#if defined(__CUDACC__)
+#include "tessera/kernels/cuda/backend.hpp"
+#include "tessera/policy/cuda.hpp"
+#endif
 
 namespace tessera::ad {
 
-/// The operations of this file and nn_ops.hpp on a device policy: device_ops<cuda> is in autodiff/cuda_ops.hpp,
-/// which nvcc compiles (nn_ops.hpp includes it under __CUDACC__, and this file includes nn_ops.hpp there). Each
-/// operation dispatches to it with `if constexpr (P::on_device)`.
-template <class P>
-struct device_ops {
-  static_assert(!P::on_device,
-                "tessera: autodiff on the cuda policy runs CUDA kernels: compile this file with nvcc (a .cu file), so "
-                "that tessera/autodiff/cuda_ops.hpp provides the device operations");
-};
-
 namespace detail {
-/// grad += t summed down to grad's shape (t's dims broadcast from grad's, aligned right).
+/// grad += t summed down to grad's shape (t's dims broadcast from grad's, aligned right); both contiguous.
 template <class G, class Src>
 void add_reduced(G& grad, const Src& t) {
-  if constexpr (G::policy::on_device) {
-    device_ops<typename G::policy>::add_reduced(grad, t);  // a kernel: a block per element of grad
-  } else {
-    using T = typename G::value_type;
-    constexpr int R = G::rank, RT = Src::rank;
-    static_assert(R <= RT);
-    const auto& gd = grad.dims();
-    const auto& td = t.dims();
-    dims_t<RT> gs{};  // grad's stride for each of t's dims (0 where grad is broadcast)
-    const auto cs = tessera::contiguous_strides(gd);
-    for (int i = 0; i < R; ++i) gs[RT - R + i] = gd[i] == td[RT - R + i] ? cs[i] : 0;
-    T* g = grad.data();
-    const T* src = t.data();
-    index_t idx[RT > 0 ? RT : 1] = {};
-    const index_t n = t.size();
-    for (index_t k = 0; k < n; ++k) {
-      index_t off = 0;
-      for (int i = 0; i < RT; ++i) off += idx[i] * gs[i];
-      g[off] += src[k];
-      for (int d = RT - 1; d >= 0; --d) {
-        if (++idx[d] < td[d]) break;
-        idx[d] = 0;
-      }
-    }
-  }
+  static_assert(G::rank <= Src::rank);
+  backend<typename G::policy>::add_reduced(grad.data(), grad.dims(), t.data(), t.dims());
 }
 
 /// v.grad += g (an expression of the output's dims), reduced over dims where v was broadcast.
@@ -65,6 +39,28 @@ void accumulate(const Var<T, R, P>& v, const E& g) {
   }
   Tensor<T, dyn_shape_t<EE::rank>, P> t(g);
   add_reduced(gb, t);
+}
+
+/// v's gradient tensor: made (not zeroed, `accumulate` false) when v has none yet, else the one it has (`accumulate`
+/// true: add to it).
+template <class V>
+typename V::tensor& fresh_or_grad(const V& v, bool& accumulate) {
+  auto& nd = v.node();
+  accumulate = nd.has_grad;
+  if (!nd.has_grad) {
+    nd.grad = typename V::tensor(v.dims());
+    nd.has_grad = true;
+  }
+  return nd.grad;
+}
+
+/// The gradient buffer of a Var that needs one (see fresh_or_grad), or null (`accumulate` false) when v is empty or
+/// needs no gradient.
+template <class V>
+typename V::value_type* grad_of(const V& v, bool& accumulate) {
+  accumulate = false;
+  if (!v.defined() || !v.requires_grad()) return nullptr;
+  return fresh_or_grad(v, accumulate).data();
 }
 
 template <int RA, int RB>
@@ -219,10 +215,33 @@ auto transpose(const Var<T, 2, P>& a) {
   }, a);
 }
 
-}  // namespace tessera::ad
+// ---- softmax ----
 
-#if defined(__CUDACC__)
-// nvcc: the device operations (device_ops<cuda>, autodiff/cuda_ops.hpp) come with nn_ops.hpp, which needs this file
-// first; #pragma once makes either include order work.
-#include "tessera/autodiff/nn_ops.hpp"
-#endif
+namespace detail {
+/// softmax (or log-softmax) along the rows of z [B, C]; the backward from the output.
+template <bool Log, class T, class P>
+Var<T, 2, P> softmax_rows(const Var<T, 2, P>& z) {
+  using V = Var<T, 2, P>;
+  const index_t B = z.dims()[0], C = z.dims()[1];
+  typename V::tensor y(B, C);
+  backend<P>::template softmax_rows<Log>(z.value().data(), y.data(), B, C);
+  return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {
+    bool acc;
+    if (T* gz = grad_of(z, acc)) backend<P>::template softmax_rows_backward<Log>(g.data(), out.data(), gz, B, C, acc);
+  }, z);
+}
+}  // namespace detail
+
+/// log(softmax(z)) along the last axis of z [B, C]; dz = g - softmax * sum(g).
+template <class T, class P>
+Var<T, 2, P> log_softmax(const Var<T, 2, P>& z) {
+  return detail::softmax_rows<true>(z);
+}
+
+/// softmax along the last axis of z [B, C]; dz = y * (g - sum(g * y)).
+template <class T, class P>
+Var<T, 2, P> softmax(const Var<T, 2, P>& z) {
+  return detail::softmax_rows<false>(z);
+}
+
+}  // namespace tessera::ad
