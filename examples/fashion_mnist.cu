@@ -1,5 +1,5 @@
 // fashion_mnist.cpp's program with the model on the GPU: the same SimpleCNN, data, optimizer and checkpoint, trained
-// on the cuda policy (cuBLASLt, cuDNN and tessera's kernels; see tessera/autodiff/cuda_ops.hpp).
+// on the cuda policy (cuBLASLt, cuDNN and tessera's kernels; see tessera/kernels/cuda/backend.hpp).
 //   fashion_mnist_cuda [epochs = 3] [threads = 2] [checkpoint = simplecnn.ckpt]
 // Without a CUDA device it prints "no CUDA device: ..." and exits with status 77.
 #include <tessera/tessera.hpp>

@@ -1,6 +1,6 @@
 // The LSTM on the GPU (nvcc; built when TESSERA_ENABLE_CUDA and Google Benchmark are available): ad::lstm on the cuda
 // policy, 2 layers, T = 100, B = 64, I = 128, H = 256, float, batch-first — bench_lstm's shape — forward (under
-// no_grad) and forward + backward. Per step one cuBLASLt GEMM and one fused pointwise kernel (autodiff/cuda_rnn.hpp).
+// no_grad) and forward + backward. Per step one cuBLASLt GEMM and one fused pointwise kernel (autodiff/lstm_ops.hpp, kernels/cuda/rnn.hpp).
 // The peer is PyTorch's nn.LSTM on the same GPU (cuDNN), run by bench/torch_peers.py's cuda_lstm workload.
 // Time is wall time per call with the stream synchronised at the end of each (the work is queued asynchronously);
 // FLOP/s counts the forward GEMMs, 2*T*B*4H*(I+H) + 2*T*B*4H*(H+H) (times 3 for forward + backward), as bench_lstm.

@@ -1,7 +1,7 @@
 // Policy types: where a tensor's memory lives and how an assignment runs.
 //   cpu          one thread, SIMD loops
 //   cpu_threads  the same loops split over OpenMP threads
-//   cuda         device memory, one CUDA kernel per fused expression (needs nvcc; see policy/cuda.hpp)
+//   cuda         device memory, one CUDA kernel per fused expression (needs nvcc: backend<cuda> in kernels/cuda/backend.hpp)
 #pragma once
 #include <cstdlib>
 #include <map>
@@ -130,11 +130,11 @@ class host_block_cache {
 };
 }  // namespace detail
 
-/// Memory of a policy: allocate, free, copy. The cuda specialisation is in policy/cuda.hpp.
+/// Memory of a policy: allocate, free, copy. The cuda specialisation is in kernels/cuda/memory.hpp.
 template <class P>
 struct memory {
   static constexpr std::size_t alignment = 64;
-  static_assert(!P::on_device, "tessera: cuda tensors need this file compiled by nvcc (a .cu file) so that tessera/policy/cuda.hpp is included");
+  static_assert(!P::on_device, "tessera: cuda tensors need this file compiled by nvcc (a .cu file) so that kernels/cuda/memory.hpp is included (tessera/tessera.hpp does it there)");
   template <class T>
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;

@@ -1,6 +1,6 @@
 // Shared pieces of the raw-pointer CUDA kernels (kernels/cuda/gemm.hpp, conv.hpp, pool.hpp): status checks that
 // turn every failure into a tessera::device_error naming the call, launch geometry for grid-stride kernels, the
-// current device, and pointer alignment. Compiled only by nvcc, like policy/cuda.hpp.
+// current device, and pointer alignment. Compiled only by nvcc, like every kernels/cuda header.
 #pragma once
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>

@@ -1,5 +1,5 @@
 // cuda_conv2d and its gradients on the device through cuDNN (the v7-style convolution API of cuDNN 9), at the
-// level of raw pointers. Compiled only by nvcc (like policy/cuda.hpp); link cuDNN (libcudnn).
+// level of raw pointers. Compiled only by nvcc (like every kernels/cuda header); link cuDNN (libcudnn).
 //
 //   x: N x C x H x W, w: K x (C / groups) x R x S, y: N x K x OH x OW, all NCHW and fully contiguous.
 //   OH = (H + 2 pad - dilation (R - 1) - 1) / stride + 1 (conv2d_out_extent), likewise OW; cross-correlation

@@ -1,5 +1,5 @@
 // cuda_gemm: C = epilogue(A B [+ bias]) on the device through cuBLASLt, at the level of raw pointers and strides.
-// Compiled only by nvcc (like policy/cuda.hpp); link CUDA::cublasLt.
+// Compiled only by nvcc (like every kernels/cuda header); link CUDA::cublasLt.
 //
 //   C is row-major: element (i, j) at C[i * ldc + j] (M x N). A (M x K) and B (K x N) are given by row and column
 //   strides in elements; one of each pair should be 1 (a transposed view has rs = 1). An operand whose strides

@@ -1,5 +1,5 @@
 // max_pool2d and avg_pool2d on the device, forward and backward: tessera's own CUDA kernels at the level of raw
-// pointers. Compiled only by nvcc (like policy/cuda.hpp); no library needed.
+// pointers. Compiled only by nvcc (like every kernels/cuda header); no library needed.
 //
 //   x: N x C x H x W with any strides (xs_n, xs_c, xs_h, xs_w, in elements); y and dy: N x C x OH x OW and dx:
 //   N x C x H x W, contiguous NCHW. Square windows: kernel, stride and padding are run-time ints with
