@@ -142,13 +142,6 @@ auto* data_or_null(const V& v) {
   return v.defined() ? v.value().data() : nullptr;
 }
 
-/// An inverted-dropout mask of n elements from rng: 0 with probability p, else 1 / (1 - p) (as ad::dropout draws).
-template <class T>
-void lstm_dropout_mask(T* m, index_t n, double p, Rng& rng) {
-  const T keep = T(1.0 / (1.0 - p));
-  for (index_t i = 0; i < n; ++i) m[i] = rng.uniform_double() < p ? T(0) : keep;
-}
-
 /// The inputs of a recorded operation (every defined Var) and whether any of them requires a gradient.
 struct recorded_inputs {
   std::vector<std::shared_ptr<node_base>> nodes;
@@ -290,11 +283,9 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
       auto& nx = (*saved)[std::size_t(l + 1)];
       nx.in = H;
       nx.x.resize(TB * H);
-      if (drop) {  // the mask from the host's generator, then into the policy's memory
-        std::vector<T> m(std::size_t(TB * H));
-        lstm_dropout_mask(m.data(), TB * H, opts.dropout, *rng);
+      if (drop) {  // the mask drawn as ad::dropout draws it (the same masks for a seed on every policy)
         nx.mask.resize(TB * H);
-        be::from_host(nx.mask.data(), m.data(), TB * H);
+        be::dropout_mask(nx.mask.data(), TB * H, opts.dropout, *rng);
         be::rnn_mul(nx.x.data(), s.y.data(), nx.mask.data(), TB * H);
       } else {
         be::copy(nx.x.data(), s.y.data(), TB * H);
