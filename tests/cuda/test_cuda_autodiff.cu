@@ -297,7 +297,6 @@ TEST_CASE("cuda autodiff: a small Sequential trains 20 SGD steps as on the host"
 }
 
 TEST_CASE("cuda optimizers: SGD, Adam and AdamW steps on device parameters match the host", "[cuda][optim]") {
-  REQUIRE(ts::optim::detail::device_hooks_slot<float>() != nullptr);  // registered by including optim.hpp under nvcc
   auto run = [](auto pol, int which) {
     using P = decltype(pol);
     auto w = leaf<P>(values<2>({33, 17}, 40));
@@ -306,6 +305,9 @@ TEST_CASE("cuda optimizers: SGD, Adam and AdamW steps on device parameters match
     std::vector<nn::parameter_ref<float>> params = {nn::make_parameter_ref("w", w), nn::make_parameter_ref("b", b),
                                                     nn::make_parameter_ref("unused", unused)};
     CHECK(params[0].on_device == P::on_device);
+    // the parameter carries its policy's table of backend functions, chosen at compile time (no run-time registry)
+    REQUIRE(params[0].ops == &nn::parameter_ops_of<float, P>);
+    REQUIRE(params[0].ops->on_device == P::on_device);
     auto step_all = [&](auto& opt) {
       for (int s = 0; s < 5; ++s) {
         w.mutable_grad() = ts::to<P>(values<2>({33, 17}, 50 + s));

@@ -400,13 +400,3 @@ template <class T>
 using AdamW = detail::adam_front<T, true, adamw_options>;
 
 }  // namespace tessera::optim
-
-#if defined(__CUDACC__)
-namespace tessera::optim::detail {
-/// The cuda policy's parameter operations (a compile-time table; test_cuda_autodiff checks they are there).
-template <class T>
-const nn::parameter_ops<T>* device_hooks_slot() {
-  return &nn::parameter_ops_of<T, tessera::cuda>;
-}
-}  // namespace tessera::optim::detail
-#endif  // __CUDACC__
