@@ -110,6 +110,8 @@ case "$mode" in
     run_clang || status=$?
     run_sanitize ci || status=$?
     TESSERA_SKIP_DEPS=1 bash scripts/fuzz.sh 60 || status=$?
+    echo "==> the GPU check's plan (its dry run; the real run needs a GPU)"
+    bash scripts/gpu_check.sh --dry-run || status=$?
     ;;
   *) echo "usage: scripts/check.sh sanitize [all|ci] | clang | fuzz [SECONDS] | ci" >&2; exit 2 ;;
 esac
