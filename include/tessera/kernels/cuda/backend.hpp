@@ -10,6 +10,7 @@
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
 
+#include "tessera/core/eval.hpp"
 #include "tessera/kernels/backend.hpp"
 #include "tessera/kernels/cuda/common.hpp"
 #if __has_include(<cudnn.h>)
