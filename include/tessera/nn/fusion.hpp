@@ -98,14 +98,13 @@ struct fusion_plan {
   template <std::size_t G>
   static constexpr std::size_t first = starts[G];
 
- private:
+  // (declarations only, for the aliases below; public because clang checks an alias template's access where it is used)
   template <std::size_t G, std::size_t... K>
   static fused<at<starts[G] + K>...> group_of(std::index_sequence<K...>);
   template <std::size_t... G>
   static std::tuple<decltype(group_of<G>(std::make_index_sequence<starts[G + 1] - starts[G]>{}))...> groups_of(
       std::index_sequence<G...>);
 
- public:
   template <std::size_t G>
   using group = decltype(group_of<G>(std::make_index_sequence<starts[G + 1] - starts[G]>{}));
   /// std::tuple of every group type.
