@@ -110,17 +110,6 @@ struct lstm_layer_saved {
   index_t in = 0;
 };
 
-/// The gradient tensor of a Var, created when missing (accumulate: it held a gradient already); not zero-filled.
-template <class V>
-typename V::tensor& rnn_grad(const V& v, bool& accumulate) {
-  auto& nd = v.node();
-  accumulate = nd.has_grad;
-  if (!nd.has_grad) {
-    nd.grad = typename V::tensor(v.dims());
-    nd.has_grad = true;
-  }
-  return nd.grad;
-}
 /// The gradient tensor of a Var, zero-filled when fresh (then always accumulated into); on every policy.
 template <class V>
 auto& zeroed_grad_tensor(const V& v) {

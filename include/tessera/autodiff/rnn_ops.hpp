@@ -61,7 +61,7 @@ template <class T, class P>
 void grad_through(const Var<T, 2, P>& v, const T* dG, const Var<T, 2, P>& W, index_t rows, index_t GW, index_t in) {
   if (!v.defined() || !v.requires_grad()) return;
   bool acc;
-  auto& g = rnn_grad(v, acc);
+  auto& g = fresh_or_grad(v, acc);  // ops.hpp
   project_back(g.data(), dG, W, rows, GW, in, acc);
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "tessera/config.hpp"
 #include "tessera/core/error.hpp"
@@ -53,6 +54,13 @@ inline std::uint32_t stride_alignment(index_t stride, std::size_t bytes, std::ui
 }
 
 inline bool fits_int(index_t v) { return v >= 0 && v <= index_t(0x7fffffff); }
+
+/// e^v in the precision of T (expf for float) on the device.
+template <class T>
+__device__ __forceinline__ T dexp(T v) {
+  if constexpr (std::is_same_v<T, float>) return ::expf(v);
+  else return ::exp(v);
+}
 
 }  // namespace tessera::cuda_kernels
 #endif  // __CUDACC__

@@ -38,11 +38,7 @@ namespace cuda_nn {
 
 inline constexpr int block = 256;  // every kernel below runs 256-thread blocks (block_sum depends on it)
 
-template <class T>
-__device__ __forceinline__ T dexp(T v) {
-  if constexpr (std::is_same_v<T, float>) return ::expf(v);
-  else return ::exp(v);
-}
+using cuda_kernels::dexp;
 template <class T>
 __device__ __forceinline__ T dlog(T v) {
   if constexpr (std::is_same_v<T, float>) return ::logf(v);

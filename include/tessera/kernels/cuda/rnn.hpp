@@ -22,11 +22,7 @@ namespace cuda_rnn_kernels {
 
 inline constexpr int block = 256;  // every kernel below runs 256-thread blocks (column_sums depends on it)
 
-template <class T>
-__device__ __forceinline__ T dexp(T v) {
-  if constexpr (std::is_same_v<T, float>) return ::expf(v);
-  else return ::exp(v);
-}
+using cuda_kernels::dexp;
 template <class T>
 __device__ __forceinline__ T sigmoid(T v) {
   return T(1) / (T(1) + dexp(-v));
