@@ -146,3 +146,35 @@ template <class P>
 struct backend;
 
 }  // namespace tessera
+
+namespace tessera::detail {
+
+/// One scaled dot-product attention (kernels/cpu/attention.hpp, kernels/cuda/attention.hpp): for every batch b and
+/// head h, O = softmax(Q K^T * scale + mask) V with Q [Tq, D], K [S, D], V [S, Dv], O [Tq, Dv]. Element (b, h, t, c) of
+/// q lives at q[b * qs[0] + h * qs[1] + t * qs[2] + c] (unit column stride); k, v, o and the gradients likewise (dq,
+/// dk, dv with q's, k's and v's strides, dout with o's). lse [B, H, Tq] (contiguous) holds each row's log-sum-exp of
+/// its scaled, masked scores (NaN for a row whose keys are all masked). Masks (true = masked out): causal (key s > query t),
+/// mask [Tq, S] bools at mask + b * mask_bs + h * mask_hs (a stride 0: shared), key_padding [B, S].
+template <class T>
+struct attention_desc {
+  index_t B = 0, H = 0, Tq = 0, S = 0, D = 0, Dv = 0;  // batch, heads, query rows, key rows, widths
+  const T* q = nullptr;
+  const T* k = nullptr;
+  const T* v = nullptr;
+  T* o = nullptr;
+  index_t qs[3]{}, ks[3]{}, vs[3]{}, os[3]{};
+  T* lse = nullptr;
+  T scale = T(1);
+  bool causal = false;
+  const bool* mask = nullptr;
+  index_t mask_bs = 0, mask_hs = 0;
+  const bool* key_padding = nullptr;
+  // the backward's: dout read with o's strides; dq, dk, dv written (or added to: acc_*) with q's, k's, v's; null: skipped
+  const T* dout = nullptr;
+  T* dq = nullptr;
+  T* dk = nullptr;
+  T* dv = nullptr;
+  bool acc_q = false, acc_k = false, acc_v = false;
+};
+
+}  // namespace tessera::detail
