@@ -35,6 +35,7 @@ struct lstm_options {
   int num_layers = 1;
   double dropout = 0.0;  ///< between layers (not after the last), in training only
   bool batch_first = true;
+  bool bidirectional = false;  ///< nn::LSTM runs it through ad::recurrence (autodiff/recurrence_ops.hpp); ad::lstm throws
 };
 
 namespace ad {
@@ -324,6 +325,8 @@ lstm_result<T, P> lstm(const Var<T, 3, P>& x, const std::vector<lstm_layer_param
   static_assert(requires { backend<P>::on_device; },
                 "tessera: ad::lstm on the cuda policy runs kernels: compile this file with nvcc (a .cu file)");
   const index_t L = index_t(layers.size());
+  if (opts.bidirectional)
+    throw std::invalid_argument("tessera: lstm: bidirectional LSTMs run through ad::recurrence (autodiff/recurrence_ops.hpp)");
   if (L < 1 || opts.num_layers != int(L))
     throw std::invalid_argument("tessera: lstm: " + std::to_string(L) + " layers of parameters given, options say " +
                                 std::to_string(opts.num_layers));

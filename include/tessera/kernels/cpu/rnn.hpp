@@ -5,6 +5,9 @@
 //   lstm_recurrent_forward / _backward   gates_t += h_{t-1} W_hh^T, dh_{t-1} = dgates_t W_hh
 //   lstm_step_forward / _backward        one step's gate nonlinearities and c / h update, and their backward
 //   rnn_bias_grads, rnn_swap01, rnn_add, rnn_mul   column sums into bias gradients, layout changes, pointwise passes
+//   rnn_copy_cols          a block of columns between row-major buffers (the two directions' halves of a layer output)
+//   rnn_step_forward / _backward         the plain RNN's step (tanh or relu) and its backward
+//   gru_step_forward, gru_step_backward, gru_seq_step_backward   the GRU's step (cell and sequence) and its backward
 // The step passes run a row (batch entry) at a time in SIMD packets (the vectorised exp / tanh of core/math.hpp),
 // rows split over P::num_threads() OpenMP threads when a step is large.
 #pragma once
@@ -237,6 +240,62 @@ struct host_rnn_ops {
         lstm_st(dq + H + j, dz);
         lstm_st(dq + 2 * H + j, dn * r);
         if (dp) lstm_st(dp + j, lstm_ld<V>(dp + j) + d * z);
+      });
+    });
+  }
+  /// dst[r * ldd + c] = src[r * lds + c] for r < rows, c < cols.
+  template <class T>
+  static void rnn_copy_cols(T* dst, index_t ldd, const T* src, index_t lds, index_t rows, index_t cols) {
+    for (index_t r = 0; r < rows; ++r) std::memcpy(dst + r * ldd, src + r * lds, std::size_t(cols) * sizeof(T));
+  }
+
+  /// The plain RNN's step nonlinearity over n elements: y = tanh(z), or relu(z) (NaN stays NaN, as PyTorch).
+  template <class T>
+  static void rnn_step_forward(const T* z, T* y, index_t n, bool relu) {
+    if (relu) {
+      for (index_t k = 0; k < n; ++k) y[k] = z[k] < T(0) ? T(0) : z[k];
+      return;
+    }
+    lstm_columns<T>(n, [&]<class V>(index_t j) { lstm_st(y + j, V(math::tanh(lstm_ld<V>(z + j)))); });
+  }
+  /// Its backward: dz = (dh + dy) * f'(from y) (dy may be null); 1 - y^2 for tanh, y > 0 for relu.
+  template <class T>
+  static void rnn_step_backward(const T* y, const T* dy, const T* dh, T* dz, index_t n, bool relu) {
+    for (index_t k = 0; k < n; ++k) {
+      const T d = dy ? dh[k] + dy[k] : dh[k];
+      dz[k] = relu ? (y[k] > T(0) ? d : T(0)) : d * (T(1) - y[k] * y[k]);
+    }
+  }
+
+  /// A sequence GRU step's backward: d = dh + dy (dy, the output's gradient at this step, may be null) to the
+  /// pre-activation gradients dgi, dgh (as gru_step_backward); dh is replaced by d * z, the part of the gradient at
+  /// h_{t-1} that skips W_hh (the caller adds dgh W_hh).
+  template <class T>
+  static void gru_seq_step_backward(const T* act, const T* gh, const T* hprev, T* dh, const T* dy, T* dgi, T* dgh, index_t B,
+                                    index_t H) {
+    rnn_rows(B, H, P::num_threads(), [&](index_t b) {
+      const T* a = act + b * 3 * H;
+      const T* q = gh + b * 3 * H;
+      const T* hp = hprev ? hprev + b * H : nullptr;
+      T* dhb = dh + b * H;
+      const T* dyb = dy ? dy + b * H : nullptr;
+      T* di = dgi + b * 3 * H;
+      T* dq = dgh + b * 3 * H;
+      lstm_columns<T>(H, [&]<class V>(index_t j) {
+        const V one = V{} + T(1);
+        const V r = lstm_ld<V>(a + j), z = lstm_ld<V>(a + H + j), n = lstm_ld<V>(a + 2 * H + j);
+        const V d = dyb ? lstm_ld<V>(dhb + j) + lstm_ld<V>(dyb + j) : lstm_ld<V>(dhb + j);
+        const V h = hp ? lstm_ld<V>(hp + j) : V{};
+        const V dn = d * (one - z) * (one - n * n);
+        const V dz = d * (h - n) * z * (one - z);
+        const V dr = dn * lstm_ld<V>(q + 2 * H + j) * r * (one - r);
+        lstm_st(di + j, dr);
+        lstm_st(di + H + j, dz);
+        lstm_st(di + 2 * H + j, dn);
+        lstm_st(dq + j, dr);
+        lstm_st(dq + H + j, dz);
+        lstm_st(dq + 2 * H + j, dn * r);
+        lstm_st(dhb + j, d * z);
       });
     });
   }

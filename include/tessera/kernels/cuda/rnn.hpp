@@ -3,6 +3,8 @@
 //   rnn_bias_rows, lstm_step_forward / _backward, rnn_swap01, rnn_add, rnn_mul   grid-stride kernels, one element
 //                                                     (one (row, unit) pair for a step) per thread
 //   lstm_prepare_weight_hh, lstm_recurrent_forward / _backward   cuBLASLt products (cuda_gemm, plans cached)
+//   gru_step_forward, gru_seq_step_backward, rnn_step_forward / _backward, rnn_copy_cols   the GRU's and the plain
+//                                                     RNN's steps and a column block copy, grid-stride as above
 //   rnn_bias_grads                                    a block per column summing in a fixed order (no atomics: the
 //                                                     same result every run)
 #pragma once
@@ -117,6 +119,61 @@ __global__ void mul(T* dst, const T* a, const T* b, index_t n) {
   TESSERA_RNN_GRID_STRIDE(k, n) dst[k] = a[k] * b[k];
 }
 
+template <class T>
+__global__ void gru_forward(T* gi, const T* gh, const T* hprev, T* hout, index_t B, index_t H) {
+  TESSERA_RNN_GRID_STRIDE(k, B * H) {
+    const index_t b = k / H, j = k - b * H;
+    T* a = gi + b * 3 * H;
+    const T* q = gh + b * 3 * H;
+    const T r = sigmoid(a[j] + q[j]), z = sigmoid(a[H + j] + q[H + j]);
+    const T n = dtanh(a[2 * H + j] + r * q[2 * H + j]);
+    a[j] = r, a[H + j] = z, a[2 * H + j] = n;
+    const T h = hprev ? hprev[k] : T(0);
+    hout[k] = n + z * (h - n);
+  }
+}
+
+template <class T>
+__global__ void gru_seq_backward(const T* act, const T* gh, const T* hprev, T* dh, const T* dy, T* dgi, T* dgh, index_t B,
+                                 index_t H) {
+  TESSERA_RNN_GRID_STRIDE(k, B * H) {
+    const index_t b = k / H, j = k - b * H;
+    const T* a = act + b * 3 * H;
+    const T r = a[j], z = a[H + j], n = a[2 * H + j];
+    const T d = dy ? dh[k] + dy[k] : dh[k];
+    const T h = hprev ? hprev[k] : T(0);
+    const T dn = d * (T(1) - z) * (T(1) - n * n);
+    const T dz = d * (h - n) * z * (T(1) - z);
+    const T dr = dn * gh[b * 3 * H + 2 * H + j] * r * (T(1) - r);
+    T* di = dgi + b * 3 * H;
+    T* dq = dgh + b * 3 * H;
+    di[j] = dr, di[H + j] = dz, di[2 * H + j] = dn;
+    dq[j] = dr, dq[H + j] = dz, dq[2 * H + j] = dn * r;
+    dh[k] = d * z;
+  }
+}
+
+template <class T>
+__global__ void plain_forward(const T* z, T* y, index_t n, bool relu) {
+  TESSERA_RNN_GRID_STRIDE(k, n) y[k] = relu ? (z[k] < T(0) ? T(0) : z[k]) : dtanh(z[k]);
+}
+
+template <class T>
+__global__ void plain_backward(const T* y, const T* dy, const T* dh, T* dz, index_t n, bool relu) {
+  TESSERA_RNN_GRID_STRIDE(k, n) {
+    const T d = dy ? dh[k] + dy[k] : dh[k];
+    dz[k] = relu ? (y[k] > T(0) ? d : T(0)) : d * (T(1) - y[k] * y[k]);
+  }
+}
+
+template <class T>
+__global__ void copy_cols(T* dst, index_t ldd, const T* src, index_t lds, index_t rows, index_t cols) {
+  TESSERA_RNN_GRID_STRIDE(k, rows * cols) {
+    const index_t r = k / cols, c = k - r * cols;
+    dst[r * ldd + c] = src[r * lds + c];
+  }
+}
+
 #undef TESSERA_RNN_GRID_STRIDE
 
 inline unsigned grid(index_t n) { return tessera::cuda_kernels::grid_for(n, block); }
@@ -205,6 +262,43 @@ struct cuda_rnn_ops {
     if (n <= 0) return;
     k::mul<T><<<k::grid(n), k::block, 0, k::stream()>>>(dst, a, b, n);
     cuda_kernels::check_launch("tessera: rnn: multiply kernel launch");
+  }
+
+  template <class T>
+  static void gru_step_forward(T* gi, const T* gh, const T* hprev, T* hout, index_t B, index_t H) {
+    namespace k = cuda_rnn_kernels;
+    if (B * H <= 0) return;
+    k::gru_forward<T><<<k::grid(B * H), k::block, 0, k::stream()>>>(gi, gh, hprev, hout, B, H);
+    cuda_kernels::check_launch("tessera: gru: step kernel launch");
+  }
+  template <class T>
+  static void gru_seq_step_backward(const T* act, const T* gh, const T* hprev, T* dh, const T* dy, T* dgi, T* dgh, index_t B,
+                                    index_t H) {
+    namespace k = cuda_rnn_kernels;
+    if (B * H <= 0) return;
+    k::gru_seq_backward<T><<<k::grid(B * H), k::block, 0, k::stream()>>>(act, gh, hprev, dh, dy, dgi, dgh, B, H);
+    cuda_kernels::check_launch("tessera: gru: step backward kernel launch");
+  }
+  template <class T>
+  static void rnn_step_forward(const T* z, T* y, index_t n, bool relu) {
+    namespace k = cuda_rnn_kernels;
+    if (n <= 0) return;
+    k::plain_forward<T><<<k::grid(n), k::block, 0, k::stream()>>>(z, y, n, relu);
+    cuda_kernels::check_launch("tessera: rnn: step kernel launch");
+  }
+  template <class T>
+  static void rnn_step_backward(const T* y, const T* dy, const T* dh, T* dz, index_t n, bool relu) {
+    namespace k = cuda_rnn_kernels;
+    if (n <= 0) return;
+    k::plain_backward<T><<<k::grid(n), k::block, 0, k::stream()>>>(y, dy, dh, dz, n, relu);
+    cuda_kernels::check_launch("tessera: rnn: step backward kernel launch");
+  }
+  template <class T>
+  static void rnn_copy_cols(T* dst, index_t ldd, const T* src, index_t lds, index_t rows, index_t cols) {
+    namespace k = cuda_rnn_kernels;
+    if (rows * cols <= 0) return;
+    k::copy_cols<T><<<k::grid(rows * cols), k::block, 0, k::stream()>>>(dst, ldd, src, lds, rows, cols);
+    cuda_kernels::check_launch("tessera: rnn: column copy kernel launch");
   }
 };
 
