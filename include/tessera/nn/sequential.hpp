@@ -5,14 +5,18 @@
 //   tessera::Shape<-1, 3136>, tessera::Shape<-1, 1024> >'    (position, layer, input it gets, input it expects)
 // At run time the forward pass runs the layers group by group as nn/fusion.hpp groups them: a Conv2d or Linear
 // with the activation that follows it is one kernel forward and one fused backward, a Conv2d, ReLU and
-// MaxPool2d<2> one operation. Parameters are named as libtorch names them: "0.weight", "3.bias".
+// MaxPool2d<2> one operation. Parameters are named as libtorch names them: "0.weight", "3.bias" (a composition's
+// under its position: "3.main.0.weight"). The shape checks and the run are nn/chain.hpp's, shared with the
+// compositions of nn/composition.hpp. A model whose first layer is an nn::Embedding takes integer indices.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "tessera/nn/chain.hpp"
 #include "tessera/nn/fusion.hpp"
 #include "tessera/nn/layers.hpp"
 #include "tessera/policy/transfer.hpp"
@@ -20,14 +24,6 @@
 namespace tessera::nn {
 
 namespace error {
-/// Instantiated for every layer; fails when the layer at `Position` does not accept `Input` (`Expected` is what it
-/// would take).
-template <int Position, class Layer, class Input, class Expected>
-struct layer_does_not_fit {
-  static constexpr bool ok = Layer::template accepts<Input>;
-  static_assert(ok, "tessera::nn::Sequential: the layer at this position does not accept the shape the previous layer "
-                    "produces (the instantiation above names the position, the layer, the shape it gets and the shape it expects)");
-};
 template <class Expected, class Got>
 struct model_input_does_not_fit {
   static constexpr bool ok = shapes_compatible_v<Expected, Got>;
@@ -35,35 +31,11 @@ struct model_input_does_not_fit {
 };
 }  // namespace error
 
-namespace detail {
-/// The shapes after each layer, checked one by one; after the first misfit no further layer is checked.
-template <int Pos, class S, class... Ls>
-struct propagate {
-  using type = S;
-  static constexpr bool ok = true;
-};
-template <int Pos, class S, class L, class... Rest>
-struct propagate<Pos, S, L, Rest...> {
-  static constexpr bool here = error::layer_does_not_fit<Pos, L, S, typename L::template expected<S>>::ok;
-  template <bool Ok>
-  struct next_of {
-    using type = propagate<Pos + 1, S>;
-  };
-  template <bool Ok>
-    requires Ok
-  struct next_of<Ok> {
-    using type = propagate<Pos + 1, typename L::template output<S>, Rest...>;
-  };
-  using next = typename next_of<here>::type;
-  using type = typename next::type;
-  static constexpr bool ok = here && next::ok;
-};
-}  // namespace detail
-
 template <class T, class P, class In, class... Layers>
 class basic_sequential {
   static_assert(sizeof...(Layers) > 0, "tessera::nn::Sequential needs at least one layer");
   using prop = detail::propagate<0, In, Layers...>;
+  using chain = detail::layer_chain<T, P, Layers...>;
 
  public:
   using value_type = T;
@@ -72,17 +44,19 @@ class basic_sequential {
   using output_shape = typename prop::type;  ///< the model's output shape (the batch extent stays dynamic)
   static constexpr std::size_t num_layers = sizeof...(Layers);
   static constexpr bool shapes_fit = prop::ok;
+  /// Does the model take integer indices (its first layer is an nn::Embedding) rather than float values?
+  static constexpr bool takes_indices = detail::takes_indices<typename chain::template layer_t<0>>;
   using input_var = ad::Var<T, In::rank, P>;
   using output_var = ad::Var<T, output_shape::rank, P>;
 
   /// Parameters initialised as PyTorch's defaults from `seed`.
-  explicit basic_sequential(std::uint64_t seed = 0) : rng_(seed), layers_(make_layers(rng_, std::index_sequence_for<Layers...>{})) {}
+  explicit basic_sequential(std::uint64_t seed = 0) : rng_(seed), layers_(rng_) {}
 
   /// The forward pass on a Var (gradients flow into it if it requires them).
   output_var forward(const input_var& x) {
     check_input(x.dims());
     context ctx{training_, &rng_};
-    return run<0>(x, ctx);
+    return layers_.forward(x, ctx);
   }
   /// The forward pass on a tensor of the input shape (a host tensor of another CPU policy is copied over).
   template <class S, class P2>
@@ -90,6 +64,17 @@ class basic_sequential {
     (void)error::model_input_does_not_fit<In, S>::ok;
     if constexpr (std::is_same_v<P2, P>) return forward(input_var(x, false));
     else return forward(input_var(tessera::to<P>(x), false));
+  }
+  /// The forward pass on integer indices (int32 or int64, on the host), for a model whose first layer takes them.
+  template <class I, class S, class P2>
+    requires(std::is_integral_v<I> && !std::is_same_v<I, T>)
+  output_var forward(const Tensor<I, S, P2>& indices) {
+    static_assert(takes_indices, "tessera::nn::Sequential: integer input needs a model whose first layer takes indices "
+                                 "(nn::Embedding)");
+    (void)error::model_input_does_not_fit<In, S>::ok;
+    check_input(indices.dims());
+    context ctx{training_, &rng_};
+    return layers_.forward(indices, ctx);
   }
   /// Inference: the forward pass with nothing recorded.
   template <class X>
@@ -106,12 +91,12 @@ class basic_sequential {
   /// f(name, Var&) for every parameter, in layer order ("0.weight", "0.bias", "3.weight", ...).
   template <class F>
   void for_each_parameter(F&& f) {
-    for_each_layer([&](auto& layer, std::size_t i) { layer.for_each_parameter(std::to_string(i) + ".", f); });
+    layers_.for_each_parameter("", f);
   }
   /// f(name, Tensor&) for every buffer (running statistics).
   template <class F>
   void for_each_buffer(F&& f) {
-    for_each_layer([&](auto& layer, std::size_t i) { layer.for_each_buffer(std::to_string(i) + ".", f); });
+    layers_.for_each_buffer("", f);
   }
   /// Handles on every parameter, for optimizers and initialisers.
   std::vector<parameter_ref<T>> parameters() {
@@ -128,69 +113,12 @@ class basic_sequential {
     for_each_parameter([](const std::string&, auto& v) { v.zero_grad(); });
   }
   template <std::size_t I>
-  auto& layer() { return std::get<I>(layers_); }
+  auto& layer() { return layers_.template layer<I>(); }
 
  private:
-  template <std::size_t I>
-  using layer_t = std::tuple_element_t<I, std::tuple<Layers...>>;
-
-  template <std::size_t... I>
-  static auto make_layers(Rng& rng, std::index_sequence<I...>) {
-    // braced initialisation: layers are initialised in order, so the random draws are too
-    return std::tuple<typename Layers::template state<T, P>...>{typename Layers::template state<T, P>(rng)...};
-  }
-
-  using plan = fusion_plan<Layers...>;
-
-  /// Runs group G of the fusion plan and the groups after it.
-  template <std::size_t G, class X>
-  auto run(const X& x, context& ctx) {
-    if constexpr (G == plan::count) {
-      return x;
-    } else {
-      constexpr std::size_t I = plan::template first<G>;
-      using group = typename plan::template group<G>;
-      auto& head = std::get<I>(layers_);
-      if constexpr (group::has_max_pool2 && group::activation == ad::activation::relu) {  // one operation
-        auto y = in_layer<I, 3>([&] { return head.forward_relu_maxpool2(x, ctx); });
-        return run<G + 1>(y, ctx);
-      } else {
-        constexpr std::size_t N = group::has_activation ? 2 : 1;  // the head and its epilogue
-        auto y = in_layer<I, N>([&] {
-          if constexpr (group::has_activation) return head.forward(x, ctx, group::activation);
-          else return head.forward(x, ctx);
-        });
-        if constexpr (group::has_max_pool2) {  // no single float operation for this group: the pool runs after it
-          auto z = in_layer<I + N, 1>([&] { return std::get<I + N>(layers_).forward(y, ctx); });
-          return run<G + 1>(z, ctx);
-        } else {
-          return run<G + 1>(y, ctx);
-        }
-      }
-    }
-  }
-
-  /// f() run as layers I .. I + N - 1; in anomaly mode (ad::set_detect_anomaly) its messages name them.
-  template <std::size_t I, std::size_t N, class F>
-  static auto in_layer(F&& f) {
-    if (!ad::detect_anomaly_enabled()) return f();
-    std::string label = N == 1 ? "layer " + std::to_string(I) + " (" : "layers " + std::to_string(I) + "-" + std::to_string(I + N - 1) + " (";
-    [&]<std::size_t... K>(std::index_sequence<K...>) {
-      ((label += (K ? ", " : "") + ad::detail::op_name_from_type(typeid(layer_t<I + K>))), ...);
-    }(std::make_index_sequence<N>{});
-    ad::anomaly_layer_scope scope(label + ")");
-    return f();
-  }
-
-  template <class F>
-  void for_each_layer(F&& f) {
-    std::apply([&](auto&... l) {
-      std::size_t i = 0;
-      (f(l, i++), ...);
-    }, layers_);
-  }
-
-  void check_input(const dims_t<In::rank>& d) const {
+  template <std::size_t R>
+  void check_input(const dims_t<R>& d) const {
+    static_assert(int(R) == In::rank, "tessera::nn::Sequential: the input's rank differs from the model's input shape");
     for (int i = 0; i < In::rank; ++i)
       if (In::extents[std::size_t(i)] != dyn && d[i] != In::extents[std::size_t(i)])
         throw shape_error("tessera::nn::Sequential: the input " + tessera::detail::format_dims(d) +
@@ -199,7 +127,7 @@ class basic_sequential {
 
   bool training_ = true;
   Rng rng_;
-  std::tuple<typename Layers::template state<T, P>...> layers_;
+  chain layers_;
 };
 
 /// A model of float parameters under the threaded CPU policy; Sequential<...>::on<P, T> is the same model for

@@ -4,6 +4,7 @@
 //   kernels/cpu/nn.hpp   host_nn_ops<P>: the layer operations' kernels (activation backward, conv2d gradients, ...)
 //   kernels/cpu/rnn.hpp  host_rnn_ops<P>: the LSTM step
 //   kernels/cpu/optim.hpp host_optim_ops<P>: the optimizer updates
+//   kernels/cpu/embedding.hpp host_embedding_ops<P>: the embedding lookup and its gradient
 //   kernels/cpu/norm.hpp host_norm_ops<P>: layer normalisation; kernels/cpu/attention.hpp host_attention_ops<P>
 #pragma once
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "tessera/core/policy.hpp"
 #include "tessera/kernels/backend.hpp"
 #include "tessera/kernels/cpu/elementwise.hpp"
+#include "tessera/kernels/cpu/embedding.hpp"
 #include "tessera/kernels/cpu/conv.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
 #include "tessera/kernels/cpu/gemm_s8.hpp"
@@ -46,8 +48,8 @@ struct scaled_eval {
 
 template <class P>
   requires is_host_policy_v<P>
-struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::host_optim_ops<P>, detail::host_norm_ops<P>,
-                   detail::host_attention_ops<P> {
+struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::host_optim_ops<P>, detail::host_embedding_ops<P>,
+                   detail::host_norm_ops<P>, detail::host_attention_ops<P> {
   using policy = P;
   static constexpr bool on_device = false;
   /// Kernels call a functor on each finished block (the planner fuses elementwise trees that way).

@@ -6,6 +6,7 @@
 //   kernels/cuda/nn.hpp    cuda_nn_ops: the layer operations' kernels
 //   kernels/cuda/rnn.hpp   cuda_rnn_ops: the LSTM step
 //   kernels/cuda/optim.hpp cuda_optim_ops: the optimizer updates
+//   kernels/cuda/embedding.hpp cuda_embedding_ops: the embedding lookup and its gradient
 #pragma once
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
@@ -18,6 +19,7 @@
 #define TESSERA_HAVE_CUDNN 1
 #endif
 #include "tessera/kernels/cuda/elementwise.hpp"
+#include "tessera/kernels/cuda/embedding.hpp"
 #include "tessera/kernels/cuda/gemm.hpp"
 #include "tessera/kernels/cuda/memory.hpp"
 #include "tessera/kernels/cuda/nn.hpp"
@@ -28,7 +30,7 @@
 namespace tessera {
 
 template <>
-struct backend<cuda> : detail::cuda_nn_ops, detail::cuda_rnn_ops, detail::cuda_optim_ops {
+struct backend<cuda> : detail::cuda_nn_ops, detail::cuda_rnn_ops, detail::cuda_optim_ops, detail::cuda_embedding_ops {
   using policy = cuda;
   static constexpr bool on_device = true;
   /// No block epilogues: the planner hands epilogues to the libraries (policy/cuda_contractions.hpp) or runs a
