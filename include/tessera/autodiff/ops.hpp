@@ -180,16 +180,6 @@ auto mean(const Var<T, R, P>& a) {
 
 // ---- products and views ----
 
-/// The matrix product of two rank-2 Vars.
-template <class T, class P>
-auto matmul(const Var<T, 2, P>& a, const Var<T, 2, P>& b) {
-  using V = Var<T, 2, P>;
-  return V::make(typename V::tensor(tessera::matmul(a.value(), b.value())), [a, b](const auto& g) {
-    if (a.requires_grad()) detail::accumulate(a, tessera::matmul(g, tessera::transpose(b.value())));
-    if (b.requires_grad()) detail::accumulate(b, tessera::matmul(tessera::transpose(a.value()), g));
-  }, a, b);
-}
-
 /// The same elements under new dims (row-major order); the gradient is reshaped back.
 template <int R2, class T, int R, class P>
 auto reshape(const Var<T, R, P>& a, const dims_t<R2>& dims) {
@@ -215,15 +205,77 @@ auto transpose(const Var<T, 2, P>& a) {
   }, a);
 }
 
+namespace detail {
+/// Throws shape_error naming both shapes unless a [..., M, K] (or [K]) and b [..., K, N] (or [K]) fit torch.matmul:
+/// equal inner extents, batch dims broadcastable (aligned right).
+template <std::size_t RA, std::size_t RB>
+void check_matmul_shapes(const std::array<index_t, RA>& da, const std::array<index_t, RB>& db) {
+  const index_t ka = da[RA - 1], kb = db[RB == 1 ? 0 : RB - 2];
+  const auto both = [&] { return tessera::detail::format_dims(da) + " and " + tessera::detail::format_dims(db); };
+  if (ka != kb)
+    throw shape_error("tessera: matmul: shapes " + both() + " do not fit (the columns of the left must equal the rows of the right)");
+  const int na = RA >= 2 ? int(RA) - 2 : 0, nb = RB >= 2 ? int(RB) - 2 : 0;
+  for (int i = 1; i <= na && i <= nb; ++i) {
+    const index_t x = da[std::size_t(na - i)], y = db[std::size_t(nb - i)];
+    if (x != y && x != 1 && y != 1)
+      throw shape_error("tessera: matmul: the batch dimensions of " + both() + " cannot be broadcast together");
+  }
+}
+
+/// The product of a [..., M, K] and b [..., K, N] (batch dims broadcast, as torch.matmul) through the planner's
+/// batched GEMM. dA = G B^T and dB = A^T G, each summed over the batch dims its operand was broadcast along.
+template <class T, int RA, int RB, class P>
+auto matmul_batched(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
+  auto fwd = tessera::matmul(a.value(), b.value());
+  using V = Var<T, decltype(fwd)::rank, P>;
+  return V::make(typename V::tensor(fwd), [a, b](const auto& g) {
+    if (a.requires_grad()) accumulate(a, tessera::matmul(g, tessera::transpose(b.value())));
+    if (b.requires_grad()) accumulate(b, tessera::matmul(tessera::transpose(a.value()), g));
+  }, a, b);
+}
+
+template <std::size_t R>
+std::array<index_t, R - 1> drop_dim(const std::array<index_t, R>& d, std::size_t at) {
+  std::array<index_t, R - 1> o{};
+  for (std::size_t i = 0, k = 0; i < R; ++i)
+    if (i != at) o[k++] = d[i];
+  return o;
+}
+}  // namespace detail
+
+/// torch.matmul on Vars: matrices, batches of matrices with broadcast batch dims ([B, M, K] x [K, N] -> [B, M, N],
+/// [B, 1, M, K] x [H, K, N] -> [B, H, M, N]), matrix-vector ([..., M, K] x [K] -> [..., M]), vector-matrix
+/// ([K] x [..., K, N] -> [..., N]) and the dot product of two vectors (rank 0). A vector operand is seen as a
+/// one-row (left) or one-column (right) matrix and that axis dropped from the result, as torch does.
+template <class T, int RA, int RB, class P>
+auto matmul(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
+  static_assert(RA >= 1 && RB >= 1, "tessera: ad::matmul takes vectors (rank 1), matrices or batches of matrices, not scalars");
+  detail::check_matmul_shapes(a.dims(), b.dims());
+  if constexpr (RA >= 2 && RB >= 2) {
+    return detail::matmul_batched(a, b);
+  } else if constexpr (RA >= 2) {
+    auto c = detail::matmul_batched(a, reshape<2>(b, dims_t<2>{b.dims()[0], 1}));
+    return reshape<RA - 1>(c, detail::drop_dim(c.dims(), RA - 1));
+  } else if constexpr (RB >= 2) {
+    auto c = detail::matmul_batched(reshape<2>(a, dims_t<2>{1, a.dims()[0]}), b);
+    return reshape<RB - 1>(c, detail::drop_dim(c.dims(), RB - 2));
+  } else {
+    auto c = detail::matmul_batched(reshape<2>(a, dims_t<2>{1, a.dims()[0]}), reshape<2>(b, dims_t<2>{b.dims()[0], 1}));
+    return reshape<0>(c, dims_t<0>{});
+  }
+}
+
 // ---- softmax ----
+// These run along the last axis; ad::softmax<Axis> / ad::log_softmax<Axis> for any other axis are in view_ops.hpp.
 
 namespace detail {
-/// softmax (or log-softmax) along the rows of z [B, C]; the backward from the output.
-template <bool Log, class T, class P>
-Var<T, 2, P> softmax_rows(const Var<T, 2, P>& z) {
-  using V = Var<T, 2, P>;
-  const index_t B = z.dims()[0], C = z.dims()[1];
-  typename V::tensor y(B, C);
+/// softmax (or log-softmax) along the last axis of z (rows: every other axis flattened); the backward from the output.
+template <bool Log, class T, int R, class P>
+Var<T, R, P> softmax_rows(const Var<T, R, P>& z) {
+  static_assert(R >= 1, "tessera: softmax needs a Var of rank 1 or more");
+  using V = Var<T, R, P>;
+  const index_t C = z.dims()[R - 1], B = C ? z.size() / C : 0;
+  typename V::tensor y(z.dims());
   backend<P>::template softmax_rows<Log>(z.value().data(), y.data(), B, C);
   return V::make(std::move(y), [z, B, C](const auto& g, const auto& out) {
     bool acc;
@@ -232,15 +284,15 @@ Var<T, 2, P> softmax_rows(const Var<T, 2, P>& z) {
 }
 }  // namespace detail
 
-/// log(softmax(z)) along the last axis of z [B, C]; dz = g - softmax * sum(g).
-template <class T, class P>
-Var<T, 2, P> log_softmax(const Var<T, 2, P>& z) {
+/// log(softmax(z)) along the last axis of z (any rank >= 1); dz = g - softmax * sum(g).
+template <class T, int R, class P>
+Var<T, R, P> log_softmax(const Var<T, R, P>& z) {
   return detail::softmax_rows<true>(z);
 }
 
-/// softmax along the last axis of z [B, C]; dz = y * (g - sum(g * y)).
-template <class T, class P>
-Var<T, 2, P> softmax(const Var<T, 2, P>& z) {
+/// softmax along the last axis of z (any rank >= 1); dz = y * (g - sum(g * y)).
+template <class T, int R, class P>
+Var<T, R, P> softmax(const Var<T, R, P>& z) {
   return detail::softmax_rows<false>(z);
 }
 
