@@ -3,6 +3,7 @@
 # python3-torch:
 #   /usr/bin/python3 bench/torch_peers.py [--min-time S] [--threads 1,2] [--out FILE] WORKLOAD...
 # WORKLOAD: chain:N,N,...  (tanh(x*y + 0.5*z) * sigmoid(x - z) on N floats; bytes: 4 arrays of 4 bytes)
+#           autodiff_chain:N,.. (tanh(a*b + c) * sigmoid(a - c) forward + backward on N floats, as bench_autodiff)
 #           conv           (conv2d + bias + ReLU on the SimpleCNN's two layers at batch 64, as bench_conv)
 #           pool           (max_pool2d 2x2 on 64x32x28x28 and 64x64x14x14, as bench_pool)
 #           linear         (relu(x W^T + b), 256 x 1024 -> 1024, as bench_gemm's BM_linear_bias_relu_fused)
@@ -49,6 +50,19 @@ def main():
                     s, r = measure(lambda: torch.tanh(x * y + 0.5 * z) * torch.sigmoid(x - z), a.min_time)
                     add(f"BM_torch_chain/n:{n}/threads:{t}", s, r, bytes_per_second=16.0 * n / s)
                 del x, y, z
+        elif kind == "autodiff_chain":
+            for n in values:
+                xs = [torch.rand(n, requires_grad=True) for _ in range(3)]
+                seed = torch.rand(n)
+                def fb():
+                    a, b, c = xs
+                    for v in xs: v.grad = None
+                    (torch.tanh(a * b + c) * torch.sigmoid(a - c)).backward(seed)
+                for t in threads:
+                    torch.set_num_threads(t)
+                    s, r = measure(fb, a.min_time)
+                    add(f"BM_torch_autodiff_chain/n:{n}/threads:{t}", s, r, bytes_per_second=44.0 * n / s)
+                del xs, seed
         elif kind == "conv":
             for (c, k, hw) in [(1, 32, 28), (32, 64, 14)]:
                 conv = nn.Conv2d(c, k, 3, 1, 1); x = torch.randn(64, c, hw, hw)

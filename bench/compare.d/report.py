@@ -207,6 +207,13 @@ def summary_rows(db, torch_name):
         row("`1.5*x + 2.5*y + 3.5*z`", c, db.get("BM_arith_fused", **k), "Eigen Tensor", db.get("BM_arith_eigen", **k))
         row("`1.5*x + 2.5*y + 3.5*z`, bytes/s", c, db.get("BM_arith_fused", **k), "triad loop (same binary)",
             db.get("BM_triad", **k), by="bytes_per_second")
+    for n in sorted(set(db.values("BM_autodiff_chain_fused", "n", threads=2))):
+        c = f"{fmt_n(n)} floats, forward + backward, 2 threads"
+        k = dict(n=n, threads=2)
+        row("autodiff chain `tanh(a*b + c) * sigmoid(a - c)` on Vars", c, db.get("BM_autodiff_chain_fused", **k),
+            f"{torch_name} eager autograd", db.get("BM_torch_autodiff_chain", **k))
+        row("same autodiff chain", c, db.get("BM_autodiff_chain_fused", **k), "tessera op by op (same binary)",
+            db.get("BM_autodiff_chain_eager", **k))
     for n in (256, 1024, 2048, 4096):
         ours = db.get("BM_tessera_sgemm", n=n, threads=2)
         for fam, name in (("BM_openblas_sgemm", "OpenBLAS"), ("BM_onednn_sgemm", "oneDNN"), ("BM_eigen_sgemm", "Eigen")):

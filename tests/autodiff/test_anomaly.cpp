@@ -75,7 +75,7 @@ TEST_CASE("anomaly mode inside a model names the layer", "[autodiff][anomaly][nn
 
 TEST_CASE("a second backward through a freed graph is an error", "[autodiff]") {
   auto x = ad::parameter(vec({1.0, 2.0, 3.0}));
-  auto y = ad::tanh(x);
+  auto y = ad::eval(ad::tanh(x));  // an interior node of the graph (an `auto` expression would be evaluated afresh at each use)
   auto loss = ad::sum(y * y);
   loss.backward();
   const double g0 = x.grad()(0);
@@ -85,6 +85,13 @@ TEST_CASE("a second backward through a freed graph is an error", "[autodiff]") {
   auto loss2 = ad::sum(y);
   REQUIRE_THROWS_AS(loss2.backward(), std::logic_error);
   CHECK(x.grad()(0) == g0);
+  // an expression kept unevaluated is no node of the freed graph: used again, it is evaluated afresh
+  auto x2 = ad::parameter(vec({1.0, 2.0, 3.0}));
+  auto e = ad::tanh(x2);
+  ad::sum(e * e).backward();
+  CHECK(x2.grad()(0) == Approx(g0));
+  ad::sum(e).backward();
+  CHECK(x2.grad()(0) == Approx(g0 + (1 - std::tanh(1.0) * std::tanh(1.0))));
   // a fresh forward works, and accumulates into x
   auto loss3 = ad::sum(ad::tanh(x) * ad::tanh(x));
   loss3.backward();

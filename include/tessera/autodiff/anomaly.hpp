@@ -62,9 +62,12 @@ inline std::string op_name_from_type(const std::type_info& t) {
   const std::size_t colon = s.rfind("::");
   return colon == std::string::npos ? s : s.substr(colon + 2);
 }
+/// The operation's name: F::op_name() where the backward function object has one (a fused expression names its
+/// formula), else from F's type.
 template <class F>
 std::string op_name_of() {
-  return op_name_from_type(typeid(F));
+  if constexpr (requires { F::op_name(); }) return F::op_name();
+  else return op_name_from_type(typeid(F));
 }
 
 /// "NaN", "Inf", or "" when the host array holds only finite values (integer elements always do).

@@ -1,11 +1,12 @@
-// Differentiable operations on Vars: elementwise arithmetic with broadcasting (gradients summed over the
-// broadcast dimensions), activations, reductions, matmul and views. Forward and backward each run as fused
-// expressions: tanh's backward, for instance, is one pass computing g * (1 - y*y) into the input's gradient.
-// softmax and log_softmax along rows, and a broadcast gradient summed back (add_reduced), are kernels reached
-// through backend<P> (kernels/backend.hpp), for every policy alike.
+// Differentiable operations on Vars: reductions, matmul, views and softmax; the elementwise arithmetic and unary
+// functions are in autodiff/fused.hpp (included here), where a whole elementwise expression is recorded as one node:
+// one fused pass forward and one backward. Backward rules run as fused expressions; softmax and log_softmax along
+// rows, and a broadcast gradient summed back (add_reduced), are kernels reached through backend<P>
+// (kernels/backend.hpp), for every policy alike.
 #pragma once
 #include <type_traits>
 
+#include "tessera/autodiff/fused.hpp"
 #include "tessera/autodiff/var.hpp"
 #include "tessera/expr/matmul.hpp"
 #include "tessera/expr/views.hpp"
@@ -18,29 +19,6 @@
 namespace tessera::ad {
 
 namespace detail {
-/// grad += t summed down to grad's shape (t's dims broadcast from grad's, aligned right); both contiguous.
-template <class G, class Src>
-void add_reduced(G& grad, const Src& t) {
-  static_assert(G::rank <= Src::rank);
-  backend<typename G::policy>::add_reduced(grad.data(), grad.dims(), t.data(), t.dims());
-}
-
-/// v.grad += g (an expression of the output's dims), reduced over dims where v was broadcast.
-template <class T, int R, class P, class E>
-void accumulate(const Var<T, R, P>& v, const E& g) {
-  if (!v.requires_grad()) return;
-  auto& gb = v.node().grad_buffer();
-  using EE = std::remove_cvref_t<E>;
-  if constexpr (EE::rank == R) {
-    if (g.expr_dims() == gb.dims()) {
-      gb = gb + g;
-      return;
-    }
-  }
-  Tensor<T, dyn_shape_t<EE::rank>, P> t(g);
-  add_reduced(gb, t);
-}
-
 /// v's gradient tensor: made (not zeroed, `accumulate` false) when v has none yet, else the one it has (`accumulate`
 /// true: add to it).
 template <class V>
@@ -63,104 +41,9 @@ typename V::value_type* grad_of(const V& v, bool& accumulate) {
   return fresh_or_grad(v, accumulate).data();
 }
 
-template <int RA, int RB>
-inline constexpr int max_rank = RA > RB ? RA : RB;
 }  // namespace detail
 
-// ---- binary arithmetic (broadcasting) ----
-
-template <class T, int RA, int RB, class P>
-auto operator+(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
-  using V = Var<T, detail::max_rank<RA, RB>, P>;
-  return V::make(typename V::tensor(a.value() + b.value()), [a, b](const auto& g) {
-    detail::accumulate(a, g.cview());
-    detail::accumulate(b, g.cview());
-  }, a, b);
-}
-template <class T, int RA, int RB, class P>
-auto operator-(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
-  using V = Var<T, detail::max_rank<RA, RB>, P>;
-  return V::make(typename V::tensor(a.value() - b.value()), [a, b](const auto& g) {
-    detail::accumulate(a, g.cview());
-    detail::accumulate(b, -g);
-  }, a, b);
-}
-template <class T, int RA, int RB, class P>
-auto operator*(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
-  using V = Var<T, detail::max_rank<RA, RB>, P>;
-  return V::make(typename V::tensor(a.value() * b.value()), [a, b](const auto& g) {
-    detail::accumulate(a, g * b.value());
-    detail::accumulate(b, g * a.value());
-  }, a, b);
-}
-template <class T, int RA, int RB, class P>
-auto operator/(const Var<T, RA, P>& a, const Var<T, RB, P>& b) {
-  using V = Var<T, detail::max_rank<RA, RB>, P>;
-  return V::make(typename V::tensor(a.value() / b.value()), [a, b](const auto& g) {
-    detail::accumulate(a, g / b.value());
-    detail::accumulate(b, -(g * a.value()) / (b.value() * b.value()));
-  }, a, b);
-}
-
-// ---- with a constant scalar ----
-
-template <class T, int R, class P, class S>
-  requires std::is_arithmetic_v<S>
-auto operator*(const Var<T, R, P>& a, S s) {
-  const T c = T(s);
-  return Var<T, R, P>::make(typename Var<T, R, P>::tensor(a.value() * c), [a, c](const auto& g) { detail::accumulate(a, g * c); }, a);
-}
-template <class T, int R, class P, class S>
-  requires std::is_arithmetic_v<S>
-auto operator*(S s, const Var<T, R, P>& a) { return a * s; }
-template <class T, int R, class P, class S>
-  requires std::is_arithmetic_v<S>
-auto operator/(const Var<T, R, P>& a, S s) { return a * (T(1) / T(s)); }
-template <class T, int R, class P, class S>
-  requires std::is_arithmetic_v<S>
-auto operator+(const Var<T, R, P>& a, S s) {
-  const T c = T(s);
-  return Var<T, R, P>::make(typename Var<T, R, P>::tensor(a.value() + c), [a](const auto& g) { detail::accumulate(a, g.cview()); }, a);
-}
-template <class T, int R, class P, class S>
-  requires std::is_arithmetic_v<S>
-auto operator+(S s, const Var<T, R, P>& a) { return a + s; }
-template <class T, int R, class P, class S>
-  requires std::is_arithmetic_v<S>
-auto operator-(const Var<T, R, P>& a, S s) { return a + (-T(s)); }
-template <class T, int R, class P, class S>
-  requires std::is_arithmetic_v<S>
-auto operator-(S s, const Var<T, R, P>& a) { return -a + s; }
-
-template <class T, int R, class P>
-auto operator-(const Var<T, R, P>& a) {
-  return Var<T, R, P>::make(typename Var<T, R, P>::tensor(-a.value()), [a](const auto& g) { detail::accumulate(a, -g); }, a);
-}
-
-// ---- unary functions: y = f(x), x.grad += g * f'(x, y) ----
-
-#define TS_AD_UNARY(NAME, FWD, DERIV)                                                                       \
-  template <class T, int R, class P>                                                                        \
-  auto NAME(const Var<T, R, P>& a) {                                                                        \
-    using V = Var<T, R, P>;                                                                                 \
-    return V::make(typename V::tensor(FWD), [a](const auto& g, const auto& out) {                           \
-      const auto& x = a.value();                                                                            \
-      (void)x;                                                                                              \
-      (void)out;                                                                                            \
-      detail::accumulate(a, DERIV);                                                                         \
-    }, a);                                                                                                  \
-  }
-TS_AD_UNARY(exp, tessera::exp(a.value()), g * out)
-TS_AD_UNARY(log, tessera::log(a.value()), g / x)
-TS_AD_UNARY(sqrt, tessera::sqrt(a.value()), g * T(0.5) / out)
-TS_AD_UNARY(tanh, tessera::tanh(a.value()), g * (T(1) - out * out))
-TS_AD_UNARY(sigmoid, tessera::sigmoid(a.value()), g * out * (T(1) - out))
-// PyTorch's threshold_backward: 0 where out <= 0, else g (a NaN output passes the gradient on)
-TS_AD_UNARY(relu, tessera::relu(a.value()), tessera::where(out <= T(0), T(0), g))
-TS_AD_UNARY(gelu, tessera::gelu(a.value()), g * tessera::gelu_grad(x))
-TS_AD_UNARY(square, a.value() * a.value(), g * T(2) * x)
-TS_AD_UNARY(abs, tessera::abs(a.value()), tessera::where(x > T(0), g, tessera::where(x < T(0), -g, T(0))))
-#undef TS_AD_UNARY
+// ---- arithmetic and the unary functions: autodiff/fused.hpp (recorded whole, fused) ----
 
 // ---- reductions ----
 

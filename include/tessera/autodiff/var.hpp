@@ -88,18 +88,15 @@ struct var_node final : node_base {
 
 /// Anomaly mode: throws if `out` (just computed by the operation that records `Back`) is not finite, saying
 /// whether an input already was (a leaf: data or a parameter) or the operation made it so.
-template <class Back, class... In>
-void check_forward_anomaly(const node_base& out, const In&... inputs) {
+template <class Back>
+void check_forward_anomaly(const node_base& out, const std::vector<std::shared_ptr<node_base>>& inputs) {
   const char* kind = out.value_anomaly();
   if (!*kind) return;
   std::string why;
-  int k = 0;
-  auto look = [&](const auto& in) {
-    const char* ik = in.node().value_anomaly();
-    if (why.empty() && *ik) why = "its input " + std::to_string(k) + " " + in.node().shape() + " already held " + ik;
-    ++k;
-  };
-  (look(inputs), ...);
+  for (std::size_t k = 0; k < inputs.size() && why.empty(); ++k) {
+    const char* ik = inputs[k]->value_anomaly();
+    if (*ik) why = "its input " + std::to_string(k) + " " + inputs[k]->shape() + " already held " + ik;
+  }
   if (why.empty()) why = "its inputs were finite";
   throw anomaly_error("tessera: anomaly: the forward of " + op_name_of<Back>() + anomaly_where(anomaly_layer()) +
                       " produced " + kind + " in its result " + out.shape() + "; " + why);
@@ -133,7 +130,19 @@ class Var {
   explicit Var(const Tensor<T, S, P>& value, bool requires_grad = false)
       : Var(tensor(value), requires_grad) {}
 
-  bool defined() const { return bool(n_); }
+  Var(const Var& o) : n_(o.ensure()) {}
+  Var(Var&& o) : n_(o.lazy_ ? o.ensure() : std::move(o.n_)) {}
+  Var& operator=(const Var& o) {
+    n_ = o.ensure();
+    return *this;
+  }
+  Var& operator=(Var&& o) {
+    n_ = o.lazy_ ? o.ensure() : std::move(o.n_);
+    return *this;
+  }
+  ~Var() = default;
+
+  bool defined() const { return bool(n_) || lazy_; }
   const tensor& value() const { return node().value; }
   /// The value, for in-place updates that must not be recorded (optimizer steps, initialisation).
   tensor& mutable_value() { return node().value; }
@@ -156,6 +165,7 @@ class Var {
 
   /// Gradients of this scalar with respect to every Var it was computed from that requires them.
   void backward() const {
+    ensure();
     static_assert(R == 0, "tessera: backward() without a seed needs a scalar (rank 0); pass the output's gradient: backward(seed)");
     tensor one{};
     one = T(1);
@@ -166,26 +176,32 @@ class Var {
 
   // ---- for operation implementers ----
   node_type& node() const {
-    if (!n_) throw std::logic_error("tessera: use of an empty Var");
+    if (!ensure()) throw std::logic_error("tessera: use of an empty Var");
     return *n_;
   }
-  const std::shared_ptr<node_type>& ptr() const { return n_; }
+  const std::shared_ptr<node_type>& ptr() const { return ensure(); }
 
   /// A result of an operation: records `backward`, called as backward(grad) or backward(grad, value) once this
   /// node's gradient is complete, when gradients are on and any input requires them.
   template <class... In, class Back>
   static Var make(tensor value, Back&& backward, const In&... inputs) {
+    const bool need = grad_mode() && (inputs.requires_grad() || ...);
+    return make_from(std::move(value), std::forward<Back>(backward), {inputs.ptr()...}, need);
+  }
+  /// make() with the inputs as a list (the fused expressions of autodiff/fused.hpp): `any_requires_grad` says whether
+  /// one of them requires gradients.
+  template <class Back>
+  static Var make_from(tensor value, Back&& backward, std::vector<std::shared_ptr<detail::node_base>> inputs, bool any_requires_grad) {
     Var out(std::move(value), false);
     const bool anomaly = detect_anomaly_enabled();
-    if (anomaly) detail::check_forward_anomaly<std::remove_cvref_t<Back>>(out.node(), inputs...);
-    const bool need = grad_mode() && (inputs.requires_grad() || ...);
-    if (need) {
+    if (anomaly) detail::check_forward_anomaly<std::remove_cvref_t<Back>>(out.node(), inputs);
+    if (grad_mode() && any_requires_grad) {
       auto& nd = out.node();
       nd.requires_grad = true;
       nd.is_leaf = false;
       nd.op_name = &detail::op_name_of<std::remove_cvref_t<Back>>;
       if (anomaly) nd.layer = detail::anomaly_layer();
-      (nd.inputs.push_back(inputs.ptr()), ...);
+      nd.inputs = std::move(inputs);
       nd.backward_fn = [self = out.n_.get(), b = std::forward<Back>(backward)]() {
         if constexpr (std::is_invocable_v<Back&, tensor&, const tensor&>) b(self->grad_buffer(), self->value);
         else b(self->grad_buffer());
@@ -194,8 +210,20 @@ class Var {
     return out;
   }
 
+ protected:
+  /// An expression not evaluated yet (autodiff/fused.hpp): `materialize` makes its node on first use.
+  using materialize_fn = void (*)(const Var*);
+  struct lazy_t {};
+  static constexpr lazy_t lazy{};
+  Var(lazy_t, materialize_fn materialize) : lazy_(materialize) {}
+  const std::shared_ptr<node_type>& ensure() const {
+    if (!n_ && lazy_) lazy_(this);
+    return n_;
+  }
+  mutable std::shared_ptr<node_type> n_;
+
  private:
-  std::shared_ptr<node_type> n_;
+  materialize_fn lazy_ = nullptr;
 };
 
 template <class T, int R, class P>

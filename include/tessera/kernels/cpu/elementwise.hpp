@@ -3,6 +3,7 @@
 // stores for destinations larger than the caches.
 #pragma once
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #include "tessera/core/simd.hpp"
@@ -104,6 +105,69 @@ void cpu_elementwise(T* dst, const loop_plan<R>& p, const Ev& ev, int nthreads) 
   };
 
   const int nt = total >= min_parallel_elements && items > 1 ? (nthreads < items ? nthreads : int(items)) : 1;
+  if (nt > 1) {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (index_t it = 0; it < items; ++it) run_item(it);
+  } else {
+    for (index_t it = 0; it < items; ++it) run_item(it);
+  }
+#if TESSERA_SIMD
+  if (stream) simd::stream_fence();
+#endif
+}
+
+}  // namespace tessera::detail
+
+namespace tessera::detail {
+
+/// K evaluators over one flat range [0, n) (rank-1, every leaf contiguous), run in one pass: at each index the
+/// value of evaluator k is added into destination dest_of[k] (-1: skipped), which starts from its own contents where
+/// accumulate[d] and from zero otherwise; each destination is written once. The gradients of a fused expression
+/// (autodiff/fused.hpp): every occurrence of a leaf in the tree is one evaluator, every distinct leaf one destination.
+template <class T, std::size_t MaxLane, int K, class Evs>
+void cpu_elementwise_multi(index_t n, const Evs& evs, const int* dest_of, T* const* dests, const bool* accumulate, int ndest,
+                           int nthreads) {
+  static_assert(K >= 1 && K == int(std::tuple_size_v<Evs>));
+  if (n == 0 || ndest == 0) return;
+  stats::count_pass();
+  bool stream = index_t(sizeof(T)) * n >= index_t(stream_store_bytes);
+  for (int d = 0; d < ndest; ++d) stream = stream && (reinterpret_cast<std::uintptr_t>(dests[d]) & 63) == 0;
+  const index_t items = (n + chunk_elements - 1) / chunk_elements;
+
+  auto run_item = [&](index_t item) {
+    Evs e = evs;
+    std::apply([](auto&... ev) { index_t idx[1] = {0}; (ev.set_row(idx, 0), ...); }, e);
+    const index_t j0 = item * chunk_elements, j1 = j0 + chunk_elements < n ? j0 + chunk_elements : n;
+    index_t j = j0;
+#if TESSERA_SIMD
+    if constexpr (simd::packable_v<T>) {
+      constexpr int N = simd::lanes_for<MaxLane>;
+      using pk = simd::packet<T, N>;
+      for (; j + N <= j1; j += N) {
+        pk acc[K];
+        for (int d = 0; d < ndest; ++d) acc[d] = accumulate[d] ? simd::load<T, N>(dests[d] + j) : simd::splat<T, N>(T(0));
+        int k = 0;
+        std::apply([&](auto&... ev) {
+          ((dest_of[k] >= 0 ? (void)(acc[dest_of[k]] += ev.template packet<N, true>(j)) : (void)0, ++k), ...);
+        }, e);
+        for (int d = 0; d < ndest; ++d) {
+          if (stream) simd::store_stream<T, N>(dests[d] + j, acc[d]);
+          else simd::store<T, N>(dests[d] + j, acc[d]);
+        }
+      }
+    }
+#endif
+    for (; j < j1; ++j) {
+      T acc[K];
+      for (int d = 0; d < ndest; ++d) acc[d] = accumulate[d] ? dests[d][j] : T(0);
+      int k = 0;
+      std::apply([&](auto&... ev) { ((dest_of[k] >= 0 ? (void)(acc[dest_of[k]] += static_cast<T>(ev.scalar(j))) : (void)0, ++k), ...); }, e);
+      for (int d = 0; d < ndest; ++d) dests[d][j] = acc[d];
+    }
+  };
+  const int nt = n >= min_parallel_elements && items > 1 ? (nthreads < items ? nthreads : int(items)) : 1;
   if (nt > 1) {
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(nt) schedule(static)
