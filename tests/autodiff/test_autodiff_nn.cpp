@@ -31,11 +31,11 @@ TEST_CASE("conv2d: stride, padding, dilation, groups, bias and activation", "[au
   for (auto t : {cfg{2, 3, 7, 4, 3, {.padding = 1}, ad::activation::relu}, cfg{1, 2, 8, 3, 3, {.stride = 2, .padding = 1}, ad::activation::tanh},
                  cfg{2, 2, 9, 2, 3, {.padding = 2, .dilation = 2}, ad::activation::none},
                  cfg{1, 4, 6, 4, 3, {.padding = 1, .groups = 2}, ad::activation::sigmoid}, cfg{1, 1, 5, 2, 1, {}, ad::activation::none}}) {
-    INFO("n=" << t.n << " c=" << t.c << " h=" << t.h << " k=" << t.k << " r=" << t.r << " stride=" << t.o.stride);
+    INFO("n=" << t.n << " c=" << t.c << " h=" << t.h << " k=" << t.k << " r=" << t.r << " stride=" << t.o.stride.h);
     V4 x(gc::values<4, ts::cpu_threads>({t.n, t.c, t.h, t.h}, 5), true);
     V4 w(gc::values<4, ts::cpu_threads>({t.k, t.c / t.o.groups, t.r, t.r}, 6), true);
     V1 b(gc::values<1, ts::cpu_threads>({t.k}, 7), true);
-    const index_t oh = (t.h + 2 * t.o.padding - t.o.dilation * (t.r - 1) - 1) / t.o.stride + 1;
+    const index_t oh = (t.h + 2 * t.o.padding.h - t.o.dilation.h * (t.r - 1) - 1) / t.o.stride.h + 1;
     V4 c(gc::values<4, ts::cpu_threads>({t.n, t.k, oh, oh}, 8), false);
     gc::check([&] { return ad::sum(ad::conv2d(x, w, b, t.o, t.act) * c); }, x, w, b);
     gc::check([&] { return ad::sum(ad::conv2d(x, w, {}, t.o, t.act) * c); }, x, w);

@@ -166,7 +166,7 @@ void conv_ref(const ts::detail::conv_geometry& g, const std::vector<float>& x, c
           for (index_t c = 0; c < g.C; ++c)
             for (index_t r = 0; r < g.R; ++r)
               for (index_t s = 0; s < g.S; ++s) {
-                const index_t ih = oh * g.stride - g.pad + r, iw = ow * g.stride - g.pad + s;
+                const index_t ih = oh * g.stride.h - g.pad.h + r, iw = ow * g.stride.w - g.pad.w + s;
                 if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
                 const std::size_t xi = std::size_t(((n * g.C + c) * g.H + ih) * g.W + iw);
                 const std::size_t wi = std::size_t(((k * g.C + c) * g.R + r) * g.S + s);

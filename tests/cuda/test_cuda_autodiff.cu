@@ -122,7 +122,7 @@ TEST_CASE("cuda autodiff: conv2d with stride, padding, dilation, groups, bias an
                  cfg{1, 1, 5, 2, 1, ts::conv2d_options{}, ad::activation::none},
                  cfg{3, 5, 11, 7, 3, ts::conv2d_options{.padding = 1}, ad::activation::relu}}) {
     const std::string name = "conv2d n=" + std::to_string(t.n) + " c=" + std::to_string(t.c) + " h=" + std::to_string(t.h) +
-                             " k=" + std::to_string(t.k) + " r=" + std::to_string(t.r) + " stride=" + std::to_string(t.o.stride) +
+                             " k=" + std::to_string(t.k) + " r=" + std::to_string(t.r) + " stride=" + std::to_string(t.o.stride.h) +
                              " act=" + act_name(t.act);
     const auto x = values<4>({t.n, t.c, t.h, t.h}, 5), w = values<4>({t.k, t.c / t.o.groups, t.r, t.r}, 6);
     const auto b = values<1>({t.k}, 7);

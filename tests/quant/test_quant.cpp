@@ -218,8 +218,8 @@ TEST_CASE("int8 NHWC convolution with fused requantization matches loops", "[qua
     Vec bias(g.K);
     fill_random(bias.data(), g.K, rng, -1.0f, 1.0f);
     const auto dq = q::conv_dequant(qw, qx);
-    const index_t OH = ts::detail::conv_extent(g.H, g.R, g.o.stride, g.o.padding, g.o.dilation);
-    const index_t OW = ts::detail::conv_extent(g.W, g.R, g.o.stride, g.o.padding, g.o.dilation);
+    const index_t OH = ts::detail::conv_extent(g.H, g.R, g.o.stride.h, g.o.padding.h, g.o.dilation.h);
+    const index_t OW = ts::detail::conv_extent(g.W, g.R, g.o.stride.w, g.o.padding.w, g.o.dilation.w);
     Mat<std::uint8_t> y(g.N * OH * OW, g.K);
     y = q::quantize(ts::relu(q::dequantize(q::conv2d_nhwc(x, qw, qx, g.o), dq) + bias), qy);
     for (index_t n = 0; n < g.N; ++n)
@@ -230,8 +230,8 @@ TEST_CASE("int8 NHWC convolution with fused requantization matches loops", "[qua
             for (index_t c = 0; c < g.C; ++c)
               for (index_t kh = 0; kh < g.R; ++kh)
                 for (index_t kw = 0; kw < g.R; ++kw) {
-                  const index_t ih = oh * g.o.stride - g.o.padding + kh * g.o.dilation;
-                  const index_t iw = ow * g.o.stride - g.o.padding + kw * g.o.dilation;
+                  const index_t ih = oh * g.o.stride.h - g.o.padding.h + kh * g.o.dilation.h;
+                  const index_t iw = ow * g.o.stride.w - g.o.padding.w + kw * g.o.dilation.w;
                   if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
                   const double xv = qx.scale * (double(x(n, ih, iw, c)) - qx.zero_point);
                   const index_t t = (kh * g.R + kw) * g.C + c;

@@ -80,11 +80,12 @@ void conv2d_backward_from_dz(const tessera::detail::conv_geometry& geo, const Va
   if (T* dx = grad_of(x, acc_x)) backend<P>::conv2d_backward_data(geo, dz, w.value().data(), dx, acc_x);
 }
 
-/// The sizes of a pooling of x into out (both contiguous).
+/// The sizes of a pooling of x into out (both contiguous) with the windows of o.
 template <class X, class O>
-tessera::detail::pool2d_geometry pool_geometry(const X& x, const O& out, int K, int S, int Pd) {
+tessera::detail::pool2d_geometry pool_geometry(const X& x, const O& out, const pool2d_options& o) {
   const auto& d = x.dims();
-  return {d[0], d[1], d[2], d[3], out.dims()[2], out.dims()[3], K, S, Pd};
+  return {d[0], d[1], d[2], d[3], out.dims()[2], out.dims()[3], o.kernel, o.step(), o.padding, o.dilation, o.count_include_pad,
+          o.ceil_mode};
 }
 }  // namespace detail
 
@@ -164,7 +165,8 @@ Var<T, 4, P> conv2d_relu_maxpool2(const Var<T, 4, P>& x, const Var<T, 4, P>& w, 
     bool acc_b;
     T* db = detail::grad_of(b, acc_b);
     typename V::tensor dz(y->dims());
-    backend<P>::max_pool2x2_relu_backward(detail::pool_geometry(*y, out, 2, 2, 0), y->data(), g.data(), dz.data(), db, acc_b);
+    backend<P>::max_pool2x2_relu_backward(detail::pool_geometry(*y, out, pool2d_options{.kernel = 2}), y->data(), g.data(), dz.data(),
+                                          db, acc_b);
     detail::conv2d_backward_from_dz(geo, x, w, static_cast<T*>(nullptr), false, dz.data());
   };
   if (b.defined()) return V::make(std::move(pooled), back, x, w, b);
@@ -172,32 +174,34 @@ Var<T, 4, P> conv2d_relu_maxpool2(const Var<T, 4, P>& x, const Var<T, 4, P>& w, 
 }
 
 namespace detail {
-template <bool Max, int K, int S, int Pd, class T, class P>
+template <bool Max, pool2d_options O, class T, class P>
 Var<T, 4, P> pool(const Var<T, 4, P>& x) {
   using V = Var<T, 4, P>;
   typename V::tensor y;
-  if constexpr (Max) y = typename V::tensor(tessera::max_pool2d<K, S, Pd>(x.value()));  // the node checks the shapes
-  else y = typename V::tensor(tessera::avg_pool2d<K, S, Pd>(x.value()));
+  if constexpr (Max) y = typename V::tensor(tessera::max_pool2d<O>(x.value()));  // the node checks the shapes
+  else y = typename V::tensor(tessera::avg_pool2d<O>(x.value()));
   return V::make(std::move(y), [x](const auto& g, const auto& out) {
     bool acc;
     T* gx = grad_of(x, acc);
     if (!gx) return;
-    const auto pg = pool_geometry(x, out, K, S, Pd);
+    const auto pg = pool_geometry(x, out, O);
     if constexpr (Max) backend<P>::max_pool2d_backward(pg, x.value().data(), g.data(), gx, acc);
     else backend<P>::avg_pool2d_backward(pg, x.value().data(), g.data(), gx, acc);
   }, x);
 }
 }  // namespace detail
 
-/// Max over K x K windows (stride S, padding Pd); the gradient goes to each window's first maximum.
-template <int K, int S = K, int Pd = 0, class T, class P>
+/// Max over K x K windows (stride S, padding Pd), or max_pool2d<pool2d_options{...}>(x) (per-axis kernel, stride,
+/// padding and dilation, ceil_mode); the gradient goes to each window's first maximum.
+template <auto K, int S = tessera::detail::pool_default_stride(K), int Pd = 0, class T, class P>
 Var<T, 4, P> max_pool2d(const Var<T, 4, P>& x) {
-  return detail::pool<true, K, S, Pd>(x);
+  return detail::pool<true, tessera::detail::pool_options<K, S, Pd>()>(x);
 }
-/// Mean over K x K windows (stride S, padding Pd counted as zeros).
-template <int K, int S = K, int Pd = 0, class T, class P>
+/// Mean over K x K windows (stride S, padding Pd counted as zeros), or avg_pool2d<pool2d_options{...}>(x)
+/// (ceil_mode, count_include_pad); the gradient is spread over each window's cells with the forward's divisor.
+template <auto K, int S = tessera::detail::pool_default_stride(K), int Pd = 0, class T, class P>
 Var<T, 4, P> avg_pool2d(const Var<T, 4, P>& x) {
-  return detail::pool<false, K, S, Pd>(x);
+  return detail::pool<false, tessera::detail::pool_options<K, S, Pd>()>(x);
 }
 
 /// Mean over the batch of -log(softmax(logits)[label]): log-softmax and the negative log-likelihood in one pass;

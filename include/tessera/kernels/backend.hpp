@@ -15,7 +15,7 @@
 //   reduce            reduce<Op, A, Packable, MaxLane, RS>(...): see each backend
 //   gemm              gemm(gemm_desc<T>) (C (+)= A B), gemm_batched(desc, gemm_batch); the host's gemm(desc, epi)
 //                     also runs a block epilogue; the device's gemm(desc, gemm_epilogue, bias) a library one
-//   conv2d, pool2d    the forward of a convolution (conv_geometry) and of a K x K pooling, into a destination whose
+//   conv2d, pool2d    the forward of a convolution (conv_geometry) and of a pooling (pool2d_options), into a destination whose
 //                     layout conv2d_writes / pool2d_writes accept (else the planner goes through a temporary)
 //   nn                activation backward, conv2d forward / backward data / backward weight (conv_geometry), pooling
 //                     forward and backward, softmax rows, cross entropy, dropout, batch norm (kernels/*/nn.hpp)
@@ -26,7 +26,7 @@
 //                     _backward, rnn_bias_grads, rnn_swap01, rnn_add, rnn_mul (kernels/cpu/rnn.hpp says what each does)
 //   optim, in full    sgd_update(p, g, buf, n, sgd_args<T>), adam_update(p, g, m, v, n, adam_args<T>)
 //   nn, in full       activation_backward, conv2d_backward_weight / _data, max_pool2d_backward, avg_pool2d_backward,
-//                     max_pool2x2_relu_backward (pool2d_geometry), softmax_rows / _backward, cross_entropy / _backward,
+//                     max_pool2x2_relu_backward, adaptive_avg_pool2d / _backward (pool2d_geometry), softmax_rows / _backward, cross_entropy / _backward,
 //                     dropout_mask, batch_norm_stats / _apply / _backward, add_reduced (kernels/cpu/nn.hpp says what
 //                     each does)
 #pragma once
@@ -38,6 +38,40 @@ namespace tessera {
 
 /// The activation a layer applies after its product (Linear, Conv2d), chosen at run time.
 enum class activation { none, relu, tanh, sigmoid };
+
+/// A pair of extents, one per spatial axis: height (h) and width (w). Built from one int (both axes) or from two,
+/// {h, w}, so conv2d_options{.padding = 1} and conv2d_options{.padding = {1, 2}} both read as PyTorch's arguments.
+/// A structural type: usable inside template arguments.
+struct hw {
+  int h = 0, w = 0;
+  constexpr hw() = default;
+  constexpr hw(int both) : h(both), w(both) {}
+  constexpr hw(int h_, int w_) : h(h_), w(w_) {}
+  friend constexpr bool operator==(const hw&, const hw&) = default;
+};
+
+/// The options of max_pool2d / avg_pool2d (PyTorch's MaxPool2d / AvgPool2d arguments), per axis where PyTorch has
+/// them: kernel (no default: required), stride (0: the kernel, PyTorch's stride=None), padding (at most half the
+/// kernel), dilation (max pooling only), ceil_mode (round the output extent up; the last window still starts inside
+/// the input or its left padding) and count_include_pad (average: the padding counts as zeros in the divisor).
+struct pool2d_options {
+  hw kernel = 0;
+  hw stride = 0;
+  hw padding = 0;
+  hw dilation = 1;
+  bool ceil_mode = false;
+  bool count_include_pad = true;
+  friend constexpr bool operator==(const pool2d_options&, const pool2d_options&) = default;
+  /// The stride in effect (the kernel when stride is 0).
+  constexpr hw step() const { return {stride.h == 0 ? kernel.h : stride.h, stride.w == 0 ? kernel.w : stride.w}; }
+  /// 2 x 2 windows at stride 2, no padding, dilation or ceil_mode: the pool the fast paths and fusions know.
+  constexpr bool is_2x2() const { return kernel == hw{2} && step() == hw{2} && padding == hw{0} && dilation == hw{1} && !ceil_mode; }
+  /// kernel >= 1, stride >= 0 (0: the kernel), 0 <= padding <= kernel / 2, dilation >= 1, on both axes.
+  constexpr bool valid() const {
+    return kernel.h >= 1 && kernel.w >= 1 && stride.h >= 0 && stride.w >= 0 && padding.h >= 0 && padding.w >= 0 &&
+           2 * padding.h <= kernel.h && 2 * padding.w <= kernel.w && dilation.h >= 1 && dilation.w >= 1;
+  }
+};
 
 namespace detail {
 
@@ -89,16 +123,29 @@ struct gemm_batch {
   }
 };
 
-/// Sizes of one convolution. Input N x C x H x W, weights K x C/groups x R x S, output N x K x OH x OW.
+/// Sizes of one convolution. Input N x C x H x W, weights K x C/groups x R x S, output N x K x OH x OW; stride,
+/// padding and dilation per axis (.h along H, .w along W).
 struct conv_geometry {
   index_t N, C, H, W;
   index_t K, R, S;
   index_t OH, OW;
-  index_t stride, pad, dilation, groups;
+  hw stride, pad, dilation;
+  index_t groups;
 };
 
 inline index_t conv_out_extent(index_t in, index_t k, index_t stride, index_t pad, index_t dilation) {
   return (in + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+}
+
+/// Output extent of a pooling along one axis (PyTorch's pooling_output_shape): floor, or with ceil_mode ceil, of
+/// (in + 2 pad - dilation (k - 1) - 1) / stride + 1, less one when ceil_mode would start the last window past the
+/// input and its left padding.
+constexpr index_t pool_out_extent(index_t in, index_t k, index_t stride, index_t pad, index_t dilation, bool ceil_mode) {
+  const index_t span = in + 2 * pad - dilation * (k - 1) - 1;
+  if (span < 0) return 0;
+  index_t out = (span + (ceil_mode ? stride - 1 : 0)) / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
 }
 
 /// The constants of one SGD update (optim/optim.hpp: torch.optim.SGD's rule): d = g (+ wd * p with decay); with a
@@ -123,11 +170,14 @@ struct adam_args {
 };
 
 /// Sizes of one pooling (the nn part's pooling gradients): input N x C x H x W and output N x C x OH x OW (both
-/// contiguous), K x K windows at stride S with padding pad.
+/// contiguous), K.h x K.w windows at stride S with padding pad and (max) dilation dil; an average divides by the
+/// window's cells inside the padded input (count_include_pad) or inside the input alone.
 struct pool2d_geometry {
   index_t N, C, H, W;
   index_t OH, OW;
-  int K, S, pad;
+  hw K, S, pad, dil = 1;
+  bool count_include_pad = true;
+  bool ceil_mode = false;  ///< OH, OW were rounded up (the device kernels recompute them from the options)
 };
 
 /// An inverted-dropout mask for n elements, drawn from rng in element order: 0 with probability p, else 1/(1-p).

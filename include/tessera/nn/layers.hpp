@@ -62,30 +62,32 @@ inline constexpr bool is_maxpool2 = false;
 
 // ---- convolution and linear ----
 
-/// 2-D convolution, In -> Out channels, K x K kernel; options as PyTorch's: Conv2d<1, 32, 3, {.padding = 1}>.
-template <int In, int Out, int K, conv2d_options O = conv2d_options{}>
+/// 2-D convolution, In -> Out channels, K x K kernel (or K = hw{KH, KW}); options as PyTorch's, per axis where
+/// they take {h, w}: Conv2d<1, 32, 3, {.padding = 1}>, Conv2d<8, 8, hw{3, 1}, {.stride = {2, 1}, .padding = {1, 0}}>.
+template <int In, int Out, hw K, conv2d_options O = conv2d_options{}>
 struct Conv2d {
-  static_assert(In > 0 && Out > 0 && K > 0, "tessera::nn::Conv2d: channels and kernel size must be positive");
+  static_assert(In > 0 && Out > 0 && K.h > 0 && K.w > 0, "tessera::nn::Conv2d: channels and kernel size must be positive");
+  static_assert(O.valid(), "tessera::nn::Conv2d: needs stride >= 1, padding >= 0, dilation >= 1 (on both axes) and groups >= 1");
   static_assert(In % O.groups == 0 && Out % O.groups == 0, "tessera::nn::Conv2d: channels must be multiples of the groups");
   static constexpr bool fuses_activation = true;  ///< runs a following activation as its epilogue (nn/fusion.hpp)
   static constexpr bool fuses_max_pool2 = true;   ///< takes a following MaxPool2d<2> into its group (nn/fusion.hpp)
   template <class S>
   static constexpr bool accepts = S::rank == 4 && detail::fits(detail::ext<S>(1), In) &&
-                                  (detail::ext<S>(2) == dyn || detail::ext<S>(2) + 2 * O.padding >= O.dilation * (K - 1) + 1) &&
-                                  (detail::ext<S>(3) == dyn || detail::ext<S>(3) + 2 * O.padding >= O.dilation * (K - 1) + 1);
+                                  (detail::ext<S>(2) == dyn || detail::ext<S>(2) + 2 * O.padding.h >= O.dilation.h * (K.h - 1) + 1) &&
+                                  (detail::ext<S>(3) == dyn || detail::ext<S>(3) + 2 * O.padding.w >= O.dilation.w * (K.w - 1) + 1);
   template <class S>
   using expected = Shape<detail::ext<S>(0), In, detail::ext<S>(2), detail::ext<S>(3)>;
   template <class S>
-  using output = Shape<S::extents[0], Out, tessera::detail::conv_extent(S::extents[2], K, O.stride, O.padding, O.dilation),
-                       tessera::detail::conv_extent(S::extents[3], K, O.stride, O.padding, O.dilation)>;
+  using output = Shape<S::extents[0], Out, tessera::detail::conv_extent(S::extents[2], K.h, O.stride.h, O.padding.h, O.dilation.h),
+                       tessera::detail::conv_extent(S::extents[3], K.w, O.stride.w, O.padding.w, O.dilation.w)>;
 
   template <class T, class P>
   struct state {
     ad::Var<T, 4, P> weight;
     ad::Var<T, 1, P> bias;
     explicit state(Rng& rng) {
-      const double bound = 1.0 / std::sqrt(double(In / O.groups * K * K));
-      weight = detail::uniform_parameter<T, 4, P>({Out, In / O.groups, K, K}, bound, rng);
+      const double bound = 1.0 / std::sqrt(double(In / O.groups * K.h * K.w));
+      weight = detail::uniform_parameter<T, 4, P>({Out, In / O.groups, K.h, K.w}, bound, rng);
       bias = detail::uniform_parameter<T, 1, P>({Out}, bound, rng);
     }
     template <class F>
@@ -196,35 +198,45 @@ struct Dropout : detail::stateless<Dropout<P>> {
 
 // ---- shape-changing layers without parameters ----
 
-template <class Op, int K, int S, int Pd>
+template <class Op, pool2d_options O>
 struct pool_layer {
+  static_assert(O.valid(), "tessera::nn pooling layer: needs kernel >= 1, stride >= 1 (or 0: the kernel), 0 <= padding <= "
+                           "kernel/2 and dilation >= 1 on both axes");
+  static_assert(std::is_same_v<Op, op::max_pool2d> || O.dilation == hw{1}, "tessera::nn::AvgPool2d: has no dilation (as PyTorch)");
+  static constexpr pool2d_options options = O;
   template <class Sh>
-  static constexpr bool accepts = Sh::rank == 4 && (detail::ext<Sh>(2) == dyn || detail::ext<Sh>(2) + 2 * Pd >= K) &&
-                                  (detail::ext<Sh>(3) == dyn || detail::ext<Sh>(3) + 2 * Pd >= K);
+  static constexpr bool accepts = Sh::rank == 4 &&
+                                  (detail::ext<Sh>(2) == dyn || detail::ext<Sh>(2) + 2 * O.padding.h >= O.dilation.h * (O.kernel.h - 1) + 1) &&
+                                  (detail::ext<Sh>(3) == dyn || detail::ext<Sh>(3) + 2 * O.padding.w >= O.dilation.w * (O.kernel.w - 1) + 1);
   template <class Sh>
   using expected = Shape<detail::ext<Sh>(0), detail::ext<Sh>(1), dyn, dyn>;
   template <class Sh>
-  using output = Shape<Sh::extents[0], Sh::extents[1], tessera::detail::pooled_extent(Sh::extents[2], K, S, Pd),
-                       tessera::detail::pooled_extent(Sh::extents[3], K, S, Pd)>;
+  using output = Shape<Sh::extents[0], Sh::extents[1],
+                       tessera::detail::pooled_extent(Sh::extents[2], O.kernel.h, O.step().h, O.padding.h, O.dilation.h, O.ceil_mode),
+                       tessera::detail::pooled_extent(Sh::extents[3], O.kernel.w, O.step().w, O.padding.w, O.dilation.w, O.ceil_mode)>;
   template <class T, class P>
   struct state : detail::no_parameters {
     using detail::no_parameters::no_parameters;
     ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context&) const {
-      if constexpr (std::is_same_v<Op, op::max_pool2d>) return ad::max_pool2d<K, S, Pd>(x);
-      else return ad::avg_pool2d<K, S, Pd>(x);
+      if constexpr (std::is_same_v<Op, op::max_pool2d>) return ad::max_pool2d<O>(x);
+      else return ad::avg_pool2d<O>(x);
     }
   };
 };
-/// Max over K x K windows, stride S (default K), padding Pd.
-template <int K, int S = K, int Pd = 0>
-struct MaxPool2d : pool_layer<op::max_pool2d, K, S, Pd> {
-  static constexpr bool max_pool2 = K == 2 && S == 2 && Pd == 0;  ///< a Conv2d before it may take it (nn/fusion.hpp)
+/// Max over K x K windows, stride S (default K), padding Pd: MaxPool2d<2>, MaxPool2d<3, 2, 1>; or with every option
+/// (per-axis kernel, stride, padding, dilation; ceil_mode) MaxPool2d<pool2d_options{.kernel = 3, .stride = 2,
+/// .padding = 1, .ceil_mode = true}>.
+template <auto K, int S = tessera::detail::pool_default_stride(K), int Pd = 0>
+struct MaxPool2d : pool_layer<op::max_pool2d, tessera::detail::pool_options<K, S, Pd>()> {
+  /// a Conv2d before it may take it (nn/fusion.hpp): 2x2 windows, stride 2, no padding, dilation or ceil_mode
+  static constexpr bool max_pool2 = tessera::detail::pool_options<K, S, Pd>().is_2x2();
 };
-template <>
-inline constexpr bool is_maxpool2<MaxPool2d<2, 2, 0>> = true;
-/// Mean over K x K windows, stride S (default K), padding Pd counted as zeros.
-template <int K, int S = K, int Pd = 0>
-struct AvgPool2d : pool_layer<op::avg_pool2d, K, S, Pd> {};
+template <auto K, int S, int Pd>
+inline constexpr bool is_maxpool2<MaxPool2d<K, S, Pd>> = MaxPool2d<K, S, Pd>::max_pool2;
+/// Mean over K x K windows, stride S (default K), padding Pd counted as zeros; or AvgPool2d<pool2d_options{...}>
+/// (per-axis kernel, stride, padding; ceil_mode; count_include_pad).
+template <auto K, int S = tessera::detail::pool_default_stride(K), int Pd = 0>
+struct AvgPool2d : pool_layer<op::avg_pool2d, tessera::detail::pool_options<K, S, Pd>()> {};
 
 /// [N, d1, d2, ...] -> [N, d1*d2*...].
 struct Flatten {

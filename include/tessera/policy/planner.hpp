@@ -100,8 +100,8 @@ void execute(const conv2d_node<X, W, S, O>& nd, const DV& dst, const Epi&... epi
 }
 
 /// dst = max or average pool of the node's source.
-template <class Op, class C, int K, int S, int P, class DV, class... Epi>
-void execute(const pool_node<Op, C, K, S, P>& nd, const DV& dst, const Epi&... epi) {
+template <class Op, class C, pool2d_options O, class DV, class... Epi>
+void execute(const pool_node<Op, C, O>& nd, const DV& dst, const Epi&... epi) {
   using T = typename C::value_type;
   using BK = backend<typename DV::policy>;
   if (!BK::pool2d_writes(dst.dims(), dst.strides())) {
@@ -111,8 +111,8 @@ void execute(const pool_node<Op, C, K, S, P>& nd, const DV& dst, const Epi&... e
     d = t.cview();
     return;
   }
-  BK::template pool2d<pool_node<Op, C, K, S, P>::is_max, K, S, P>(nd.src.data(), nd.src.dims(), nd.src.strides(), dst.data(),
-                                                                   dst.dims(), dst.strides(), epi...);
+  BK::template pool2d<pool_node<Op, C, O>::is_max, O>(nd.src.data(), nd.src.dims(), nd.src.strides(), dst.data(), dst.dims(),
+                                                      dst.strides(), epi...);
 }
 
 // ---- elementwise trees around a contraction (host block epilogues) ----

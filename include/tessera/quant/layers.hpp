@@ -87,8 +87,12 @@ template <class Linear, bool Relu>
 class int8_linear;
 
 /// Conv2d [+ ReLU] [+ MaxPool2d<2>] (Pooled: the pool runs on the accumulators, see conv2d_maxpool2_nhwc).
-template <int I, int O, int K, conv2d_options Op, bool Relu, bool Pooled>
+template <int I, int O, hw K, conv2d_options Op, bool Relu, bool Pooled>
 class int8_conv2d<nn::Conv2d<I, O, K, Op>, Relu, Pooled> {
+  static_assert(Op.stride.h == Op.stride.w && Op.padding.h == Op.padding.w && Op.dilation.h == Op.dilation.w,
+                "tessera::quant: the int8 Conv2d takes the same stride, padding and dilation on both axes (per-axis "
+                "conv2d_options have no int8 version yet)");
+
  public:
   static constexpr bool weighted = true;
   static constexpr conv2d_options o = Op;
@@ -112,8 +116,8 @@ class int8_conv2d<nn::Conv2d<I, O, K, Op>, Relu, Pooled> {
 
   void run(detail::qact& x) const {
     const auto d = x.t.dims();
-    index_t OH = tessera::detail::conv_extent(d[1], cw.KH, o.stride, o.padding, o.dilation);
-    index_t OW = tessera::detail::conv_extent(d[2], cw.KW, o.stride, o.padding, o.dilation);
+    index_t OH = tessera::detail::conv_extent(d[1], cw.KH, o.stride.h, o.padding.h, o.dilation.h);
+    index_t OW = tessera::detail::conv_extent(d[2], cw.KW, o.stride.w, o.padding.w, o.dilation.w);
     if (Pooled) OH /= 2, OW /= 2;
     detail::act4 y(d[0], OH, OW, cw.K);
     auto ym = detail::as_matrix(y);
@@ -288,7 +292,7 @@ template <class Group>
 struct int8_of {
   using type = void;
 };
-template <int I, int O, int K, conv2d_options Op, class... Rest>
+template <int I, int O, hw K, conv2d_options Op, class... Rest>
 struct int8_of<nn::fused<nn::Conv2d<I, O, K, Op>, Rest...>> {
   using group = nn::fused<nn::Conv2d<I, O, K, Op>, Rest...>;
   static constexpr bool relu = group::activation == ad::activation::relu;

@@ -188,12 +188,15 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
       : x(std::move(x_)), w(std::move(w_)), o(o_), pool2(pool2_) {
     const auto& d = x.dims();
     if (o.groups != 1) throw std::invalid_argument("tessera::quant::conv2d_nhwc: groups are not supported yet");
+    if (o.stride.h != o.stride.w || o.padding.h != o.padding.w || o.dilation.h != o.dilation.w)
+      throw std::invalid_argument("tessera::quant::conv2d_nhwc: the int8 convolution takes the same stride, padding and "
+                                  "dilation on both axes (per-axis values are not supported yet)");
     if (d[3] != w.C)
       throw shape_error("tessera::quant::conv2d_nhwc: the input " + tessera::detail::format_dims(d) + " (NHWC) has " +
                         std::to_string(d[3]) + " channels, the weights [" + std::to_string(w.K) + ", " + std::to_string(w.C) +
                         ", " + std::to_string(w.KH) + ", " + std::to_string(w.KW) + "] take " + std::to_string(w.C));
-    OH = tessera::detail::conv_extent(d[1], w.KH, o.stride, o.padding, o.dilation);
-    OW = tessera::detail::conv_extent(d[2], w.KW, o.stride, o.padding, o.dilation);
+    OH = tessera::detail::conv_extent(d[1], w.KH, o.stride.h, o.padding.h, o.dilation.h);
+    OW = tessera::detail::conv_extent(d[2], w.KW, o.stride.w, o.padding.w, o.dilation.w);
     if (OH <= 0 || OW <= 0)
       throw shape_error("tessera::quant::conv2d_nhwc: the input " + tessera::detail::format_dims(d) + " is smaller than the " +
                         std::to_string(w.KH) + " x " + std::to_string(w.KW) + " kernel");
@@ -229,7 +232,7 @@ void execute(const s8_conv_node<X>& nd, const DV& dst, const Epi& epi = {}) {
   const index_t H = d[1], W = d[2], C = d[3], Kt = nd.w.KH * nd.w.KW * C, Kp = nd.w.w->packed.Kp;
   const index_t M = nd.pool2 ? 4 * nd.dims_[0] : nd.dims_[0];  // pooled: the GEMM computes the windows' pixels only
   const s8_gather g0{nd.x.data(), nd.x.data() + d[0] * s[0], s[0], H, W, C, nd.OH, nd.OW, M, Kt, Kp, nd.w.KH, nd.w.KW,
-                     nd.o.stride, nd.o.padding, nd.o.dilation, nd.pad_value, nd.pool2};
+                     nd.o.stride.h, nd.o.padding.h, nd.o.dilation.h, nd.pad_value, nd.pool2};  // square: checked by the node
   auto gather = [g0](index_t g, std::uint8_t* out) { s8_gather_group(g0, g, out); };
   if (!nd.pool2) {
     backend<P>::gemm_s8_rows(M, nd.w.K, Kt, gather, false, nd.w.w->packed, dst.data(), dst.strides()[0], false, epi);
@@ -242,7 +245,8 @@ void execute(const s8_conv_node<X>& nd, const DV& dst, const Epi& epi = {}) {
 }  // namespace detail
 
 /// The int32 accumulator of conv2d(x, w) on an NHWC uint8 input quantized with qx: a [N*OH*OW, K] matrix (the
-/// NHWC output's pixels by channels). Options as tessera::conv2d's (stride, padding, dilation; groups 1).
+/// NHWC output's pixels by channels). Options as tessera::conv2d's (stride, padding, dilation, the same on both axes;
+/// groups 1).
 template <class X>
 auto conv2d_nhwc(X&& x, const qconv_weight& w, qparams qx, conv2d_options o = {}) {
   auto ex = tessera::detail::contraction_operand(std::forward<X>(x));

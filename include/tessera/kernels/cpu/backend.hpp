@@ -168,12 +168,12 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
     detail::cpu_conv2d<T>(g, x, xs, w, ws, y, ys0, ys1, P::num_threads(), epi);
   }
   static bool pool2d_writes(const dims_t<4>&, const dims_t<4>&) { return true; }
-  /// y [N, C, OH, OW] = max (Max) or average of K x K windows of x [N, C, H, W] (stride S, padding Pd); any strides;
+  /// y [N, C, OH, OW] = max (Max) or average of the windows O (pool2d_options) of x [N, C, H, W]; any strides;
   /// epi(n, c, 1, 0, OH*OW) on each finished plane.
-  template <bool Max, int K, int S, int Pd, class T, class Epi = detail::no_epilogue>
+  template <bool Max, pool2d_options O, class T, class Epi = detail::no_epilogue>
   static void pool2d(const T* x, const dims_t<4>& xd, const dims_t<4>& xs, T* y, const dims_t<4>& yd, const dims_t<4>& ys,
                      const Epi& epi = {}) {
-    detail::cpu_pool2d<Max, K, S, Pd>(x, xd, xs, y, yd[2], yd[3], ys, P::num_threads(), epi);
+    detail::cpu_pool2d<Max, O>(x, xd, xs, y, yd[2], yd[3], ys, P::num_threads(), epi);
   }
 };
 

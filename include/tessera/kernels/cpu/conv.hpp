@@ -175,13 +175,13 @@ struct conv_scratch {
   }
 };
 
-/// The input with its zero border as a contiguous [N][C][H+2*pad][W+2*pad] array (in the calling thread's pack
+/// The input with its zero border as a contiguous [N][C][H+2*pad.h][W+2*pad.w] array (in the calling thread's pack
 /// buffer `.a`), or x itself when there is no padding and it is contiguous.
 template <class T>
 const T* padded_input(const conv_geometry& g, const T* x, const index_t* xs, pack_buffers<T>& mine, int nt) {
-  const index_t Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, plane = Hp * Wp;
+  const index_t ph = g.pad.h, pw = g.pad.w, Hp = g.H + 2 * ph, Wp = g.W + 2 * pw, plane = Hp * Wp;
   const bool contiguous = xs[3] == 1 && xs[2] == g.W && xs[1] == g.H * g.W && xs[0] == g.C * g.H * g.W;
-  if (g.pad == 0 && contiguous) return x;
+  if (ph == 0 && pw == 0 && contiguous) return x;
   T* buf = pack_buffers<T>::grow(mine.a, mine.a_size, std::size_t(g.N * g.C * plane));
   const index_t planes = g.N * g.C;
 #if defined(_OPENMP)
@@ -191,16 +191,16 @@ const T* padded_input(const conv_geometry& g, const T* x, const index_t* xs, pac
     const index_t n = q / g.C, c = q % g.C;
     const T* src = x + n * xs[0] + c * xs[1];
     T* dst = buf + q * plane;
-    std::fill(dst, dst + g.pad * Wp, T(0));
+    std::fill(dst, dst + ph * Wp, T(0));
     for (index_t h = 0; h < g.H; ++h) {
-      T* row = dst + (h + g.pad) * Wp;
-      std::fill(row, row + g.pad, T(0));
-      if (xs[3] == 1) std::copy(src + h * xs[2], src + h * xs[2] + g.W, row + g.pad);
+      T* row = dst + (h + ph) * Wp;
+      std::fill(row, row + pw, T(0));
+      if (xs[3] == 1) std::copy(src + h * xs[2], src + h * xs[2] + g.W, row + pw);
       else
-        for (index_t q2 = 0; q2 < g.W; ++q2) row[g.pad + q2] = src[h * xs[2] + q2 * xs[3]];
-      std::fill(row + g.pad + g.W, row + Wp, T(0));
+        for (index_t q2 = 0; q2 < g.W; ++q2) row[pw + q2] = src[h * xs[2] + q2 * xs[3]];
+      std::fill(row + pw + g.W, row + Wp, T(0));
     }
-    std::fill(dst + (g.H + g.pad) * Wp, dst + plane, T(0));
+    std::fill(dst + (g.H + ph) * Wp, dst + plane, T(0));
   }
   return buf;
 }
@@ -254,13 +254,13 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
     }
 
   // the input with its zero border, contiguous: [N][C][Hp][Wp]
-  const index_t Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, plane = Hp * Wp;
+  const index_t Hp = g.H + 2 * index_t(g.pad.h), Wp = g.W + 2 * index_t(g.pad.w), plane = Hp * Wp;
   const T* xp = padded_input(g, x, xs, mine, nt);
   // k -> offset of its (channel, kh, kw) tap in the padded input
   std::vector<index_t> koff(static_cast<std::size_t>(Kd));
   for (index_t k = 0; k < Kd; ++k) {
     const index_t ci = k / RS, r = k % RS, kh = r / g.S, kw = r % g.S;
-    koff[std::size_t(k)] = ci * plane + kh * g.dilation * Wp + kw * g.dilation;
+    koff[std::size_t(k)] = ci * plane + kh * g.dilation.h * Wp + kw * g.dilation.w;
   }
 
   // pixels per work item: an A block of at most ~256 KiB, fewer when the images alone cannot feed the threads
@@ -292,7 +292,7 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
           const index_t rows = std::min<index_t>(MR, np - ir);
           for (index_t i = 0; i < MR; ++i) {  // rows past the end repeat the last pixel (their results are dropped)
             const index_t p = j0 + ir + std::min<index_t>(i, rows - 1), oh = p / g.OW, ow = p - oh * g.OW;
-            off[i] = oh * g.stride * Wp + ow * g.stride;
+            off[i] = oh * g.stride.h * Wp + ow * g.stride.w;
           }
           bool run = true;
           for (index_t i = 1; i < MR; ++i) run = run && off[i] == off[0] + i;
@@ -328,13 +328,13 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
 
 /// dx = the gradient of conv2d's input for output gradient dy (all NCHW and contiguous; dx is overwritten).
 /// Stride 1 is again a convolution: of dy with the weights flipped in space and transposed in channels, padded
-/// by dilation*(R-1) - pad, so it runs on the fast kernel above. Other strides form each image's column matrix
+/// by dilation*(R-1) - pad on each axis, so it runs on the fast kernel above. Other strides form each image's column matrix
 /// W^T * dy with the GEMM and add it back into the input positions it came from (col2im).
 template <class T>
 void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T* dx, int nthreads) {
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
-  const index_t pad2 = g.dilation * (g.R - 1) - g.pad, pad2w = g.dilation * (g.S - 1) - g.pad;
-  if (g.stride == 1 && pad2 >= 0 && pad2 == pad2w) {
+  const index_t pad2h = g.dilation.h * (g.R - 1) - g.pad.h, pad2w = g.dilation.w * (g.S - 1) - g.pad.w;
+  if (g.stride == hw{1} && pad2h >= 0 && pad2w >= 0) {
     std::vector<T> wt(static_cast<std::size_t>(g.K * Cg * RS));  // [C][Kg][R][S], flipped
     for (index_t grp = 0; grp < g.groups; ++grp)
       for (index_t k = 0; k < Kg; ++k)
@@ -343,7 +343,7 @@ void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T
             for (index_t q = 0; q < g.S; ++q)
               wt[std::size_t((((grp * Cg + c) * Kg + k) * g.R + (g.R - 1 - r)) * g.S + (g.S - 1 - q))] =
                   w[(((grp * Kg + k) * Cg + c) * g.R + r) * g.S + q];
-    const conv_geometry t{g.N, g.K, g.OH, g.OW, g.C, g.R, g.S, g.H, g.W, 1, pad2, g.dilation, g.groups};
+    const conv_geometry t{g.N, g.K, g.OH, g.OW, g.C, g.R, g.S, g.H, g.W, hw{1}, hw{int(pad2h), int(pad2w)}, g.dilation, g.groups};
     const index_t ys[4] = {g.K * P, P, g.OW, 1};
     const index_t ws[4] = {Kg * RS, RS, g.S, 1};
     cpu_conv2d<T>(t, dy, ys, wt.data(), ws, dx, g.C * g.H * g.W, g.H * g.W, nthreads);
@@ -367,10 +367,10 @@ void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T
         T* plane = dxn + c * g.H * g.W;
         const T* cr = col.data() + kd * P;
         for (index_t oh = 0; oh < g.OH; ++oh) {
-          const index_t ih = oh * g.stride - g.pad + r * g.dilation;
+          const index_t ih = oh * g.stride.h - g.pad.h + r * g.dilation.h;
           if (ih < 0 || ih >= g.H) continue;
           for (index_t ow = 0; ow < g.OW; ++ow) {
-            const index_t iw = ow * g.stride - g.pad + q * g.dilation;
+            const index_t iw = ow * g.stride.w - g.pad.w + q * g.dilation.w;
             if (iw >= 0 && iw < g.W) plane[ih * g.W + iw] += cr[oh * g.OW + ow];
           }
         }
@@ -411,11 +411,11 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
   auto& mine = pack_buffers<T>::of_this_thread();
   const index_t xs[4] = {g.C * g.H * g.W, g.H * g.W, g.W, 1};
   const T* xp = padded_input(g, x, xs, mine, nt);
-  const index_t Wp = g.W + 2 * g.pad, plane = (g.H + 2 * g.pad) * Wp;
+  const index_t Wp = g.W + 2 * index_t(g.pad.w), plane = (g.H + 2 * index_t(g.pad.h)) * Wp;
   std::vector<index_t> koff(static_cast<std::size_t>(Kd + MR));
   for (index_t k = 0; k < Kd; ++k) {
     const index_t ci = k / RS, r = k % RS, kh = r / g.S, kw = r % g.S;
-    koff[std::size_t(k)] = ci * plane + kh * g.dilation * Wp + kw * g.dilation;
+    koff[std::size_t(k)] = ci * plane + kh * g.dilation.h * Wp + kw * g.dilation.w;
   }
   const index_t Mp = (Kd + MR - 1) / MR * MR, Kp = (Kg + NR - 1) / NR * NR;
   const index_t kcp = std::min<index_t>(P, 384);  // pixels per block
@@ -442,13 +442,13 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
           const index_t kc = std::min(kcp, P - p0);
           for (index_t t = 0; t < kc; ++t) {
             const index_t p = p0 + t, oh = p / g.OW, ow = p - oh * g.OW;
-            off[std::size_t(t)] = oh * g.stride * Wp + ow * g.stride;
+            off[std::size_t(t)] = oh * g.stride.h * Wp + ow * g.stride.w;
           }
           // taps: panel ir holds taps ir .. ir+MR of every pixel, pixel-major
           for (index_t ir = 0; ir < Mp; ir += MR) {
             const int ntaps = int(std::min<index_t>(MR, Kd - ir));
             T* a = apk + ir * kc;
-            if (g.stride == 1) {
+            if (g.stride.w == 1) {
               for (index_t t0 = 0; t0 < kc;) {  // a run of pixels on one output row is contiguous in the input
                 const index_t ow = (p0 + t0) % g.OW, t1 = std::min(kc, t0 + (g.OW - ow));
                 for (int i = 0; i < ntaps; ++i) rows[i] = base + off[std::size_t(t0)] + koff[std::size_t(ir + i)];

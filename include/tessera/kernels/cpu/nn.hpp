@@ -2,7 +2,8 @@
 // the layer operations of autodiff/nn_ops.hpp on the host, on raw pointers, extents and descriptors (no Vars):
 //   activation_backward     dz = g * act'(y) and the bias gradient in one pass (vectorised, P::num_threads() threads)
 //   conv2d_backward_weight / _data   the convolution's gradient products (kernels/cpu/conv.hpp)
-//   max_pool2d_backward / avg_pool2d_backward, max_pool2x2_relu_backward (conv2d_relu_maxpool2's fused backward)
+//   max_pool2d_backward / avg_pool2d_backward, max_pool2x2_relu_backward (conv2d_relu_maxpool2's fused backward),
+//   adaptive_avg_pool2d / _backward (kernels/cpu/adaptive_pool.hpp)
 //   softmax_rows / softmax_rows_backward, cross_entropy / cross_entropy_backward, dropout_mask,
 //   batch_norm_stats / batch_norm_apply / batch_norm_backward, add_reduced (a broadcast gradient summed back)
 // The same names and argument lists as cuda_nn_ops (kernels/cuda/nn.hpp). Each gradient output is written, or added
@@ -20,6 +21,7 @@
 #include "tessera/core/policy.hpp"
 #include "tessera/core/simd.hpp"
 #include "tessera/kernels/backend.hpp"
+#include "tessera/kernels/cpu/adaptive_pool.hpp"
 #include "tessera/kernels/cpu/conv.hpp"
 #include "tessera/kernels/cpu/pool2x2.hpp"
 
@@ -154,11 +156,13 @@ inline float max_pool2x2_backward_row(const float* r0, const float* r1, const fl
 }
 #endif
 
-/// The gradient of a K x K pooling (stride S, padding Pd) of x [N, C, H, W] for output gradient g: max routes each
-/// output's gradient to the first maximum of its window, avg spreads it evenly (padding counted, as forward).
+/// The gradient of a pooling (pg: windows, stride, padding, dilation per axis) of x [N, C, H, W] for output gradient
+/// g: max routes each output's gradient to the first maximum of its window, avg spreads it evenly over the window's
+/// real cells with the forward's divisor (padding counted or not).
 template <bool Max, class T>
-void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t H, index_t W, index_t OH, index_t OW, int K, int S,
-                   int Pd, bool accumulate, int nthreads, bool relu_mask = false, T* db = nullptr) {
+void pool_backward(const T* x, const T* g, T* dx, const pool2d_geometry& pg, bool accumulate, int nthreads, bool relu_mask = false,
+                   T* db = nullptr) {
+  const index_t N = pg.N, C = pg.C, H = pg.H, W = pg.W, OH = pg.OH, OW = pg.OW;
   // relu_mask: x is a ReLU's output and dx the gradient before that ReLU (a window whose maximum is 0 passes
   // nothing); db: the sum of what each channel receives is added to db[c] (max, 2x2 stride 2 only)
   const index_t planes = N * C;
@@ -172,7 +176,7 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
     const T* gp = g + pl * OH * OW;
     T* dp = dx + pl * H * W;
     if constexpr (Max) {
-      if (K == 2 && S == 2 && Pd == 0 && !accumulate) {  // the common case: each input cell in at most one window
+      if (pg.K == hw{2} && pg.S == hw{2} && pg.pad == hw{0} && pg.dil == hw{1} && 2 * OH <= H && 2 * OW <= W && !accumulate) {  // the common case: each input cell in at most one window
         for (index_t oh = 0; oh < OH; ++oh) {
           const T* r0 = xp + 2 * oh * W;
           const T* r1 = r0 + W;
@@ -211,21 +215,33 @@ void pool_backward(const T* x, const T* g, T* dx, index_t N, index_t C, index_t 
     for (index_t oh = 0; oh < OH; ++oh)
       for (index_t ow = 0; ow < OW; ++ow) {
         const T go = gp[oh * OW + ow];
-        const index_t h0 = oh * S - Pd, w0 = ow * S - Pd;
+        const index_t h0 = oh * pg.S.h - pg.pad.h, w0 = ow * pg.S.w - pg.pad.w;
         if constexpr (Max) {
           index_t best = -1;
           T bv = -std::numeric_limits<T>::infinity();
-          for (index_t i = std::max<index_t>(h0, 0); i < std::min<index_t>(h0 + K, H); ++i)
-            for (index_t j = std::max<index_t>(w0, 0); j < std::min<index_t>(w0 + K, W); ++j)
+          for (index_t kh = 0; kh < pg.K.h; ++kh) {
+            const index_t i = h0 + kh * pg.dil.h;
+            if (i < 0 || i >= H) continue;
+            for (index_t kw = 0; kw < pg.K.w; ++kw) {
+              const index_t j = w0 + kw * pg.dil.w;
+              if (j < 0 || j >= W) continue;
               if (best < 0 || xp[i * W + j] > bv || xp[i * W + j] != xp[i * W + j]) {  // NaN wins, as in PyTorch
                 bv = xp[i * W + j];
                 best = i * W + j;
               }
+            }
+          }
           if (best >= 0) dp[best] += go;
         } else {
-          const T share = go / T(K * K);
-          for (index_t i = std::max<index_t>(h0, 0); i < std::min<index_t>(h0 + K, H); ++i)
-            for (index_t j = std::max<index_t>(w0, 0); j < std::min<index_t>(w0 + K, W); ++j) dp[i * W + j] += share;
+          const index_t i0 = std::max<index_t>(h0, 0), i1 = std::min<index_t>(h0 + pg.K.h, H);
+          const index_t j0 = std::max<index_t>(w0, 0), j1 = std::min<index_t>(w0 + pg.K.w, W);
+          const index_t cells = pg.count_include_pad
+                                    ? (std::min<index_t>(h0 + pg.K.h, H + pg.pad.h) - h0) * (std::min<index_t>(w0 + pg.K.w, W + pg.pad.w) - w0)
+                                    : (i1 - i0) * (j1 - j0);
+          if (cells <= 0) continue;
+          const T share = go / T(cells);
+          for (index_t i = i0; i < i1; ++i)
+            for (index_t j = j0; j < j1; ++j) dp[i * W + j] += share;
         }
       }
   }
@@ -296,20 +312,30 @@ struct host_nn_ops {
   /// dx (+)= the gradient of max pooling over x (each output's gradient to its window's first maximum).
   template <class T>
   static void max_pool2d_backward(const pool2d_geometry& pg, const T* x, const T* g, T* dx, bool acc) {
-    detail::pool_backward<true, T>(x, g, dx, pg.N, pg.C, pg.H, pg.W, pg.OH, pg.OW, pg.K, pg.S, pg.pad, acc, P::num_threads());
+    detail::pool_backward<true, T>(x, g, dx, pg, acc, P::num_threads());
   }
-  /// dx (+)= the gradient of average pooling (each output's gradient spread over its window, padding counted).
+  /// dx (+)= the gradient of average pooling (each output's gradient spread over its window's cells).
   template <class T>
   static void avg_pool2d_backward(const pool2d_geometry& pg, const T* x, const T* g, T* dx, bool acc) {
-    detail::pool_backward<false, T>(x, g, dx, pg.N, pg.C, pg.H, pg.W, pg.OH, pg.OW, pg.K, pg.S, pg.pad, acc, P::num_threads());
+    detail::pool_backward<false, T>(x, g, dx, pg, acc, P::num_threads());
+  }
+  /// y [N, C, OH, OW] (contiguous) = the adaptive average pooling of x [N, C, H, W] (strides xs; pg's K, S, pad unused).
+  template <class T>
+  static void adaptive_avg_pool2d(const pool2d_geometry& pg, const T* x, const index_t* xs, T* y) {
+    detail::cpu_adaptive_avg_pool2d<T>(pg, x, xs, y, P::num_threads());
+  }
+  /// dx (+)= the gradient of adaptive average pooling (each output's gradient spread over its window).
+  template <class T>
+  static void adaptive_avg_pool2d_backward(const pool2d_geometry& pg, const T* g, T* dx, bool acc) {
+    detail::cpu_adaptive_avg_pool2d_backward<T>(pg, g, dx, acc, P::num_threads());
   }
   /// The backward of max_pool2d<2>(y) with y = relu(z): dz (written) gets each pooled gradient at its window's first
   /// maximum unless that maximum is <= 0 (ReLU passed nothing), and db (+)= the channel sums of dz (db may be null).
   template <class T>
   static void max_pool2x2_relu_backward(const pool2d_geometry& pg, const T* y, const T* g, T* dz, T* db, bool acc_b) {
     if (db && !acc_b) std::fill(db, db + pg.C, T(0));
-    detail::pool_backward<true, T>(y, g, dz, pg.N, pg.C, pg.H, pg.W, pg.OH, pg.OW, 2, 2, 0, false, P::num_threads(),
-                                   /*relu_mask=*/true, db);
+    const pool2d_geometry p2{pg.N, pg.C, pg.H, pg.W, pg.OH, pg.OW, 2, 2, 0};
+    detail::pool_backward<true, T>(y, g, dz, p2, false, P::num_threads(), /*relu_mask=*/true, db);
   }
 
   /// y = log_softmax (Log) or softmax of each row of z [B, C]: softmax as exp(z - m) / sum(exp(z - m)), log-softmax

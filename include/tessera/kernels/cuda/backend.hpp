@@ -135,8 +135,8 @@ struct backend<cuda> : detail::cuda_nn_ops, detail::cuda_rnn_ops, detail::cuda_o
     const contiguous_copy<T> xc(x, {g.N, g.C, g.H, g.W}, xs), wc(w, {g.K, g.C / g.groups, g.R, g.S}, ws);
     stats::count_pass();
     stats::count_launch();
-    cuda_conv2d<T>(stream(), xc.data, g.N, g.C, g.H, g.W, wc.data, g.K, g.R, g.S, int(g.stride), int(g.pad), int(g.dilation),
-                   int(g.groups), bias, relu, y);
+    cuda_conv2d<T>(stream(), xc.data, g.N, g.C, g.H, g.W, wc.data, g.K, g.R, g.S, g.stride, g.pad, g.dilation, int(g.groups),
+                   bias, relu, y);
 #else
     (void)g, (void)x, (void)xs, (void)w, (void)ws, (void)y, (void)bias, (void)relu;
     throw device_error("tessera: conv2d on the cuda policy needs cuDNN (cudnn.h was not found when this file was compiled)");
@@ -151,14 +151,14 @@ struct backend<cuda> : detail::cuda_nn_ops, detail::cuda_rnn_ops, detail::cuda_o
   }
   /// Pooling writes contiguous outputs.
   static bool pool2d_writes(const dims_t<4>& yd, const dims_t<4>& ys) { return ys == contiguous_strides(yd); }
-  template <bool Max, int K, int S, int Pd, class T, class Epi = detail::no_epilogue>
+  template <bool Max, pool2d_options O, class T, class Epi = detail::no_epilogue>
   static void pool2d(const T* x, const dims_t<4>& d, const dims_t<4>& xs, T* y, const dims_t<4>&, const dims_t<4>&,
                      const Epi& = {}) {
     static_assert(!Epi::active, "tessera: block epilogues run on the host backend only");
     stats::count_pass();
     stats::count_launch();
-    if constexpr (Max) cuda_max_pool2d<T>(stream(), x, d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], xs[3], K, S, Pd, y);
-    else cuda_avg_pool2d<T>(stream(), x, d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], xs[3], K, S, Pd, y);
+    if constexpr (Max) cuda_max_pool2d<T>(stream(), x, d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], xs[3], O, y);
+    else cuda_avg_pool2d<T>(stream(), x, d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], xs[3], O, y);
   }
 
  private:

@@ -3,7 +3,8 @@
 //
 //   x: N x C x H x W, w: K x (C / groups) x R x S, y: N x K x OH x OW, all NCHW and fully contiguous.
 //   OH = (H + 2 pad - dilation (R - 1) - 1) / stride + 1 (conv2d_out_extent), likewise OW; cross-correlation
-//   (PyTorch's and tessera's convolution, the kernel not flipped); square stride, padding and dilation.
+//   (PyTorch's and tessera's convolution, the kernel not flipped); stride, padding and dilation per axis (hw: one
+//   int for both axes, or {h, w}; cuDNN takes them per axis).
 //
 // Forward: y = act(conv(x, w) + bias[k]), act = ReLU or identity, bias optional. bias + ReLU first tries the
 // fused cudnnConvolutionBiasActivationForward with CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM (the algorithm
@@ -38,6 +39,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "tessera/kernels/backend.hpp"
 #include "tessera/kernels/cuda/common.hpp"
 
 namespace tessera {
@@ -79,7 +81,8 @@ enum class fused_state : int { unknown, works, unsupported };
 
 struct geometry {
   index_t N, C, H, W, K, R, S, OH, OW;
-  int stride, pad, dilation, groups;
+  hw stride, pad, dilation;
+  int groups;
 };
 
 struct plan {
@@ -94,7 +97,7 @@ struct plan {
   fused_state fused = fused_state::unknown;
 };
 
-using plan_key = std::array<std::int64_t, 16>;
+using plan_key = std::array<std::int64_t, 19>;
 
 struct state {
   std::mutex mutex;
@@ -188,7 +191,7 @@ plan make_plan(cudnnHandle_t h, const geometry& g, op_kind kind) {
                                          int(g.S)),
               "cudnnSetFilter4dDescriptor");
   check_cudnn(cudnnCreateConvolutionDescriptor(&p.conv), "cudnnCreateConvolutionDescriptor");
-  check_cudnn(cudnnSetConvolution2dDescriptor(p.conv, g.pad, g.pad, g.stride, g.stride, g.dilation, g.dilation,
+  check_cudnn(cudnnSetConvolution2dDescriptor(p.conv, g.pad.h, g.pad.w, g.stride.h, g.stride.w, g.dilation.h, g.dilation.w,
                                               CUDNN_CROSS_CORRELATION, D::data),
               "cudnnSetConvolution2dDescriptor");
   check_cudnn(cudnnSetConvolutionGroupCount(p.conv, g.groups), "cudnnSetConvolutionGroupCount");
@@ -249,8 +252,8 @@ plan make_plan(cudnnHandle_t h, const geometry& g, op_kind kind) {
 
 template <class T>
 plan& plan_for(state& st, cudnnHandle_t h, int device, const geometry& g, op_kind kind) {
-  const plan_key key = {device, std::int64_t(sizeof(T)), int(kind), g.N, g.C, g.H,       g.W,      g.K,
-                        g.R,    g.S,                     g.OH,      g.OW, g.stride, g.pad, g.dilation, g.groups};
+  const plan_key key = {device, std::int64_t(sizeof(T)), int(kind), g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.OH, g.OW,
+                        g.stride.h, g.stride.w, g.pad.h, g.pad.w, g.dilation.h, g.dilation.w, g.groups};
   auto it = st.plans.find(key);
   if (it != st.plans.end()) return it->second;
   return st.plans.emplace(key, make_plan<T>(h, g, kind)).first->second;
@@ -270,16 +273,17 @@ __global__ void bias_act_kernel(T* y, index_t N, index_t K, index_t plane, const
 
 /// Validates the arguments shared by the convolution entry points and computes OH, OW.
 inline geometry make_geometry(const char* fn, index_t N, index_t C, index_t H, index_t W, index_t K, index_t R, index_t S,
-                              int stride, int pad, int dilation, int groups) {
+                              hw stride, hw pad, hw dilation, int groups) {
   auto fail = [fn](const std::string& why) { throw shape_error(std::string("tessera: ") + fn + ": " + why); };
   if (N < 0 || C < 0 || H < 0 || W < 0 || K < 0 || R < 1 || S < 1) fail("negative extent or an empty kernel");
-  if (stride < 1 || dilation < 1 || pad < 0 || groups < 1) fail("needs stride >= 1, dilation >= 1, pad >= 0, groups >= 1");
+  if (stride.h < 1 || stride.w < 1 || dilation.h < 1 || dilation.w < 1 || pad.h < 0 || pad.w < 0 || groups < 1)
+    fail("needs stride >= 1, dilation >= 1, pad >= 0 (on both axes), groups >= 1");
   if (C % groups != 0 || K % groups != 0)
     fail("channels in (" + std::to_string(C) + ") and out (" + std::to_string(K) + ") must be multiples of groups (" +
          std::to_string(groups) + ")");
-  geometry g{N, C, H, W, K, R, S, conv2d_out_extent(H, R, stride, pad, dilation),
-             conv2d_out_extent(W, S, stride, pad, dilation), stride, pad, dilation, groups};
-  if (H + 2 * index_t(pad) < index_t(dilation) * (R - 1) + 1 || W + 2 * index_t(pad) < index_t(dilation) * (S - 1) + 1)
+  geometry g{N, C, H, W, K, R, S, conv2d_out_extent(H, R, stride.h, pad.h, dilation.h),
+             conv2d_out_extent(W, S, stride.w, pad.w, dilation.w), stride, pad, dilation, groups};
+  if (H + 2 * index_t(pad.h) < index_t(dilation.h) * (R - 1) + 1 || W + 2 * index_t(pad.w) < index_t(dilation.w) * (S - 1) + 1)
     fail("the (dilated) " + std::to_string(R) + "x" + std::to_string(S) + " kernel does not fit the padded " +
          std::to_string(H) + "x" + std::to_string(W) + " input");
   for (index_t v : {N, C, H, W, K, R, S, g.OH, g.OW, N * C * H * W, N * K * g.OH * g.OW})
@@ -294,7 +298,7 @@ inline geometry make_geometry(const char* fn, index_t N, index_t C, index_t H, i
 /// file. bias may be null. Throws shape_error for inconsistent arguments, device_error when CUDA or cuDNN fails.
 template <class T>
 void cuda_conv2d(cudaStream_t s, const T* x, index_t N, index_t C, index_t H, index_t W, const T* w, index_t K, index_t R,
-                 index_t S, int stride, int pad, int dilation, int groups, const T* bias, bool relu, T* y) {
+                 index_t S, hw stride, hw pad, hw dilation, int groups, const T* bias, bool relu, T* y) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "tessera: cuda_conv2d supports float and double");
   namespace cd = cuda_kernels::conv_detail;
   using cuda_kernels::check_launch;
@@ -342,7 +346,7 @@ void cuda_conv2d(cudaStream_t s, const T* x, index_t N, index_t C, index_t H, in
 /// added to dx when `accumulate`. H and W are given since several inputs map to one output size when stride > 1.
 template <class T>
 void cuda_conv2d_backward_data(cudaStream_t s, const T* dy, index_t N, index_t C, index_t H, index_t W, const T* w,
-                               index_t K, index_t R, index_t S, int stride, int pad, int dilation, int groups, T* dx,
+                               index_t K, index_t R, index_t S, hw stride, hw pad, hw dilation, int groups, T* dx,
                                bool accumulate = false) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "tessera: cuda_conv2d supports float and double");
   namespace cd = cuda_kernels::conv_detail;
@@ -370,7 +374,7 @@ void cuda_conv2d_backward_data(cudaStream_t s, const T* dy, index_t N, index_t C
 /// `accumulate`.
 template <class T>
 void cuda_conv2d_backward_filter(cudaStream_t s, const T* x, index_t N, index_t C, index_t H, index_t W, const T* dy,
-                                 index_t K, index_t R, index_t S, int stride, int pad, int dilation, int groups, T* dw,
+                                 index_t K, index_t R, index_t S, hw stride, hw pad, hw dilation, int groups, T* dw,
                                  bool accumulate = false) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "tessera: cuda_conv2d supports float and double");
   namespace cd = cuda_kernels::conv_detail;

@@ -2,7 +2,8 @@
 // autodiff/nn_ops.hpp on the device, with the same names and argument lists as host_nn_ops (kernels/cpu/nn.hpp):
 //   activation_backward     dz = g * act'(y) and the bias gradient in one kernel (a block per channel)
 //   conv2d_backward_weight / _data   cuDNN's backward filter / data / bias, accumulating through cuDNN's beta
-//   max_pool2d_backward / avg_pool2d_backward (kernels/cuda/pool.hpp), max_pool2x2_relu_backward
+//   max_pool2d_backward / avg_pool2d_backward (kernels/cuda/pool.hpp), max_pool2x2_relu_backward,
+//   adaptive_avg_pool2d / _backward (kernels/cuda/adaptive_pool.hpp)
 //   softmax_rows / softmax_rows_backward: one warp per row; cross_entropy / cross_entropy_backward: one warp per row
 //     for the log-sum-exp and the row's loss, one block for the mean
 //   dropout_mask            drawn on the host by draw_dropout_mask (kernels/backend.hpp: the same mask for a seed
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "tessera/kernels/backend.hpp"
+#include "tessera/kernels/cuda/adaptive_pool.hpp"
 #include "tessera/kernels/cuda/common.hpp"
 #include "tessera/kernels/cuda/memory.hpp"
 #include "tessera/kernels/cuda/pool.hpp"
@@ -404,8 +406,8 @@ struct cuda_nn_ops {
     cudaStream_t s = cuda_nn::stream();
     if (db) tessera::cuda_conv2d_backward_bias<T>(s, dz, geo.N, geo.K, geo.OH, geo.OW, db, acc_b);
     if (dw)
-      tessera::cuda_conv2d_backward_filter<T>(s, x, geo.N, geo.C, geo.H, geo.W, dz, geo.K, geo.R, geo.S, int(geo.stride),
-                                              int(geo.pad), int(geo.dilation), int(geo.groups), dw, acc_w);
+      tessera::cuda_conv2d_backward_filter<T>(s, x, geo.N, geo.C, geo.H, geo.W, dz, geo.K, geo.R, geo.S, geo.stride, geo.pad,
+                                              geo.dilation, int(geo.groups), dw, acc_w);
 #else
     (void)geo, (void)x, (void)dz, (void)dw, (void)acc_w, (void)db, (void)acc_b;
 #endif
@@ -416,7 +418,7 @@ struct cuda_nn_ops {
     cuda_nn::require_cudnn("ad::conv2d");
 #if __has_include(<cudnn.h>)
     tessera::cuda_conv2d_backward_data<T>(cuda_nn::stream(), dz, geo.N, geo.C, geo.H, geo.W, w, geo.K, geo.R, geo.S,
-                                          int(geo.stride), int(geo.pad), int(geo.dilation), int(geo.groups), dx, acc_x);
+                                          geo.stride, geo.pad, geo.dilation, int(geo.groups), dx, acc_x);
 #else
     (void)geo, (void)dz, (void)w, (void)dx, (void)acc_x;
 #endif
@@ -426,12 +428,27 @@ struct cuda_nn_ops {
   template <class T>
   static void max_pool2d_backward(const pool2d_geometry& pg, const T* x, const T* g, T* dx, bool acc) {
     tessera::cuda_max_pool2d_backward<T>(cuda_nn::stream(), x, pg.N, pg.C, pg.H, pg.W, pg.C * pg.H * pg.W, pg.H * pg.W, pg.W, 1,
-                                         pg.K, pg.S, pg.pad, g, dx, nullptr, acc);
+                                         options_of(pg), g, dx, nullptr, acc);
   }
   /// dx (+)= the gradient of average pooling (x unused).
   template <class T>
   static void avg_pool2d_backward(const pool2d_geometry& pg, const T*, const T* g, T* dx, bool acc) {
-    tessera::cuda_avg_pool2d_backward<T>(cuda_nn::stream(), pg.N, pg.C, pg.H, pg.W, pg.K, pg.S, pg.pad, g, dx, acc);
+    tessera::cuda_avg_pool2d_backward<T>(cuda_nn::stream(), pg.N, pg.C, pg.H, pg.W, options_of(pg), g, dx, acc);
+  }
+  /// The pooling options a geometry describes.
+  static pool2d_options options_of(const pool2d_geometry& pg) {
+    return {.kernel = pg.K, .stride = pg.S, .padding = pg.pad, .dilation = pg.dil, .ceil_mode = pg.ceil_mode,
+            .count_include_pad = pg.count_include_pad};
+  }
+  /// y [N, C, OH, OW] (contiguous) = the adaptive average pooling of x [N, C, H, W] (strides xs).
+  template <class T>
+  static void adaptive_avg_pool2d(const pool2d_geometry& pg, const T* x, const index_t* xs, T* y) {
+    tessera::cuda_adaptive_avg_pool2d<T>(cuda_nn::stream(), x, pg.N, pg.C, pg.H, pg.W, xs[0], xs[1], xs[2], xs[3], pg.OH, pg.OW, y);
+  }
+  /// dx (+)= the gradient of adaptive average pooling.
+  template <class T>
+  static void adaptive_avg_pool2d_backward(const pool2d_geometry& pg, const T* g, T* dx, bool acc) {
+    tessera::cuda_adaptive_avg_pool2d_backward<T>(cuda_nn::stream(), g, pg.N, pg.C, pg.H, pg.W, pg.OH, pg.OW, dx, acc);
   }
   /// The backward of max_pool2d<2>(y) with y = relu(z): the pooled gradient routed to each window's winner, then
   /// ReLU's mask (a winner of value <= 0 passed nothing back) and db (+)= the channel sums, in place in one kernel.
