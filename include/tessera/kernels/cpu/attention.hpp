@@ -35,7 +35,7 @@ template <class T>
 struct sizes {
   static constexpr index_t mr = gemm_blocking<T>::mr, nr = gemm_blocking<T>::nr;
   static constexpr index_t br = 4 * mr;  // query rows per block
-  static constexpr index_t bc = 2 * nr;  // keys per block
+  static constexpr index_t bc = 4 * nr;  // keys per block (measured: 2 * nr was 20% slower at T = 128, d = 32)
 };
 inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
 
