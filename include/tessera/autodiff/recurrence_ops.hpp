@@ -130,20 +130,22 @@ void recurrence_direction_forward(recurrence_dir_saved<T, P>& sv, const T* x, in
   } else if (gru) {
     sv.gh.resize(TB * GW);
     T* Q = sv.gh.data();
+    const auto w = be::rnn_prepare_weight_hh(whh, GW, H, false);
     be::rnn_bias_rows(Q, static_cast<const T*>(nullptr), bhh, TB, GW);
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* Qt = Q + t * B * GW;
       const T* hp = tp >= 0 ? Y + tp * BH : nullptr;
-      if (hp) be::gemm(gemm_desc<T>{B, GW, H, {hp, H, 1}, {whh, 1, H}, Qt, GW, true});
+      if (hp) be::rnn_recurrent_forward(Qt, hp, w, B);
       be::gru_step_forward(G + t * B * GW, static_cast<const T*>(Qt), hp, Y + t * BH, B, H);
     }
   } else {
     const bool relu = geo.kind == recurrence_kind::rnn_relu;
+    const auto w = be::rnn_prepare_weight_hh(whh, GW, H, false);
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* Gt = G + t * BH;
-      if (tp >= 0) be::gemm(gemm_desc<T>{B, H, H, {Y + tp * BH, H, 1}, {whh, 1, H}, Gt, H, true});
+      if (tp >= 0) be::rnn_recurrent_forward(Gt, Y + tp * BH, w, B);
       be::rnn_step_forward(static_cast<const T*>(Gt), Y + t * BH, BH, relu);
     }
   }
@@ -173,20 +175,22 @@ void recurrence_direction_backward(recurrence_dir_saved<T, P>& sv, const T* x, i
       if (tp >= 0) be::lstm_recurrent_backward(dh, dGt, w, B);  // dh_{prev} = dgates W_hh
     }
   } else if (gru) {
+    const auto w = be::rnn_prepare_weight_hh(whh, GW, H, true);
     for (index_t s = Tn - 1; s >= 0; --s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* dQt = dQ.data() + t * B * GW;
       be::gru_seq_step_backward(sv.gate.data() + t * B * GW, sv.gh.data() + t * B * GW, tp >= 0 ? Y + tp * BH : nullptr, dh,
                                 dy + t * BH, dG.data() + t * B * GW, dQt, B, H);
-      if (tp >= 0) be::gemm(gemm_desc<T>{B, H, GW, {dQt, GW, 1}, {whh, H, 1}, dh, H, true});  // dh += dgh W_hh
+      if (tp >= 0) be::rnn_recurrent_backward(dh, dQt, w, B, true);  // dh += dgh W_hh
     }
   } else {
     const bool relu = geo.kind == recurrence_kind::rnn_relu;
+    const auto w = be::rnn_prepare_weight_hh(whh, GW, H, true);
     for (index_t s = Tn - 1; s >= 0; --s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* dGt = dG.data() + t * BH;
       be::rnn_step_backward(Y + t * BH, dy + t * BH, static_cast<const T*>(dh), dGt, BH, relu);
-      if (tp >= 0) be::gemm(gemm_desc<T>{B, H, H, {dGt, H, 1}, {whh, H, 1}, dh, H, false});  // dh_{prev} = dz W_hh
+      if (tp >= 0) be::rnn_recurrent_backward(dh, dGt, w, B, false);  // dh_{prev} = dz W_hh
     }
   }
   const T* dR = gru ? dQ.data() : dG.data();  // the recurrent side's gate gradients

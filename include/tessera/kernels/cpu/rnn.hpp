@@ -5,6 +5,7 @@
 //   lstm_recurrent_forward / _backward   gates_t += h_{t-1} W_hh^T, dh_{t-1} = dgates_t W_hh
 //   lstm_step_forward / _backward        one step's gate nonlinearities and c / h update, and their backward
 //   rnn_bias_grads, rnn_swap01, rnn_add, rnn_mul   column sums into bias gradients, layout changes, pointwise passes
+//   rnn_prepare_weight_hh, rnn_recurrent_forward / _backward   the same products for G*H gates (GRU: 3H, RNN: H)
 //   rnn_copy_cols          a block of columns between row-major buffers (the two directions' halves of a layer output)
 //   rnn_step_forward / _backward         the plain RNN's step (tanh or relu) and its backward
 //   gru_step_forward, gru_step_backward, gru_seq_step_backward   the GRU's step (cell and sequence) and its backward
@@ -107,6 +108,14 @@ struct host_lstm_weight_hh {
   packed_b<T> packed;
 };
 
+/// W_hh [GW, H] (GW = gates * H) of one layer-direction packed once for all its steps, as lstm's.
+template <class T>
+struct host_rnn_weight_hh {
+  const T* w;
+  index_t GW, H;
+  packed_b<T> packed;
+};
+
 template <class P>
 struct host_rnn_ops {
   /// G[r, :] = b1 + b2 for the rows r < rows of G [rows, GW]; a null bias counts as zeros.
@@ -133,6 +142,22 @@ struct host_rnn_ops {
   static void lstm_recurrent_backward(T* dh, const T* dgates, const host_lstm_weight_hh<T>& w, index_t B) {
     const index_t H = w.H;
     cpu_gemm<T>(B, H, 4 * H, {dgates, 4 * H, 1}, {w.w, H, 1}, dh, H, false, P::num_threads(), {}, &w.packed);
+  }
+
+  template <class T>
+  static host_rnn_weight_hh<T> rnn_prepare_weight_hh(const T* w_hh, index_t GW, index_t H, bool backward) {
+    if (backward) return {w_hh, GW, H, packed_b<T>({w_hh, H, 1}, GW, H)};
+    return {w_hh, GW, H, packed_b<T>({w_hh, 1, H}, H, GW)};
+  }
+  /// gates [B, GW] += hprev [B, H] W_hh^T.
+  template <class T>
+  static void rnn_recurrent_forward(T* gates, const T* hprev, const host_rnn_weight_hh<T>& w, index_t B) {
+    cpu_gemm<T>(B, w.GW, w.H, {hprev, w.H, 1}, {w.w, 1, w.H}, gates, w.GW, true, P::num_threads(), {}, &w.packed);
+  }
+  /// dh [B, H] (+)= dgates [B, GW] W_hh.
+  template <class T>
+  static void rnn_recurrent_backward(T* dh, const T* dgates, const host_rnn_weight_hh<T>& w, index_t B, bool accumulate) {
+    cpu_gemm<T>(B, w.H, w.GW, {dgates, w.GW, 1}, {w.w, w.H, 1}, dh, w.H, accumulate, P::num_threads(), {}, &w.packed);
   }
 
   /// One step's pointwise forward for B rows: gates [B, 4H] (pre-activations in, activations i, f, g, o out),

@@ -3,6 +3,7 @@
 //   rnn_bias_rows, lstm_step_forward / _backward, rnn_swap01, rnn_add, rnn_mul   grid-stride kernels, one element
 //                                                     (one (row, unit) pair for a step) per thread
 //   lstm_prepare_weight_hh, lstm_recurrent_forward / _backward   cuBLASLt products (cuda_gemm, plans cached)
+//   rnn_prepare_weight_hh, rnn_recurrent_forward / _backward     the same for G*H gates (GRU, RNN)
 //   gru_step_forward, gru_seq_step_backward, rnn_step_forward / _backward, rnn_copy_cols   the GRU's and the plain
 //                                                     RNN's steps and a column block copy, grid-stride as above
 //   rnn_bias_grads                                    a block per column summing in a fixed order (no atomics: the
@@ -188,6 +189,13 @@ struct cuda_lstm_weight_hh {
   index_t H;
 };
 
+/// W_hh [GW, H] of one layer-direction (GW = gates * H; cuBLASLt reads it in place).
+template <class T>
+struct cuda_rnn_weight_hh {
+  const T* w;
+  index_t GW, H;
+};
+
 struct cuda_rnn_ops {
   template <class T>
   static void rnn_bias_rows(T* G, const T* b1, const T* b2, index_t rows, index_t GW) {
@@ -215,6 +223,25 @@ struct cuda_rnn_ops {
     const index_t H = w.H;
     if (B <= 0) return;
     cuda_gemm<T>(cuda_rnn_kernels::stream(), B, H, 4 * H, dgates, 4 * H, 1, w.w, H, 1, dh, H);
+  }
+
+  template <class T>
+  static cuda_rnn_weight_hh<T> rnn_prepare_weight_hh(const T* w_hh, index_t GW, index_t H, bool) {
+    return {w_hh, GW, H};
+  }
+  /// gates [B, GW] += hprev [B, H] W_hh^T.
+  template <class T>
+  static void rnn_recurrent_forward(T* gates, const T* hprev, const cuda_rnn_weight_hh<T>& w, index_t B) {
+    if (B <= 0) return;
+    cuda_gemm<T>(cuda_rnn_kernels::stream(), B, w.GW, w.H, hprev, w.H, 1, w.w, 1, w.H, gates, w.GW, gemm_epilogue::none, nullptr, 1,
+                 0, 0, 0, true);
+  }
+  /// dh [B, H] (+)= dgates [B, GW] W_hh.
+  template <class T>
+  static void rnn_recurrent_backward(T* dh, const T* dgates, const cuda_rnn_weight_hh<T>& w, index_t B, bool accumulate) {
+    if (B <= 0) return;
+    cuda_gemm<T>(cuda_rnn_kernels::stream(), B, w.H, w.GW, dgates, w.GW, 1, w.w, w.H, 1, dh, w.H, gemm_epilogue::none, nullptr, 1,
+                 0, 0, 0, accumulate);
   }
 
   template <class T>
