@@ -158,7 +158,7 @@ TEMPLATE_TEST_CASE("a ResNet block equals its operations run by hand (train and 
     auto c1 = m.template layer<0>(), c2 = m.template layer<3>();
     auto& n1 = m.template layer<1>();
     auto& n2 = m.template layer<4>();
-    auto h = ad::relu(ad::batch_norm2d(ad::conv2d(v, c1.weight, c1.bias, {.stride = 2, .padding = 1}), n1.weight, n1.bias,
+    ad::Var<float, 4, P> h = ad::relu(ad::batch_norm2d(ad::conv2d(v, c1.weight, c1.bias, {.stride = 2, .padding = 1}), n1.weight, n1.bias,
                                        n1.running_mean, n1.running_var, training));
     h = ad::batch_norm2d(ad::conv2d(h, c2.weight, c2.bias, {.padding = 1}), n2.weight, n2.bias, n2.running_mean, n2.running_var, training);
     auto& sc = b.shortcut.template layer<0>();
