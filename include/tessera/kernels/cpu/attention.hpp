@@ -47,6 +47,24 @@ void tiles(index_t m, index_t n, index_t k, const T* a, index_t lda, const T* b,
     for (index_t i = 0; i < m; i += MR) micro_tile<T>(k, rowmajor_a<T>{a + i * lda, lda}, b + j, ldb, c + i * ldc + j, ldc, acc);
 }
 
+/// A^T read in place for the micro-tile: element (i, k) of A^T at a[k * ld + i] (A row-major, row stride ld).
+template <class T>
+struct transposed_a {
+  const T* __restrict a;
+  index_t ld;
+  TS_INLINE const T* at(index_t k) const { return a + k * ld; }
+  static constexpr index_t offset(int i) { return i; }
+};
+
+/// C[m x n] (+)= A^T B for A [k x lda] row-major (its first m columns; m a multiple of MR, and up to MR - 1 columns past
+/// them may be read: rows of C that are not kept), B and C as in tiles.
+template <class T>
+void tiles_at(index_t m, index_t n, index_t k, const T* a, index_t lda, const T* b, index_t ldb, T* c, index_t ldc, bool acc) {
+  constexpr index_t MR = gemm_blocking<T>::mr, NR = gemm_blocking<T>::nr;
+  for (index_t j = 0; j < n; j += NR)
+    for (index_t i = 0; i < m; i += MR) micro_tile<T>(k, transposed_a<T>{a + i, lda}, b + j, ldb, c + i * ldc + j, ldc, acc);
+}
+
 /// s[j] = exp(s[j] - shift) over n elements (n a multiple of the packet); returns their sum.
 template <class T>
 T exp_shifted(T* s, index_t n, T shift) {
@@ -194,7 +212,7 @@ void backward_head(const attention_desc<T>& d, index_t b, index_t h, std::vector
   const index_t Dp = round_up(D, Z::nr), Dvp = round_up(Dv, Z::nr), Sp = round_up(S, Z::bc), Tp = round_up(Tq, Z::br);
   const index_t bcm = round_up(Z::bc, Z::mr);
   const std::size_t need = std::size_t(D * Sp + Sp * Dp + Dv * Sp + Tp * Dp + Tp * Dvp + 2 * Tp + Tp * Dp + bcm * Dp +
-                                       bcm * Dvp + 2 * Z::br * Z::bc + 2 * bcm * Z::br);
+                                       bcm * Dvp + 2 * Z::br * Z::bc + bcm);
   if (ws.size() < need) ws.resize(need);
   T* kt = ws.data();          // K^T [D x Sp]
   T* kb = kt + D * Sp;        // K [Sp x Dp]
@@ -206,10 +224,8 @@ void backward_head(const attention_desc<T>& d, index_t b, index_t h, std::vector
   T* dqa = lz + Tp;           // dQ / scale [Tp x Dp]
   T* dka = dqa + Tp * Dp;     // dK block [bcm x Dp]
   T* dva = dka + bcm * Dp;    // dV block [bcm x Dvp]
-  T* pb = dva + bcm * Dvp;    // P block [br x bc]
-  T* dsb = pb + Z::br * Z::bc;  // dS block [br x bc]
-  T* pt = dsb + Z::br * Z::bc;  // P^T [bcm x br]
-  T* dst = pt + bcm * Z::br;    // dS^T [bcm x br]
+  T* pb = dva + bcm * Dvp;      // P block [br x bc]
+  T* dsb = pb + Z::br * Z::bc;  // dS block [br x bc], then bcm elements that tiles_at may read past it
   const T* q = d.q + b * d.qs[0] + h * d.qs[1];
   const T* k = d.k + b * d.ks[0] + h * d.ks[1];
   const T* v = d.v + b * d.vs[0] + h * d.vs[1];
@@ -253,17 +269,10 @@ void backward_head(const attention_desc<T>& d, index_t b, index_t h, std::vector
         const T di = dd[i0 + r];
         for (index_t j = 0; j < ncols; ++j) ds[j] = p[j] * (ds[j] - di);
       }
-      if (d.dv) {
-        pack_transposed(pb, Z::bc, mrows, ncols, pt, Z::br, mrows);
-        for (index_t j = ncols; j < mcols; ++j) std::fill(pt + j * Z::br, pt + j * Z::br + mrows, T(0));
-        tiles(mcols, Dvp, mrows, pt, Z::br, go + i0 * Dvp, Dvp, dva, Dvp, true);
-      }
+      // dV += P^T dO and dK += dS^T (scale Q), P and dS read transposed in place (key rows past cols are dropped)
+      if (d.dv) tiles_at(mcols, Dvp, mrows, pb, Z::bc, go + i0 * Dvp, Dvp, dva, Dvp, true);
       if (d.dq) tiles(mrows, Dp, ncols, dsb, Z::bc, kb + j0 * Dp, Dp, dqa + i0 * Dp, Dp, true);
-      if (d.dk) {
-        pack_transposed(dsb, Z::bc, mrows, ncols, dst, Z::br, mrows);
-        for (index_t j = ncols; j < mcols; ++j) std::fill(dst + j * Z::br, dst + j * Z::br + mrows, T(0));
-        tiles(mcols, Dp, mrows, dst, Z::br, qs + i0 * Dp, Dp, dka, Dp, true);
-      }
+      if (d.dk) tiles_at(mcols, Dp, mrows, dsb, Z::bc, qs + i0 * Dp, Dp, dka, Dp, true);
     }
     if (d.dk) {
       T* out = d.dk + b * d.ks[0] + h * d.ks[1] + j0 * d.ks[2];
