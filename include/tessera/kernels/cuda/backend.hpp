@@ -6,6 +6,7 @@
 //   kernels/cuda/nn.hpp    cuda_nn_ops: the layer operations' kernels
 //   kernels/cuda/rnn.hpp   cuda_rnn_ops: the LSTM step
 //   kernels/cuda/optim.hpp cuda_optim_ops: the optimizer updates
+//   kernels/cuda/norm.hpp  cuda_norm_ops: layer normalisation; kernels/cuda/attention.hpp cuda_attention_ops
 //   kernels/cuda/embedding.hpp cuda_embedding_ops: the embedding lookup and its gradient
 #pragma once
 #if defined(__CUDACC__)
@@ -26,11 +27,14 @@
 #include "tessera/kernels/cuda/optim.hpp"
 #include "tessera/kernels/cuda/pool.hpp"
 #include "tessera/kernels/cuda/rnn.hpp"
+#include "tessera/kernels/cuda/norm.hpp"
+#include "tessera/kernels/cuda/attention.hpp"
 
 namespace tessera {
 
 template <>
-struct backend<cuda> : detail::cuda_nn_ops, detail::cuda_rnn_ops, detail::cuda_optim_ops, detail::cuda_embedding_ops {
+struct backend<cuda> : detail::cuda_nn_ops, detail::cuda_rnn_ops, detail::cuda_optim_ops, detail::cuda_embedding_ops,
+                       detail::cuda_norm_ops, detail::cuda_attention_ops {
   using policy = cuda;
   static constexpr bool on_device = true;
   /// No block epilogues: the planner hands epilogues to the libraries (policy/cuda_contractions.hpp) or runs a
