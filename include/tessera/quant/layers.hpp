@@ -322,7 +322,7 @@ struct int8_of<nn::fused<nn::Dropout<P>>> {
 };
 template <int In, int H, lstm_options O>
 struct int8_of<nn::fused<nn::LSTM<In, H, O>>> {
-  using type = int8_lstm<nn::LSTM<In, H, O>>;
+  using type = std::conditional_t<O.bidirectional, void, int8_lstm<nn::LSTM<In, H, O>>>;  // qlstm runs one direction
 };
 template <>
 struct int8_of<nn::fused<nn::LastStep>> {
@@ -341,7 +341,8 @@ template <class L>
 struct layer_has_no_int8_version {
   static constexpr bool ok = never<L>;
   static_assert(ok, "tessera::quant: this layer has no int8 version yet (int8 models take Conv2d, Linear, ReLU, "
-                    "MaxPool2d<2>, Flatten, Dropout, LSTM and LastStep; the instantiation above names the layer)");
+                    "MaxPool2d<2>, Flatten, Dropout, LSTM (not bidirectional) and LastStep; GRU, RNN and the cells have none; the "
+                    "instantiation above names the layer)");
 };
 template <class Group>
 struct blamed_layer;
