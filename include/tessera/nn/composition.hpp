@@ -140,7 +140,15 @@ struct Residual {
       if (m.dims() != s.dims())  // dynamic extents the compile-time check could not see
         throw shape_error("tessera::nn::Residual: the main branch's output " + tessera::detail::format_dims(m.dims()) +
                           " and the shortcut's " + tessera::detail::format_dims(s.dims()) + " differ");
-      return post.forward(m + s, ctx);
+      if constexpr (is_fusable_activation<Post>) {  // the sum and the activation as one fused node (autodiff/fused.hpp)
+        constexpr ad::activation a = Post::fused_activation;
+        if constexpr (a == ad::activation::relu) return ad::relu(m + s);
+        else if constexpr (a == ad::activation::tanh) return ad::tanh(m + s);
+        else if constexpr (a == ad::activation::sigmoid) return ad::sigmoid(m + s);
+        else return m + s;
+      } else {
+        return post.forward(ad::Var<T, R, P>(m + s), ctx);
+      }
     }
   };
 };
