@@ -54,6 +54,8 @@ TEST_CASE("bidirectional LSTM: the reverse direction's h_n is its output at step
     CHECK(r.h_n.value()(1, b, 0) == y(b, 0, 1));  // reverse: step 0
     CHECK(y(b, 4, 1) != y(b, 0, 1));
   }
+  // ad::lstm runs one direction: a bidirectional option is refused there, not silently ignored
+  CHECK_THROWS_AS(ad::lstm(x, st.layers, ts::lstm_options{.bidirectional = true}), std::invalid_argument);
 }
 
 TEST_CASE("bidirectional LSTM gradients by central differences", "[nn][rnn][bidirectional]") {
