@@ -4,7 +4,7 @@
 // state carried from chunk to chunk (32 streams). Every 20th fortune is held out; the held-out bits per character
 // (mean cross-entropy in nats / ln 2) are printed after each phase. At the end a few fortunes are sampled
 // (temperature 0.7, seeded), stepping ad::lstm_cell with the trained layer's parameters.
-//   char_lm [steps = 3000] [threads = 2] [batch = 32] [chunk = 64] [lr = 0.01] [seed = 0] [fortune dir]
+//   char_lm [steps = 3000, or seconds of training: 300s] [threads = 2] [batch = 32] [chunk = 64] [lr = 0.01] [seed = 0] [fortune dir]
 // (the learning rate follows a cosine from lr to lr/10; the gradient's norm is clipped at 5).
 // scripts/char_lm.sh installs the package, builds in Release and runs this.
 #include <algorithm>
@@ -23,6 +23,7 @@
 #include <tessera/optim/optim.hpp>
 #include <tessera/tessera.hpp>
 
+#include "char_corpus.hpp"
 #include "example_support.hpp"
 
 namespace ts = tessera;
@@ -32,7 +33,7 @@ using ts::index_t;
 using P = ts::cpu_threads;
 
 namespace {
-constexpr int V = 96;   // '\n' and the printable ASCII characters ' ' .. '~'
+constexpr int V = example::char_vocab;
 constexpr int H = 256;  // hidden size
 index_t B = 32, T = 64;  // streams per batch, characters per chunk (backpropagation window): set from the command line
 constexpr index_t eval_streams = 32;
@@ -40,52 +41,11 @@ constexpr index_t eval_streams = 32;
 using LSTM = nn::LSTM<V, H, ts::lstm_options{.num_layers = 1, .batch_first = true}>;
 using Head = nn::Linear<H, V>;
 
-int encode(unsigned char c) {
-  if (c == '\n') return 0;
-  if (c == '\t') c = ' ';
-  return c >= 32 && c < 127 ? c - 31 : -1;  // anything else (UTF-8 bytes, control characters) is dropped
-}
-char decode(int id) { return id == 0 ? '\n' : char(id + 31); }
-
+using example::char_vocab;
+using example::corpus;
+int encode(unsigned char c) { return example::encode_char(c); }
+char decode(int id) { return example::decode_char(id); }
 using example::seconds_since;
-
-/// The fortunes of every file (sorted by name), each followed by its "%" line, encoded; every 20th fortune goes to
-/// the held-out text.
-struct corpus {
-  std::vector<int> train, valid;
-  int files = 0;
-  index_t fortunes = 0;
-};
-corpus load(const std::filesystem::path& dir) {
-  std::vector<std::filesystem::path> files;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    const std::string n = e.path().filename().string();
-    if (!e.is_regular_file() || e.is_symlink()) continue;
-    if (n.ends_with(".dat") || n.ends_with(".u8")) continue;
-    files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  corpus c;
-  c.files = int(files.size());
-  for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    std::string line, fortune;
-    auto flush = [&] {
-      if (fortune.empty()) return;
-      fortune += "%\n";
-      auto& dst = c.fortunes++ % 20 == 19 ? c.valid : c.train;
-      for (unsigned char ch : fortune)
-        if (const int id = encode(ch); id >= 0) dst.push_back(id);
-      fortune.clear();
-    };
-    while (std::getline(in, line)) {
-      if (line == "%") flush();
-      else fortune += line + "\n";
-    }
-    flush();
-  }
-  return c;
-}
 
 struct char_lm {
   LSTM::state<float, P> lstm;
@@ -181,15 +141,16 @@ std::string sample(char_lm& m, const std::string& prime, int max_chars, float te
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::atoi(argv[1]) : 3000;
+  example::budget budget;
+  const bool budget_ok = argc <= 1 || example::budget::parse(argv[1], budget);
   const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
   B = argc > 3 ? std::atoi(argv[3]) : 32;
   T = argc > 4 ? std::atoi(argv[4]) : 64;
   const double lr0 = argc > 5 ? std::atof(argv[5]) : 1e-2;
   const unsigned seed = argc > 6 ? unsigned(std::atoi(argv[6])) : 0u;
   const std::filesystem::path dir = argc > 7 ? argv[7] : "/usr/share/games/fortunes";
-  if (steps < 1 || threads < 1 || B < 1 || T < 2 || !(lr0 > 0)) {
-    std::fprintf(stderr, "usage: char_lm [steps = 3000] [threads = 2] [batch = 32] [chunk = 64] [lr = 0.01] [seed = 0] [fortune dir]\n");
+  if (!budget_ok || threads < 1 || B < 1 || T < 2 || !(lr0 > 0)) {
+    std::fprintf(stderr, "usage: char_lm [steps = 3000, or seconds of training: 300s] [threads = 2] [batch = 32] [chunk = 64] [lr = 0.01] [seed = 0] [fortune dir]\n");
     return 2;
   }
   P::set_num_threads(threads);
@@ -197,7 +158,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "char_lm: %s not found: install Debian's fortunes package (apt-get install fortunes)\n", dir.c_str());
     return 1;
   }
-  const corpus text = load(dir);
+  const corpus text = example::load_fortunes(dir);
   const index_t len = index_t(text.train.size() - 1) / B;  // characters per training stream
   const index_t chunks = len / T;                          // chunks per pass over the training text
   std::printf("fortunes: %d files, %lld fortunes; %zu training characters, %zu held out (every 20th fortune)\n", text.files,
@@ -215,23 +176,27 @@ int main(int argc, char** argv) {
   for (const auto& p : params) count += p.size;
   ts::optim::Adam<float> opt(params, {.lr = lr0});
   std::printf("model: one-hot %d -> LSTM(%d) -> Linear(%d, %d), %lld parameters; Adam (lr %g, cosine to %g), batch %lld x "
-              "%lld characters, %d steps (%.2f passes over the text), %d thread(s)\n",
-              V, H, H, V, (long long)count, lr0, lr0 / 10, (long long)B, (long long)T, steps, double(steps) / double(chunks),
+              "%lld characters, %s, %d thread(s)\n",
+              V, H, H, V, (long long)count, lr0, lr0 / 10, (long long)B, (long long)T,
+              budget.seconds > 0 ? (std::to_string(budget.seconds) + " s of training").c_str()
+                                 : (std::to_string(budget.steps) + " steps (" + std::to_string(double(budget.steps) / double(chunks)) + " passes over the text)").c_str(),
               threads);
   std::printf("held-out bits/char before training: %.3f (uniform: %.3f)\n", bits_per_char(model, text.valid), std::log2(double(V)));
 
   const auto t0 = std::chrono::steady_clock::now();
-  const int phases = 4, per_phase = std::max(1, steps / phases);
+  const int phases = 4;
   ad::Var<float, 3, P> h, c;
   nn::context ctx{true, &rng};
   chunk ch;
   double loss_sum = 0, eval_s = 0;
   int loss_n = 0;
-  for (int step = 0; step < steps; ++step) {
+  int step = 0, phase = 1;
+  for (; !budget.done(step, seconds_since(t0) - eval_s); ++step) {
     const index_t k = step % chunks;
     if (k == 0) h = c = ad::Var<float, 3, P>();  // a new pass over the text: the streams start from zeros
     // cosine decay of the learning rate from lr0 to lr0 / 10
-    opt.set_lr(lr0 * (0.1 + 0.9 * 0.5 * (1 + std::cos(std::numbers::pi * double(step) / double(steps)))));
+    const double frac = budget.fraction(step, seconds_since(t0) - eval_s);
+    opt.set_lr(lr0 * (0.1 + 0.9 * 0.5 * (1 + std::cos(std::numbers::pi * frac))));
     make_chunk(text.train, B, len, k, ch);
     opt.zero_grad();
     auto loss = ad::cross_entropy(run_chunk(model, ch, h, c, ctx), ch.y);
@@ -250,13 +215,15 @@ int main(int argc, char** argv) {
     ++loss_n;
     if ((step + 1) % 20 == 0) {
       const double t = seconds_since(t0) - eval_s;
-      std::printf("\rstep %5d/%d  %6.0f chars/s  train bits/char %.3f   ", step + 1, steps, double((step + 1) * B * T) / t,
+      std::printf("\rstep %5d  %6.0f chars/s  train bits/char %.3f   ", step + 1, double((step + 1) * B * T) / t,
                   loss_sum / loss_n / std::log(2.0));
       std::fflush(stdout);
       loss_sum = 0;
       loss_n = 0;
     }
-    if ((step + 1) % per_phase == 0 || step + 1 == steps) {
+    const bool last = budget.done(step + 1, seconds_since(t0) - eval_s);
+    if (budget.fraction(step + 1, seconds_since(t0) - eval_s) >= double(phase) / phases || last) {
+      ++phase;
       const auto t1 = std::chrono::steady_clock::now();
       const double bpc = bits_per_char(model, text.valid);
       const double e = seconds_since(t1);
@@ -266,7 +233,7 @@ int main(int argc, char** argv) {
     }
   }
   const double train_s = seconds_since(t0) - eval_s;
-  std::printf("training: %.1f s, %.1f ms a step (evaluation %.1f s)\n", train_s, 1e3 * train_s / double(steps), eval_s);
+  std::printf("training: %.1f s, %d steps, %.1f ms a step (evaluation %.1f s)\n", train_s, step, 1e3 * train_s / double(step), eval_s);
 
   ts::Rng srng(seed + 1);
   P::set_num_threads(1);  // one character at a time: [1, 256] products, nothing for a second thread to do
