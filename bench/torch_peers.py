@@ -4,6 +4,7 @@
 #   /usr/bin/python3 bench/torch_peers.py [--min-time S] [--threads 1,2] [--out FILE] WORKLOAD...
 # WORKLOAD: chain:N,N,...  (tanh(x*y + 0.5*z) * sigmoid(x - z) on N floats; bytes: 4 arrays of 4 bytes)
 #           autodiff_chain:N,.. (tanh(a*b + c) * sigmoid(a - c) forward + backward on N floats, as bench_autodiff)
+#           attention      (nn.MultiheadAttention B=32 T=128 E=256 8 heads: forward, forward + backward, as bench_attention)
 #           conv           (conv2d + bias + ReLU on the SimpleCNN's two layers at batch 64, as bench_conv)
 #           pool           (max_pool2d 2x2 on 64x32x28x28 and 64x64x14x14, as bench_pool)
 #           linear         (relu(x W^T + b), 256 x 1024 -> 1024, as bench_gemm's BM_linear_bias_relu_fused)
@@ -63,6 +64,25 @@ def main():
                     s, r = measure(fb, a.min_time)
                     add(f"BM_torch_autodiff_chain/n:{n}/threads:{t}", s, r, bytes_per_second=44.0 * n / s)
                 del xs, seed
+        elif kind == "attention":
+            # nn.MultiheadAttention self-attention, batch 32, sequence 128, width 256, 8 heads (as bench_attention and
+            # ../shared/peers/attention_torch.py): forward under no_grad, and forward + backward of the output's sum
+            Bt, Tt, Et, Ht = 32, 128, 256, 8
+            mha = nn.MultiheadAttention(Et, Ht, batch_first=True)
+            xa = torch.randn(Bt, Tt, Et, requires_grad=True)
+            def fwd():
+                with torch.no_grad():
+                    mha(xa, xa, xa, need_weights=False)
+            def fwdbwd():
+                mha.zero_grad(); xa.grad = None
+                y, _ = mha(xa, xa, xa, need_weights=False)
+                y.sum().backward()
+            for t in threads:
+                torch.set_num_threads(t)
+                s, r = measure(fwd, a.min_time)
+                add(f"BM_torch_mha_forward/threads:{t}", s, r)
+                s, r = measure(fwdbwd, a.min_time)
+                add(f"BM_torch_mha_forward_backward/threads:{t}", s, r)
         elif kind == "conv":
             for (c, k, hw) in [(1, 32, 28), (32, 64, 14)]:
                 conv = nn.Conv2d(c, k, 3, 1, 1); x = torch.randn(64, c, hw, hw)

@@ -214,6 +214,10 @@ def summary_rows(db, torch_name):
             f"{torch_name} eager autograd", db.get("BM_torch_autodiff_chain", **k))
         row("same autodiff chain", c, db.get("BM_autodiff_chain_fused", **k), "tessera op by op (same binary)",
             db.get("BM_autodiff_chain_eager", **k))
+    row("MultiheadAttention forward", "B=32 T=128 E=256, 8 heads, 2 threads", db.get("BM_mha_forward"), torch_name,
+        db.get("BM_torch_mha_forward", threads=2))
+    row("MultiheadAttention forward + backward", "same", db.get("BM_mha_forward_backward"), torch_name,
+        db.get("BM_torch_mha_forward_backward", threads=2))
     for n in (256, 1024, 2048, 4096):
         ours = db.get("BM_tessera_sgemm", n=n, threads=2)
         for fam, name in (("BM_openblas_sgemm", "OpenBLAS"), ("BM_onednn_sgemm", "oneDNN"), ("BM_eigen_sgemm", "Eigen")):
@@ -258,6 +262,11 @@ def summary_rows(db, torch_name):
         if peer and "inference_s" in peer.counters:
             rows.append(("SimpleCNN int8 inference over the test set", f"{test_images(db)}, 2 threads", fmt_time(q),
                          f"{torch_name} float", fmt_time(peer.counters["inference_s"]), ratio(peer.counters["inference_s"] / q)))
+    ours, peer = db.get("BM_epoch_resnet_tessera", threads=2), db.get("BM_epoch_resnet_torch", threads=2)
+    row("small ResNet training epoch", f"Fashion-MNIST, {epoch_images(db)}, batch 64, 2 threads", ours, torch_name, peer)
+    if ours and "accuracy" in ours.counters:
+        rows.append(("small ResNet test accuracy after 1 epoch", "", f"{ours.counters['accuracy']:.2f} %", torch_name,
+                     f"{peer.counters['accuracy']:.2f} %" if peer and "accuracy" in peer.counters else "", ""))
     ours, peer = db.get("BM_epoch_row_lstm_tessera", threads=2), db.get("BM_epoch_row_lstm_torch", threads=2)
     row("row-LSTM training epoch", f"Fashion-MNIST, {epoch_images(db)}, batch 64, 2 threads", ours, torch_name, peer)
     if ours and peer and "inference_s" in ours.counters and "inference_s" in peer.counters:
