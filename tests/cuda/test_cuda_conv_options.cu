@@ -66,6 +66,11 @@ void check_op(const std::string& name, F&& f, const H&... inputs) {
      ...);
   }(std::index_sequence_for<H...>{});
 }
+// (at namespace scope: nvcc crashes on function-local constexpr options used as template arguments in lambdas)
+constexpr pool2d_options m1{.kernel = {3, 2}, .stride = {2, 1}, .padding = {1, 0}};
+constexpr pool2d_options m2{.kernel = 3, .stride = 2, .padding = 1, .dilation = {1, 2}, .ceil_mode = true};
+constexpr pool2d_options a1{.kernel = 3, .stride = 2, .padding = 1, .ceil_mode = true};
+constexpr pool2d_options a2{.kernel = {2, 3}, .stride = 2, .padding = 1, .ceil_mode = true, .count_include_pad = false};
 }  // namespace
 
 TEST_CASE("cuda: conv2d with per-axis options and non-square kernels", "[cuda][conv][options]") {
@@ -93,10 +98,6 @@ TEST_CASE("cuda: conv2d with per-axis options and non-square kernels", "[cuda][c
 TEST_CASE("cuda: pooling with per-axis windows, dilation, ceil_mode and count_include_pad", "[cuda][pool][options]") {
   htensor<4> x(2, 3, 7, 9);
   for (index_t i = 0; i < x.size(); ++i) x.data()[i] = float((i * 37) % 101) / 50.0f - 1.0f;  // distinct within windows
-  constexpr pool2d_options m1{.kernel = {3, 2}, .stride = {2, 1}, .padding = {1, 0}};
-  constexpr pool2d_options m2{.kernel = 3, .stride = 2, .padding = 1, .dilation = {1, 2}, .ceil_mode = true};
-  constexpr pool2d_options a1{.kernel = 3, .stride = 2, .padding = 1, .ceil_mode = true};
-  constexpr pool2d_options a2{.kernel = {2, 3}, .stride = 2, .padding = 1, .ceil_mode = true, .count_include_pad = false};
   check_op("max m1", [](const auto& x) { return ad::max_pool2d<m1>(x); }, x);
   check_op("max m2", [](const auto& x) { return ad::max_pool2d<m2>(x); }, x);
   check_op("avg a1", [](const auto& x) { return ad::avg_pool2d<a1>(x); }, x);

@@ -40,15 +40,16 @@ constexpr extent_t pooled_extent(extent_t e, int k, int s, int p, int d = 1, boo
 constexpr int pool_default_stride(int k) { return k; }
 constexpr int pool_default_stride(const pool2d_options&) { return 0; }
 
-/// The options of a pooling spelled max_pool2d<K, S, P> (ints) or max_pool2d<pool2d_options{...}>.
+constexpr pool2d_options pool_options_of(const pool2d_options& o, int, int) { return o; }
+constexpr pool2d_options pool_options_of(int k, int s, int p) { return {.kernel = k, .stride = s, .padding = p}; }
+
+/// The options of a pooling spelled max_pool2d<K, S, P> (ints) or max_pool2d<pool2d_options{...}>. (Overloads,
+/// not if constexpr: nvcc's host pass compiles the discarded branch.)
 template <auto K, int S, int P>
 constexpr pool2d_options pool_options() {
-  if constexpr (std::is_same_v<std::remove_cv_t<decltype(K)>, pool2d_options>) {
-    static_assert(S == 0 && P == 0, "tessera: pooling: with pool2d_options give the stride and padding inside the options");
-    return K;
-  } else {
-    return pool2d_options{.kernel = int(K), .stride = S, .padding = P};
-  }
+  static_assert(!std::is_same_v<std::remove_cv_t<decltype(K)>, pool2d_options> || (S == 0 && P == 0),
+                "tessera: pooling: with pool2d_options give the stride and padding inside the options");
+  return pool_options_of(K, S, P);
 }
 
 template <class C, pool2d_options O>
