@@ -183,61 +183,29 @@ int main(int argc, char** argv) {
               threads);
   std::printf("held-out bits/char before training: %.3f (uniform: %.3f)\n", bits_per_char(model, text.valid), std::log2(double(V)));
 
-  const auto t0 = std::chrono::steady_clock::now();
-  const int phases = 4;
+  example::lm_progress progress{budget, double(B * T)};
   ad::Var<float, 3, P> h, c;
   nn::context ctx{true, &rng};
   chunk ch;
-  double loss_sum = 0, eval_s = 0;
-  int loss_n = 0;
-  int step = 0, phase = 1;
-  for (; !budget.done(step, seconds_since(t0) - eval_s); ++step) {
+  int step = 0;
+  for (; !progress.done(step); ++step) {
     const index_t k = step % chunks;
     if (k == 0) h = c = ad::Var<float, 3, P>();  // a new pass over the text: the streams start from zeros
     // cosine decay of the learning rate from lr0 to lr0 / 10
-    const double frac = budget.fraction(step, seconds_since(t0) - eval_s);
-    opt.set_lr(lr0 * (0.1 + 0.9 * 0.5 * (1 + std::cos(std::numbers::pi * frac))));
+    opt.set_lr(lr0 * (0.1 + 0.9 * 0.5 * (1 + std::cos(std::numbers::pi * progress.fraction(step)))));
     make_chunk(text.train, B, len, k, ch);
     opt.zero_grad();
     auto loss = ad::cross_entropy(run_chunk(model, ch, h, c, ctx), ch.y);
     loss.backward();
-    // clip the gradient's global norm at 5
-    double sq = 0;
-    for (auto& p : params)
-      if (const float* g = p.grad())
-        for (index_t i = 0; i < p.size; ++i) sq += double(g[i]) * g[i];
-    if (const double norm = std::sqrt(sq); norm > 5.0)
-      for (auto& p : params)
-        if (float* g = p.grad())
-          for (index_t i = 0; i < p.size; ++i) g[i] *= float(5.0 / norm);
+    example::clip_grad_norm(params, 5.0);
     opt.step();
-    loss_sum += example::require_finite_loss(loss.value()(), 0, step);
-    ++loss_n;
-    if ((step + 1) % 20 == 0) {
-      const double t = seconds_since(t0) - eval_s;
-      std::printf("\rstep %5d  %6.0f chars/s  train bits/char %.3f   ", step + 1, double((step + 1) * B * T) / t,
-                  loss_sum / loss_n / std::log(2.0));
-      std::fflush(stdout);
-      loss_sum = 0;
-      loss_n = 0;
-    }
-    const bool last = budget.done(step + 1, seconds_since(t0) - eval_s);
-    if (budget.fraction(step + 1, seconds_since(t0) - eval_s) >= double(phase) / phases || last) {
-      ++phase;
-      const auto t1 = std::chrono::steady_clock::now();
-      const double bpc = bits_per_char(model, text.valid);
-      const double e = seconds_since(t1);
-      eval_s += e;
-      std::printf("\nafter %d steps (%.1f s of training): held-out bits/char %.3f  (evaluation %.1f s)\n", step + 1,
-                  seconds_since(t0) - eval_s, bpc, e);
-    }
+    progress.after_step(step, loss.value()(), [&] { return bits_per_char(model, text.valid); });
   }
-  const double train_s = seconds_since(t0) - eval_s;
-  std::printf("training: %.1f s, %d steps, %.1f ms a step (evaluation %.1f s)\n", train_s, step, 1e3 * train_s / double(step), eval_s);
+  progress.summary(step);
 
   ts::Rng srng(seed + 1);
   P::set_num_threads(1);  // one character at a time: [1, 256] products, nothing for a second thread to do
   std::printf("\nsamples (temperature 0.7):\n");
   for (int i = 0; i < 4; ++i) std::printf("----\n%s", sample(model, "%\n", 320, 0.7f, srng).c_str());
-  std::printf("----\ntotal %.1f s\n", seconds_since(t0));
+  std::printf("----\ntotal %.1f s\n", seconds_since(progress.t0));
 }

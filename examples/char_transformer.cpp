@@ -44,7 +44,6 @@ using Block = nn::TransformerEncoderLayer<E, Heads, FF,
                                           ts::transformer_options{.dropout = 0.0, .activation = ts::transformer_activation::gelu, .norm_first = true}>;
 using Norm = nn::LayerNorm<E>;
 using Head = nn::Linear<E, V>;
-using example::seconds_since;
 
 struct char_transformer {
   Embed::state<float, P> embed;
@@ -162,15 +161,13 @@ int main(int argc, char** argv) {
               threads);
   std::printf("held-out bits/char before training: %.3f (uniform: %.3f)\n", bits_per_char(model, text.valid), std::log2(double(V)));
 
-  const auto t0 = std::chrono::steady_clock::now();
-  const int phases = 4;
+  example::lm_progress progress{budget, double(B * T)};
   nn::context ctx{true, &rng};
   batch b;
   std::vector<index_t> starts(static_cast<std::size_t>(B));
-  double loss_sum = 0, eval_s = 0;
-  int loss_n = 0, step = 0, phase = 1;
-  for (; !budget.done(step, seconds_since(t0) - eval_s); ++step) {
-    const double frac = budget.fraction(step, seconds_since(t0) - eval_s);
+  int step = 0;
+  for (; !progress.done(step); ++step) {
+    const double frac = progress.fraction(step);
     const double warm = std::min(1.0, frac / 0.02);
     opt.set_lr(lr0 * warm * (0.1 + 0.9 * 0.5 * (1 + std::cos(std::numbers::pi * frac))));
     for (auto& s : starts) s = index_t(rng.uniform_double() * double(text.train.size() - std::size_t(T) - 1));
@@ -178,36 +175,9 @@ int main(int argc, char** argv) {
     opt.zero_grad();
     auto loss = ad::cross_entropy(model.forward(b.x, ctx), b.y);
     loss.backward();
-    double sq = 0;  // clip the gradient's global norm at 1
-    for (auto& p : params)
-      if (const float* g = p.grad())
-        for (index_t i = 0; i < p.size; ++i) sq += double(g[i]) * g[i];
-    if (const double norm = std::sqrt(sq); norm > 1.0)
-      for (auto& p : params)
-        if (float* g = p.grad())
-          for (index_t i = 0; i < p.size; ++i) g[i] *= float(1.0 / norm);
+    example::clip_grad_norm(params, 1.0);
     opt.step();
-    loss_sum += example::require_finite_loss(loss.value()(), 0, step);
-    ++loss_n;
-    if ((step + 1) % 20 == 0) {
-      const double t = seconds_since(t0) - eval_s;
-      std::printf("\rstep %5d  %6.0f chars/s  train bits/char %.3f   ", step + 1, double((step + 1) * B * T) / t,
-                  loss_sum / loss_n / std::log(2.0));
-      std::fflush(stdout);
-      loss_sum = 0;
-      loss_n = 0;
-    }
-    const bool last = budget.done(step + 1, seconds_since(t0) - eval_s);
-    if (budget.fraction(step + 1, seconds_since(t0) - eval_s) >= double(phase) / phases || last) {
-      ++phase;
-      const auto t1 = std::chrono::steady_clock::now();
-      const double bpc = bits_per_char(model, text.valid);
-      const double e = seconds_since(t1);
-      eval_s += e;
-      std::printf("\nafter %d steps (%.1f s of training): held-out bits/char %.3f  (evaluation %.1f s)\n", step + 1,
-                  seconds_since(t0) - eval_s, bpc, e);
-    }
+    progress.after_step(step, loss.value()(), [&] { return bits_per_char(model, text.valid); });
   }
-  const double train_s = seconds_since(t0) - eval_s;
-  std::printf("training: %.1f s, %d steps, %.1f ms a step (evaluation %.1f s)\n", train_s, step, 1e3 * train_s / double(step), eval_s);
+  progress.summary(step);
 }

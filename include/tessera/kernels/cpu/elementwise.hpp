@@ -22,6 +22,21 @@ inline constexpr index_t chunk_elements = 16384;
 inline constexpr index_t prefetch_distance = TESSERA_PREFETCH_DISTANCE;
 inline constexpr index_t min_parallel_elements = 32768;
 
+/// items work items of an elementwise loop over `total` elements: on up to nthreads OpenMP threads when there is
+/// enough work (min_parallel_elements), else on this thread.
+template <class F>
+void run_items(index_t items, index_t total, int nthreads, F&& run_item) {
+  const int nt = total >= min_parallel_elements && items > 1 ? (nthreads < items ? nthreads : int(items)) : 1;
+  if (nt > 1) {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (index_t it = 0; it < items; ++it) run_item(it);
+  } else {
+    for (index_t it = 0; it < items; ++it) run_item(it);
+  }
+}
+
 template <class T, class Ev>
 TS_INLINE void scalar_row(Ev& ev, T* out, index_t ds, index_t j0, index_t j1) {
   for (index_t j = j0; j < j1; ++j) out[j * ds] = static_cast<T>(ev.scalar(j));
@@ -104,23 +119,11 @@ void cpu_elementwise(T* dst, const loop_plan<R>& p, const Ev& ev, int nthreads) 
     }
   };
 
-  const int nt = total >= min_parallel_elements && items > 1 ? (nthreads < items ? nthreads : int(items)) : 1;
-  if (nt > 1) {
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(nt) schedule(static)
-#endif
-    for (index_t it = 0; it < items; ++it) run_item(it);
-  } else {
-    for (index_t it = 0; it < items; ++it) run_item(it);
-  }
+  run_items(items, total, nthreads, run_item);
 #if TESSERA_SIMD
   if (stream) simd::stream_fence();
 #endif
 }
-
-}  // namespace tessera::detail
-
-namespace tessera::detail {
 
 /// K evaluators over one flat range [0, n) (rank-1, every leaf contiguous), run in one pass: at each index the
 /// value of evaluator k is added into destination dest_of[k] (-1: skipped), which starts from its own contents where
@@ -167,15 +170,7 @@ void cpu_elementwise_multi(index_t n, const Evs& evs, const int* dest_of, T* con
       for (int d = 0; d < ndest; ++d) dests[d][j] = acc[d];
     }
   };
-  const int nt = n >= min_parallel_elements && items > 1 ? (nthreads < items ? nthreads : int(items)) : 1;
-  if (nt > 1) {
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(nt) schedule(static)
-#endif
-    for (index_t it = 0; it < items; ++it) run_item(it);
-  } else {
-    for (index_t it = 0; it < items; ++it) run_item(it);
-  }
+  run_items(items, n, nthreads, run_item);
 #if TESSERA_SIMD
   if (stream) simd::stream_fence();
 #endif
