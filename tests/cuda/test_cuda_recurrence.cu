@@ -80,9 +80,9 @@ rec_run<T> run(const rec_case& k) {
   auto r = ad::recurrence(x, layers, k.kind, o, &rng, k.dropout > 0);
   auto c1 = V3(ts::to<P>(values<T, 3>(r.output.dims(), 51)), false);
   auto c2 = V3(ts::to<P>(values<T, 3>(r.h_n.dims(), 52)), false);
-  auto loss = ad::sum(r.output * c1) + ad::sum(r.h_n * c2);
-  if (r.c_n.defined()) loss = loss + ad::sum(r.c_n * V3(ts::to<P>(values<T, 3>(r.c_n.dims(), 53)), false));
-  loss.backward();
+  const auto loss = ad::sum(r.output * c1) + ad::sum(r.h_n * c2);
+  if (r.c_n.defined()) (loss + ad::sum(r.c_n * V3(ts::to<P>(values<T, 3>(r.c_n.dims(), 53)), false))).backward();
+  else loss.backward();
   rec_run<T> res;
   res.out = ts::to<ts::cpu>(r.output.value());
   res.hn = ts::to<ts::cpu>(r.h_n.value());
