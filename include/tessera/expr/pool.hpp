@@ -11,6 +11,7 @@
 
 #include "tessera/expr/matmul.hpp"
 #include "tessera/expr/reduce.hpp"
+#include "tessera/kernels/backend.hpp"
 
 namespace tessera {
 
