@@ -127,7 +127,7 @@ TEST_CASE("ad::conv2d: gradients of input, weights and bias with per-axis option
 }
 
 TEST_CASE("nn::Conv2d with a non-square kernel and per-axis options", "[conv][options][nn]") {
-  using L = ts::nn::Conv2d<2, 3, hw{3, 1}, {.stride = {2, 1}, .padding = {1, 0}}>;
+  using L = ts::nn::Conv2d<2, 3, hw{3, 1}, ts::conv2d_options{.stride = hw{2, 1}, .padding = hw{1, 0}}>;  // (clang 14 takes no bare braced list as a template argument)
   STATIC_REQUIRE(std::is_same_v<L::output<Shape<dyn, 2, 9, 7>>, Shape<dyn, 3, 5, 7>>);
   STATIC_REQUIRE(L::accepts<Shape<dyn, 2, 1, 1>>);      // 1 + 2*1 >= 3 rows, 1 >= 1 column
   STATIC_REQUIRE(L::accepts<Shape<dyn, 2, 9, 7>>);
