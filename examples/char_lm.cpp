@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
   std::printf("model: one-hot %d -> LSTM(%d) -> Linear(%d, %d), %lld parameters; Adam (lr %g, cosine to %g), batch %lld x "
               "%lld characters, %s, %d thread(s)\n",
               V, H, H, V, (long long)count, lr0, lr0 / 10, (long long)B, (long long)T,
-              budget.seconds > 0 ? (std::to_string(budget.seconds) + " s of training").c_str()
+              budget.seconds > 0 ? (std::to_string(std::lround(budget.seconds)) + " s of training").c_str()
                                  : (std::to_string(budget.steps) + " steps (" + std::to_string(double(budget.steps) / double(chunks)) + " passes over the text)").c_str(),
               threads);
   std::printf("held-out bits/char before training: %.3f (uniform: %.3f)\n", bits_per_char(model, text.valid), std::log2(double(V)));

@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
               "GELU, causal), LayerNorm, Linear(%d, %d): %lld parameters; Adam (lr %g), batch %lld x %lld characters, %s, "
               "%d thread(s)\n",
               V, E, Heads, FF, E, V, (long long)count, lr0, (long long)B, (long long)T,
-              budget.seconds > 0 ? (std::to_string(budget.seconds) + " s of training").c_str()
+              budget.seconds > 0 ? (std::to_string(std::lround(budget.seconds)) + " s of training").c_str()
                                  : (std::to_string(budget.steps) + " steps").c_str(),
               threads);
   std::printf("held-out bits/char before training: %.3f (uniform: %.3f)\n", bits_per_char(model, text.valid), std::log2(double(V)));
