@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <exception>
+#include <string>
 #include <tessera/autodiff/ops.hpp>
 #include <tuple>
 
@@ -49,5 +51,24 @@ void check(F&& loss, Vs&... params) {
     }
   };
   (one(params), ...);
+}
+/// sum(v * w) for fixed weights w of v's shape (gc::values): every element of v gets its own gradient.
+template <class V>
+auto weighted(const V& v, int salt) {
+  using T = typename V::value_type;
+  using P = typename V::policy;
+  ts::Tensor<T, ts::dyn_shape_t<V::rank>, P> w(ts::cast<T>(values<V::rank, P>(v.dims(), salt)));
+  return ad::sum(v * ad::constant(w));
+}
+
+/// What f() throws (its what()), or "no exception".
+template <class F>
+std::string message_of(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no exception";
 }
 }  // namespace gc

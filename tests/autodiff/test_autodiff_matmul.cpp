@@ -12,23 +12,8 @@ using ts::dims_t;
 using ts::index_t;
 
 namespace {
-template <class V>
-auto weighted(const V& v, int salt) {
-  using T = typename V::value_type;
-  using P = typename V::policy;
-  ts::Tensor<T, ts::dyn_shape_t<V::rank>, P> w(ts::cast<T>(gc::values<V::rank, P>(v.dims(), salt)));
-  return ad::sum(v * ad::constant(w));
-}
-
-template <class E>
-std::string message_of(E&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no exception";
-}
+using gc::message_of;
+using gc::weighted;
 
 /// The plain product of a [BA..., M, K] and b [BB..., K, N] flattened to batches: a and b are given as functions of
 /// (batch index of the result, row, column) so each case states its own broadcasting.

@@ -13,28 +13,12 @@ using ts::dims_t;
 using ts::index_t;
 
 namespace {
-/// sum(v * w) for fixed weights w of v's shape: every element of v gets its own gradient.
-template <class V>
-auto weighted(const V& v, int salt) {
-  using T = typename V::value_type;
-  using P = typename V::policy;
-  ts::Tensor<T, ts::dyn_shape_t<V::rank>, P> w(ts::cast<T>(gc::values<V::rank, P>(v.dims(), salt)));
-  return ad::sum(v * ad::constant(w));
-}
+using gc::message_of;
+using gc::weighted;
 
 template <class T, class P, int R>
 ts::Tensor<T, ts::dyn_shape_t<R>, P> filled(const dims_t<R>& d, int salt) {
   return ts::Tensor<T, ts::dyn_shape_t<R>, P>(ts::cast<T>(gc::values<R, P>(d, salt)));
-}
-
-template <class E>
-std::string message_of(E&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no exception";
 }
 }  // namespace
 
