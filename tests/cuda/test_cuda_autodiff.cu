@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include "cuda_test_support.hpp"
+#include "cuda_autodiff_support.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -33,28 +34,9 @@ using ts::Shape;
 namespace {
 using host_policy = ts::cpu_threads;
 
-template <int R>
-using htensor = ts::Tensor<float, ts::dyn_shape_t<R>>;
-
-/// Deterministic values in [lo, hi), varied by salt, away from 0.
-template <int R>
-htensor<R> values(const dims_t<R>& d, int salt, double lo = -1.0, double hi = 1.0) {
-  htensor<R> t(d);
-  for (index_t i = 0; i < t.size(); ++i) {
-    const double u = double((i * 7919 + salt * 104729 + 17) % 1000) / 1000.0;
-    double v = lo + (hi - lo) * u;
-    if (std::abs(v) < 0.05) v += 0.1;
-    t.data()[i] = float(v);
-  }
-  return t;
-}
-
-/// A leaf Var of policy P holding a copy of the host tensor h.
-template <class P, class S>
-ad::Var<float, S::rank, P> leaf(const ts::Tensor<float, S>& h, bool requires_grad = true) {
-  return ad::Var<float, S::rank, P>(ts::to<P>(h), requires_grad);
-}
-
+using cuda_test::htensor;
+using cuda_test::values;
+using cuda_test::leaf;
 using cuda_test::require_close;
 
 /// Runs f (a generic lambda: Vars -> output Var) on cpu_threads and on cuda with copies of the same inputs (each

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "cuda_test_support.hpp"
+#include "cuda_autodiff_support.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -21,27 +22,9 @@ using ts::dims_t;
 using ts::index_t;
 
 namespace {
-template <int R>
-using htensor = ts::Tensor<float, ts::dyn_shape_t<R>>;
-
-/// Deterministic values in [lo, hi), varied by salt, away from 0.
-template <int R>
-htensor<R> values(const dims_t<R>& d, int salt, double lo = -1.0, double hi = 1.0) {
-  htensor<R> t(d);
-  for (index_t i = 0; i < t.size(); ++i) {
-    const double u = double((i * 7919 + salt * 104729 + 17) % 1000) / 1000.0;
-    double v = lo + (hi - lo) * u;
-    if (std::abs(v) < 0.05) v += 0.1;
-    t.data()[i] = float(v);
-  }
-  return t;
-}
-
-template <class P, class S>
-ad::Var<float, S::rank, P> leaf(const ts::Tensor<float, S>& h, bool requires_grad = true) {
-  return ad::Var<float, S::rank, P>(ts::to<P>(h), requires_grad);
-}
-
+using cuda_test::htensor;
+using cuda_test::values;
+using cuda_test::leaf;
 /// f (a generic lambda taking the policy's Vars) on cpu_threads and on cuda with the same inputs; compares the output
 /// and every input's gradient of sum(y * c).
 template <class F, class... H>
