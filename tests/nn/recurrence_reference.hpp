@@ -29,9 +29,10 @@ struct result {
   std::vector<double> out, hn, cn;
 };
 
-/// x time-major [T][N][I]; ps[l*D + d]. Dropout: none (evaluation).
+/// x time-major [T][N][I]; ps[l*D + d]; h0, c0 [L*D][N][H] the initial states (empty: zeros). Dropout: none
+/// (evaluation).
 inline result forward(kind k, const std::vector<double>& x, index_t T, index_t N, index_t I, index_t H, int L, int D,
-                      const std::vector<params>& ps) {
+                      const std::vector<params>& ps, const std::vector<double>& h0 = {}, const std::vector<double>& c0 = {}) {
   const index_t G = k == kind::gru ? 3 : k == kind::lstm ? 4 : 1;
   std::vector<double> in = x;
   index_t width = I;
@@ -44,6 +45,11 @@ inline result forward(kind k, const std::vector<double>& x, index_t T, index_t N
       const params& p = ps[std::size_t(l * D + d)];
       for (index_t b = 0; b < N; ++b) {
         std::vector<double> h(std::size_t(H), 0.0), c(std::size_t(H), 0.0);
+        const std::size_t s0 = std::size_t(((l * D + d) * N + b) * H);
+        for (index_t j = 0; j < H; ++j) {
+          if (!h0.empty()) h[std::size_t(j)] = h0[s0 + std::size_t(j)];
+          if (!c0.empty()) c[std::size_t(j)] = c0[s0 + std::size_t(j)];
+        }
         for (index_t s = 0; s < T; ++s) {
           const index_t t = d == 0 ? s : T - 1 - s;
           const double* xt = in.data() + (t * N + b) * width;

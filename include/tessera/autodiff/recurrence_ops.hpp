@@ -1,7 +1,8 @@
 // Sequence recurrences with PyTorch's semantics, written once for every policy above backend<P> (kernels:
 // kernels/cpu/rnn.hpp on the host policies, kernels/cuda/rnn.hpp on the cuda policy, compiled by nvcc):
-//   recurrence(x, layers, kind, opts, rng, training)   a multi-layer, optionally bidirectional GRU, RNN (tanh or relu)
-//       or LSTM from the zero state. x [B, T, I] (batch_first) or [T, B, I]; returns the output sequence in the same
+//   recurrence(x, layers, kind, opts, h0, c0, rng, training)   a multi-layer, optionally bidirectional GRU, RNN (tanh
+//       or relu) or LSTM from the initial states h0 (and c0 for the LSTM) [L*D, B, H] (empty Vars: zeros; PyTorch's
+//       forward(input, h0)), gradients flowing into them; recurrence(x, layers, kind, opts, rng, training) from zeros. x [B, T, I] (batch_first) or [T, B, I]; returns the output sequence in the same
 //       layout with D*H features (D = 2 when bidirectional: the forward direction's H, then the reverse one's, as
 //       PyTorch) and the final states h_n (and c_n for the LSTM) [L*D, B, H]. layers[l*D + d] holds layer l's
 //       parameters of direction d in PyTorch's layout: weight_ih [G*H, in], weight_hh [G*H, H], bias_ih, bias_hh [G*H]
@@ -101,9 +102,10 @@ inline index_t recurrence_step(index_t d, index_t s, index_t Tn) { return d == 0
 inline index_t recurrence_prev(index_t d, index_t s, index_t Tn) { return s == 0 ? -1 : (d == 0 ? s - 1 : Tn - s); }
 
 /// One direction of one layer, forward: fills sv from the layer input x [T*B, in].
+/// h0, c0 [B, H]: this layer-direction's initial states (null: zeros).
 template <class T, class P>
 void recurrence_direction_forward(recurrence_dir_saved<T, P>& sv, const T* x, index_t in, const recurrence_params<T, P>& p,
-                                  index_t d, const recurrence_geometry& geo) {
+                                  index_t d, const recurrence_geometry& geo, const T* h0, const T* c0) {
   using be = backend<P>;
   using tessera::detail::gemm_desc;
   const index_t B = geo.B, Tn = geo.T, H = geo.H, TB = Tn * B, BH = B * H, GW = recurrence_gates(geo.kind) * H;
@@ -124,8 +126,9 @@ void recurrence_direction_forward(recurrence_dir_saved<T, P>& sv, const T* x, in
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* Gt = G + t * B * GW;
-      if (tp >= 0) be::lstm_recurrent_forward(Gt, Y + tp * BH, w, B);
-      be::lstm_step_forward(Gt, tp >= 0 ? sv.c.data() + tp * BH : nullptr, sv.c.data() + t * BH, Y + t * BH, B, H);
+      const T* hp = tp >= 0 ? Y + tp * BH : h0;
+      if (hp) be::lstm_recurrent_forward(Gt, hp, w, B);
+      be::lstm_step_forward(Gt, tp >= 0 ? sv.c.data() + tp * BH : c0, sv.c.data() + t * BH, Y + t * BH, B, H);
     }
   } else if (gru) {
     sv.gh.resize(TB * GW);
@@ -135,7 +138,7 @@ void recurrence_direction_forward(recurrence_dir_saved<T, P>& sv, const T* x, in
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* Qt = Q + t * B * GW;
-      const T* hp = tp >= 0 ? Y + tp * BH : nullptr;
+      const T* hp = tp >= 0 ? Y + tp * BH : h0;
       if (hp) be::rnn_recurrent_forward(Qt, hp, w, B);
       be::gru_step_forward(G + t * B * GW, static_cast<const T*>(Qt), hp, Y + t * BH, B, H);
     }
@@ -145,19 +148,21 @@ void recurrence_direction_forward(recurrence_dir_saved<T, P>& sv, const T* x, in
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* Gt = G + t * BH;
-      if (tp >= 0) be::rnn_recurrent_forward(Gt, Y + tp * BH, w, B);
+      const T* hp = tp >= 0 ? Y + tp * BH : h0;
+      if (hp) be::rnn_recurrent_forward(Gt, hp, w, B);
       be::rnn_step_forward(static_cast<const T*>(Gt), Y + t * BH, BH, relu);
     }
   }
 }
 
 /// One direction of one layer, backward through time. dy [T*B, H]: the gradient at its outputs (time-major, read);
-/// dh, dc [B, H]: the gradients at its final states (consumed). Adds the parameters' gradients; dX [T*B, in]
-/// (+)= the gradient at the layer input (accumulate: add to it).
+/// dh, dc [B, H]: the gradients at its final states (consumed; with an initial state h0 [B, H] (null: zeros), they
+/// end as the gradients at h0 and c0). Adds the parameters' gradients; dX [T*B, in] (+)= the gradient at the layer
+/// input (accumulate: add to it).
 template <class T, class P>
 void recurrence_direction_backward(recurrence_dir_saved<T, P>& sv, const T* x, index_t in, const recurrence_params<T, P>& p,
-                                   index_t d, const recurrence_geometry& geo, const T* dy, T* dh, T* dc, T* dX,
-                                   bool accumulate) {
+                                   index_t d, const recurrence_geometry& geo, const T* h0, const T* c0, const T* dy, T* dh,
+                                   T* dc, T* dX, bool accumulate) {
   using be = backend<P>;
   using tessera::detail::gemm_desc;
   const index_t B = geo.B, Tn = geo.T, H = geo.H, TB = Tn * B, BH = B * H, GW = recurrence_gates(geo.kind) * H;
@@ -170,18 +175,18 @@ void recurrence_direction_backward(recurrence_dir_saved<T, P>& sv, const T* x, i
     for (index_t s = Tn - 1; s >= 0; --s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* dGt = dG.data() + t * B * GW;
-      be::lstm_step_backward(sv.gate.data() + t * B * GW, sv.c.data() + t * BH, tp >= 0 ? sv.c.data() + tp * BH : nullptr, dh,
+      be::lstm_step_backward(sv.gate.data() + t * B * GW, sv.c.data() + t * BH, tp >= 0 ? sv.c.data() + tp * BH : c0, dh,
                              dy + t * BH, dc, dGt, B, H);
-      if (tp >= 0) be::lstm_recurrent_backward(dh, dGt, w, B);  // dh_{prev} = dgates W_hh
+      if (tp >= 0 || h0) be::lstm_recurrent_backward(dh, dGt, w, B);  // dh_{prev} = dgates W_hh
     }
   } else if (gru) {
     const auto w = be::rnn_prepare_weight_hh(whh, GW, H, true);
     for (index_t s = Tn - 1; s >= 0; --s) {
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* dQt = dQ.data() + t * B * GW;
-      be::gru_seq_step_backward(sv.gate.data() + t * B * GW, sv.gh.data() + t * B * GW, tp >= 0 ? Y + tp * BH : nullptr, dh,
+      be::gru_seq_step_backward(sv.gate.data() + t * B * GW, sv.gh.data() + t * B * GW, tp >= 0 ? Y + tp * BH : h0, dh,
                                 dy + t * BH, dG.data() + t * B * GW, dQt, B, H);
-      if (tp >= 0) be::rnn_recurrent_backward(dh, dQt, w, B, true);  // dh += dgh W_hh
+      if (tp >= 0 || h0) be::rnn_recurrent_backward(dh, dQt, w, B, true);  // dh += dgh W_hh
     }
   } else {
     const bool relu = geo.kind == recurrence_kind::rnn_relu;
@@ -190,16 +195,18 @@ void recurrence_direction_backward(recurrence_dir_saved<T, P>& sv, const T* x, i
       const index_t t = recurrence_step(d, s, Tn), tp = recurrence_prev(d, s, Tn);
       T* dGt = dG.data() + t * BH;
       be::rnn_step_backward(Y + t * BH, dy + t * BH, static_cast<const T*>(dh), dGt, BH, relu);
-      if (tp >= 0) be::rnn_recurrent_backward(dh, dGt, w, B, false);  // dh_{prev} = dz W_hh
+      if (tp >= 0 || h0) be::rnn_recurrent_backward(dh, dGt, w, B, false);  // dh_{prev} = dz W_hh
     }
   }
   const T* dR = gru ? dQ.data() : dG.data();  // the recurrent side's gate gradients
-  if (T* gw = wanted_grad(p.weight_hh); gw && Tn > 1) {
+  if (T* gw = wanted_grad(p.weight_hh); gw && (Tn > 1 || h0)) {  // untouched when no product reaches it
     // every step but the first of its direction against its previous state, in one GEMM: forward, steps 1.. against
     // y[0..T-2]; reverse, steps 0..T-2 against y[1..]
     const T* dsrc = d == 0 ? dR + B * GW : dR;
     const T* ysrc = d == 0 ? Y : Y + BH;
-    be::gemm(gemm_desc<T>{GW, H, (Tn - 1) * B, {dsrc, 1, GW}, {ysrc, H, 1}, gw, H, true});
+    if (Tn > 1) be::gemm(gemm_desc<T>{GW, H, (Tn - 1) * B, {dsrc, 1, GW}, {ysrc, H, 1}, gw, H, true});
+    // the first step (forward: t = 0; reverse: t = T-1) against h0
+    if (h0) be::gemm(gemm_desc<T>{GW, H, B, {dR + recurrence_step(d, 0, Tn) * B * GW, 1, GW}, {h0, H, 1}, gw, H, true});
   }
   if (T* gw = wanted_grad(p.weight_ih))  // dW_ih = dgates^T x
     be::gemm(gemm_desc<T>{GW, in, TB, {dG.data(), 1, GW}, {x, in, 1}, gw, in, true});
@@ -215,7 +222,8 @@ void recurrence_direction_backward(recurrence_dir_saved<T, P>& sv, const T* x, i
 /// The backward of recurrence: g is the gradient of the packed result [output | h_n | c_n].
 template <class T, class P>
 void recurrence_backward(std::vector<recurrence_layer_saved<T, P>>& saved, const T* g, const Var<T, 3, P>& x,
-                         const std::vector<recurrence_params<T, P>>& layers, const recurrence_geometry& geo) {
+                         const Var<T, 3, P>& h0, const Var<T, 3, P>& c0, const std::vector<recurrence_params<T, P>>& layers,
+                         const recurrence_geometry& geo) {
   using be = backend<P>;
   const index_t L = geo.L, D = geo.D, B = geo.B, Tn = geo.T, H = geo.H, TB = Tn * B, BH = B * H, DH = D * H;
   const index_t n_out = TB * DH, n_state = L * D * BH;
@@ -223,6 +231,8 @@ void recurrence_backward(std::vector<recurrence_layer_saved<T, P>>& saved, const
   rnn_buffer<T, P> dy(n_out), dyd(TB * H), dh(BH), dc(lstm ? BH : 0), dX;  // dy: the gradient at a layer's output
   if (geo.batch_first) be::rnn_swap01(g, dy.data(), B, Tn, DH, false);
   else be::copy(dy.data(), g, n_out);
+  const T* h0p = data_or_null(h0);
+  const T* c0p = data_or_null(c0);
   for (index_t l = L - 1; l >= 0; --l) {
     auto& s = saved[std::size_t(l)];
     const bool want_dx = l > 0 || x.requires_grad();
@@ -236,8 +246,10 @@ void recurrence_backward(std::vector<recurrence_layer_saved<T, P>>& saved, const
       }
       be::copy(dh.data(), g + n_out + k * BH, BH);
       if (lstm) be::copy(dc.data(), g + n_out + n_state + k * BH, BH);
-      recurrence_direction_backward(s.dir[d], s.x.data(), s.in, layers[std::size_t(k)], d, geo, dyp, dh.data(), dc.data(),
-                                    want_dx ? dX.data() : nullptr, d > 0);
+      recurrence_direction_backward(s.dir[d], s.x.data(), s.in, layers[std::size_t(k)], d, geo, h0p ? h0p + k * BH : nullptr,
+                                    c0p ? c0p + k * BH : nullptr, dyp, dh.data(), dc.data(), want_dx ? dX.data() : nullptr, d > 0);
+      if (T* gh = h0p ? wanted_grad(h0) : nullptr) be::rnn_add(gh + k * BH, dh.data(), BH);
+      if (T* gc = lstm && c0p ? wanted_grad(c0) : nullptr) be::rnn_add(gc + k * BH, dc.data(), BH);
     }
     if (!want_dx) continue;
     if (l > 0) {
@@ -253,8 +265,9 @@ void recurrence_backward(std::vector<recurrence_layer_saved<T, P>>& saved, const
 
 /// ad::recurrence after its checks (named so: anomaly messages name the operation after this function).
 template <class T, class P>
-recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recurrence_params<T, P>>& layers, double dropout,
-                                   Rng* rng, bool drop, const recurrence_geometry& geo) {
+recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recurrence_params<T, P>>& layers,
+                                   const Var<T, 3, P>& h0, const Var<T, 3, P>& c0, double dropout, Rng* rng, bool drop,
+                                   const recurrence_geometry& geo) {
   using be = backend<P>;
   using V1 = Var<T, 1, P>;
   const index_t L = geo.L, D = geo.D, B = geo.B, Tn = geo.T, I0 = geo.I, H = geo.H, TB = Tn * B, BH = B * H, DH = D * H;
@@ -264,12 +277,16 @@ recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recu
   first.x.resize(TB * I0);
   if (geo.batch_first) be::rnn_swap01(x.value().data(), first.x.data(), B, Tn, I0, false);
   else be::copy(first.x.data(), x.value().data(), TB * I0);
+  const T* h0p = data_or_null(h0);
+  const T* c0p = data_or_null(c0);
 
   rnn_buffer<T, P> out(TB * DH);  // a layer's output, both directions side by side
   for (index_t l = 0; l < L; ++l) {
     auto& s = (*saved)[std::size_t(l)];
     for (index_t d = 0; d < D; ++d) {
-      recurrence_direction_forward(s.dir[d], s.x.data(), s.in, layers[std::size_t(l * D + d)], d, geo);
+      const index_t k = l * D + d;
+      recurrence_direction_forward(s.dir[d], s.x.data(), s.in, layers[std::size_t(k)], d, geo, h0p ? h0p + k * BH : nullptr,
+                                   c0p ? c0p + k * BH : nullptr);
       be::rnn_copy_cols(out.data() + d * H, DH, s.dir[d].y.data(), H, TB, H);
     }
     if (l + 1 < L) {
@@ -303,10 +320,10 @@ recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recu
 
   V1 packed(std::move(packed_v), false);
   recorded_inputs inputs;
-  inputs.add(x);
+  inputs.add(x).add(h0).add(c0);
   for (const auto& p : layers) inputs.add(p.weight_ih).add(p.weight_hh).add(p.bias_ih).add(p.bias_hh);
-  record(packed, std::move(inputs), [saved, x, layers, geo](const T* g, const T*) {
-    recurrence_backward(*saved, g, x, layers, geo);
+  record(packed, std::move(inputs), [saved, x, h0, c0, layers, geo](const T* g, const T*) {
+    recurrence_backward(*saved, g, x, h0, c0, layers, geo);
     for (auto& s : *saved) s = recurrence_layer_saved<T, P>{};  // free what backward needed
   });
 
@@ -320,12 +337,12 @@ recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recu
 
 }  // namespace detail
 
-/// A multi-layer, optionally bidirectional recurrence from the zero state (see the top of this file). Dropout
-/// between layers needs `rng` when opts.dropout > 0 and training.
+/// A multi-layer, optionally bidirectional recurrence from the initial states h0 and (LSTM) c0 [L*D, B, H], empty Vars
+/// meaning zeros (see the top of this file). Dropout between layers needs `rng` when opts.dropout > 0 and training.
 template <class T, class P>
 recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recurrence_params<T, P>>& layers,
-                                   recurrence_kind kind, const recurrence_options& opts, Rng* rng = nullptr,
-                                   bool training = false) {
+                                   recurrence_kind kind, const recurrence_options& opts, const Var<T, 3, P>& h0,
+                                   const Var<T, 3, P>& c0 = {}, Rng* rng = nullptr, bool training = false) {
   static_assert(requires { backend<P>::on_device; },
                 "tessera: ad::recurrence on the cuda policy runs kernels: compile this file with nvcc (a .cu file)");
   using tessera::detail::format_dims;
@@ -352,11 +369,28 @@ recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recu
                         ") do not fit input " + format_dims(xd) + " (expected weight_ih " + format_dims(dims_t<2>{GW, in}) +
                         ", weight_hh " + format_dims(dims_t<2>{GW, H}) + ")");
   }
+  const dims_t<3> state_dims{L * D, B, H};
+  if (h0.defined() && h0.dims() != state_dims)
+    throw shape_error("tessera: recurrence: the initial state h0 " + format_dims(h0.dims()) + " does not fit input " +
+                      format_dims(xd) + " (expected [num_layers * directions, batch, hidden] = " + format_dims(state_dims) + ")");
+  if (c0.defined() && kind != recurrence_kind::lstm)
+    throw std::invalid_argument("tessera: recurrence: an initial cell state c0 is given, but only the LSTM has one");
+  if (c0.defined() && c0.dims() != state_dims)
+    throw shape_error("tessera: recurrence: the initial cell state c0 " + format_dims(c0.dims()) + " does not fit input " +
+                      format_dims(xd) + " (expected [num_layers * directions, batch, hidden] = " + format_dims(state_dims) + ")");
   const bool drop = training && opts.dropout > 0.0 && L > 1;
   if (opts.dropout < 0.0 || opts.dropout >= 1.0) throw std::invalid_argument("tessera: recurrence: dropout must be in [0, 1)");
   if (drop && !rng) throw std::logic_error("tessera: recurrence: dropout in training needs a random number generator");
-  return detail::recurrence(x, layers, opts.dropout, rng, drop,
+  return detail::recurrence(x, layers, h0, c0, opts.dropout, rng, drop,
                             detail::recurrence_geometry{L, D, B, Tn, I0, H, kind, opts.batch_first});
+}
+
+/// The same from the zero state.
+template <class T, class P>
+recurrence_result<T, P> recurrence(const Var<T, 3, P>& x, const std::vector<recurrence_params<T, P>>& layers,
+                                   recurrence_kind kind, const recurrence_options& opts, Rng* rng = nullptr,
+                                   bool training = false) {
+  return recurrence(x, layers, kind, opts, Var<T, 3, P>{}, Var<T, 3, P>{}, rng, training);
 }
 
 }  // namespace ad

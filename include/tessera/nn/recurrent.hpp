@@ -4,10 +4,13 @@
 //   RNN<In, Hidden, rnn_options{.num_layers = 1, .nonlinearity = tanh, .bias = true, .batch_first = false, .dropout = 0.0,
 //       .bidirectional = false}>
 //       [N, T, In] -> [N, T, D*Hidden] (batch_first; [T, N, In] -> [T, N, D*Hidden] otherwise; D = 2 when
-//       bidirectional: the forward direction's features first, then the reverse one's), from the zero state, dropout
+//       bidirectional: the forward direction's features first, then the reverse one's), from zeros or given initial
+//       states, dropout
 //       between layers in training. Parameters weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k} (and the
 //       same with _reverse after each layer's forward ones), initialised U(-1/sqrt(H), 1/sqrt(H)) in that order.
-//       state.forward_with_state(x, ctx) returns {output, h_n, c_n (LSTM)}, the final states [num_layers * D, N, H].
+//       state.forward_with_state(x, ctx, h0 = {}) (LSTM: (x, ctx, h0 = {}, c0 = {})) returns {output, h_n, c_n (LSTM)},
+//       the final states [num_layers * D, N, H], from the initial states h0 (and c0) of that shape (PyTorch's
+//       forward(input, h0) / forward(input, (h0, c0)); empty Vars: zeros), gradients flowing into them.
 //   LastStep   [N, T, F] -> [N, F]: the last time step of a batch-first sequence (PyTorch's out[:, -1]; on a
 //       bidirectional output that is the forward direction's last state and the reverse direction's first output).
 //   RNNCell<In, Hidden, rnn_cell_options{.nonlinearity, .bias}>, LSTMCell<In, Hidden, Bias>, GRUCell<In, Hidden, Bias>
@@ -86,13 +89,15 @@ struct LSTM : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 
   template <class T, class P>
   struct state : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 4, true>::template parameters<T, P> {
     using detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 4, true>::template parameters<T, P>::parameters;
-    /// The output sequence, the final hidden states h_n and cell states c_n [num_layers * D, N, Hidden].
-    ad::recurrence_result<T, P> forward_with_state(const ad::Var<T, 3, P>& x, context& ctx) const {
+    /// The output sequence, the final hidden states h_n and cell states c_n [num_layers * D, N, Hidden], from the
+    /// initial states h0, c0 of that shape (empty: zeros).
+    ad::recurrence_result<T, P> forward_with_state(const ad::Var<T, 3, P>& x, context& ctx, const ad::Var<T, 3, P>& h0 = {},
+                                                   const ad::Var<T, 3, P>& c0 = {}) const {
       if constexpr (O.bidirectional) {
-        return ad::recurrence(x, this->layers, ad::recurrence_kind::lstm, {O.num_layers, O.batch_first, O.dropout, true}, ctx.rng,
-                              ctx.training);
+        return ad::recurrence(x, this->layers, ad::recurrence_kind::lstm, {O.num_layers, O.batch_first, O.dropout, true}, h0, c0,
+                              ctx.rng, ctx.training);
       } else {
-        auto r = ad::lstm(x, this->layers, O, {}, {}, ctx.rng, ctx.training);
+        auto r = ad::lstm(x, this->layers, O, h0, c0, ctx.rng, ctx.training);
         return {r.output, r.h_n, r.c_n};
       }
     }
@@ -101,7 +106,7 @@ struct LSTM : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 
 };
 
 /// libtorch's nn::GRU: gates r, z, n per layer and direction (n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
-/// h' = (1 - z) n + z h), from the zero state.
+/// h' = (1 - z) n + z h), from h0 (zeros by default).
 template <int In, int Hidden, gru_options O = gru_options{}>
 struct GRU : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 3, O.bias> {
   static_assert(In > 0 && Hidden > 0, "tessera::nn::GRU: the input and hidden sizes must be positive");
@@ -111,17 +116,18 @@ struct GRU : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 3
   template <class T, class P>
   struct state : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 3, O.bias>::template parameters<T, P> {
     using detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 3, O.bias>::template parameters<T, P>::parameters;
-    /// The output sequence and the final hidden states h_n [num_layers * D, N, Hidden].
-    ad::recurrence_result<T, P> forward_with_state(const ad::Var<T, 3, P>& x, context& ctx) const {
+    /// The output sequence and the final hidden states h_n [num_layers * D, N, Hidden], from the initial state h0 of
+    /// that shape (empty: zeros).
+    ad::recurrence_result<T, P> forward_with_state(const ad::Var<T, 3, P>& x, context& ctx, const ad::Var<T, 3, P>& h0 = {}) const {
       return ad::recurrence(x, this->layers, ad::recurrence_kind::gru, {O.num_layers, O.batch_first, O.dropout, O.bidirectional},
-                            ctx.rng, ctx.training);
+                            h0, {}, ctx.rng, ctx.training);
     }
     ad::Var<T, 3, P> forward(const ad::Var<T, 3, P>& x, context& ctx) const { return forward_with_state(x, ctx).output; }
   };
 };
 
 /// libtorch's nn::RNN: h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (relu with .nonlinearity = ad::rnn_nonlinearity::relu)
-/// per layer and direction, from the zero state.
+/// per layer and direction, from h0 (zeros by default).
 template <int In, int Hidden, rnn_options O = rnn_options{}>
 struct RNN : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 1, O.bias> {
   static_assert(In > 0 && Hidden > 0, "tessera::nn::RNN: the input and hidden sizes must be positive");
@@ -133,10 +139,11 @@ struct RNN : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 1
   template <class T, class P>
   struct state : detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 1, O.bias>::template parameters<T, P> {
     using detail::sequence_layer<In, Hidden, O.num_layers, O.bidirectional, 1, O.bias>::template parameters<T, P>::parameters;
-    /// The output sequence and the final hidden states h_n [num_layers * D, N, Hidden].
-    ad::recurrence_result<T, P> forward_with_state(const ad::Var<T, 3, P>& x, context& ctx) const {
+    /// The output sequence and the final hidden states h_n [num_layers * D, N, Hidden], from the initial state h0 of
+    /// that shape (empty: zeros).
+    ad::recurrence_result<T, P> forward_with_state(const ad::Var<T, 3, P>& x, context& ctx, const ad::Var<T, 3, P>& h0 = {}) const {
       const auto kind = O.nonlinearity == ad::rnn_nonlinearity::relu ? ad::recurrence_kind::rnn_relu : ad::recurrence_kind::rnn_tanh;
-      return ad::recurrence(x, this->layers, kind, {O.num_layers, O.batch_first, O.dropout, O.bidirectional}, ctx.rng,
+      return ad::recurrence(x, this->layers, kind, {O.num_layers, O.batch_first, O.dropout, O.bidirectional}, h0, {}, ctx.rng,
                             ctx.training);
     }
     ad::Var<T, 3, P> forward(const ad::Var<T, 3, P>& x, context& ctx) const { return forward_with_state(x, ctx).output; }
