@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "tessera/autodiff/nn_ops.hpp"
 #include "tessera/nn/parameter.hpp"
@@ -107,17 +108,74 @@ struct Conv2d {
   };
 };
 
-/// y = x W^T + b with W [Out, In].
+namespace detail {
+/// S with its last extent replaced by Last.
+template <class S, extent_t Last, class I = std::make_index_sequence<std::size_t(S::rank - 1)>>
+struct last_extent_replaced;
+template <class S, extent_t Last, std::size_t... I>
+struct last_extent_replaced<S, Last, std::index_sequence<I...>> {
+  using type = Shape<S::extents[I]..., Last>;
+};
+
+/// y = act(x W^T + b) over the last axis of x [*, In] -> [*, Out] (rank >= 3; PyTorch's Linear on any leading
+/// axes): the leading axes are the rows of the GEMM, read from x's contiguous storage and written into y's (no copy).
+/// The backward is ad::linear's on those rows.
+template <class T, int R, class P>
+ad::Var<T, R, P> linear_leading_axes(const ad::Var<T, R, P>& x, const ad::Var<T, 2, P>& W, const ad::Var<T, 1, P>& b,
+                                     ad::activation act) {
+  static_assert(R >= 3, "tessera::nn::Linear: the leading-axes form takes rank 3 or more (rank 2 is ad::linear)");
+  using V = ad::Var<T, R, P>;
+  const auto& xd = x.dims();
+  const auto& wd = W.dims();
+  if (xd[R - 1] != wd[1])
+    throw shape_error("tessera: Linear: input " + tessera::detail::format_dims(xd) + " does not fit weights " +
+                      tessera::detail::format_dims(wd) + " (in_features must equal the input's last extent)");
+  if (b.defined() && b.dims()[0] != wd[0])
+    throw shape_error("tessera: Linear: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
+                      tessera::detail::format_dims(wd));
+  index_t M = 1;  // the leading axes as one
+  for (int i = 0; i < R - 1; ++i) M *= xd[std::size_t(i)];
+  const index_t I = wd[1], O = wd[0];
+  dims_t<R> yd = xd;
+  yd[R - 1] = O;
+  typename V::tensor y(yd);
+  View<const T, dyn_shape_t<2>, P> x2(x.value().data(), dims_t<2>{M, I}, dims_t<2>{I, 1});
+  View<T, dyn_shape_t<2>, P> y2(y.data(), dims_t<2>{M, O}, dims_t<2>{O, 1});
+  auto prod = tessera::matmul(x2, tessera::transpose(W.value()));
+  if (b.defined()) ad::detail::assign_activated(y2, prod + b.value(), act);
+  else ad::detail::assign_activated(y2, prod, act);
+  auto back = [x, W, b, act, M, I, O](const auto& g, const auto& out) {
+    bool acc_b;
+    T* db = ad::detail::grad_of(b, acc_b);
+    tessera::Tensor<T, dyn_shape_t<2>, P> dz_buf;
+    if (act != ad::activation::none) dz_buf = tessera::Tensor<T, dyn_shape_t<2>, P>(M, O);
+    const T* dz = g.data();
+    if (act != ad::activation::none || db)
+      if (backend<P>::activation_backward(g.data(), out.data(), act != ad::activation::none ? dz_buf.data() : nullptr, db, acc_b,
+                                          M, O, index_t(1), act))
+        dz = dz_buf.data();
+    bool acc;
+    if (T* gx = ad::detail::grad_of(x, acc))  // dx (M x I) = dz (M x O) W (O x I)
+      backend<P>::gemm(tessera::detail::gemm_desc<T>{M, I, O, {dz, O, 1}, {W.value().data(), I, 1}, gx, I, acc});
+    if (T* gw = ad::detail::grad_of(W, acc))  // dW (O x I) = dz^T x
+      backend<P>::gemm(tessera::detail::gemm_desc<T>{O, I, M, {dz, 1, O}, {x.value().data(), I, 1}, gw, I, acc});
+  };
+  if (b.defined()) return V::make(std::move(y), back, x, W, b);
+  return V::make(std::move(y), back, x, W);
+}
+}  // namespace detail
+
+/// y = x W^T + b with W [Out, In], over the last axis: [*, In] -> [*, Out] (rank 2 or more, as PyTorch's).
 template <int In, int Out, bool Bias = true>
 struct Linear {
   static_assert(In > 0 && Out > 0, "tessera::nn::Linear: features must be positive");
   static constexpr bool fuses_activation = true;  ///< runs a following activation as its epilogue (nn/fusion.hpp)
   template <class S>
-  static constexpr bool accepts = S::rank == 2 && detail::fits(detail::ext<S>(1), In);
+  static constexpr bool accepts = S::rank >= 2 && detail::fits(detail::ext<S>(S::rank - 1), In);
   template <class S>
-  using expected = Shape<detail::ext<S>(0), In>;
+  using expected = typename detail::last_extent_replaced<S, In>::type;
   template <class S>
-  using output = Shape<S::extents[0], Out>;
+  using output = typename detail::last_extent_replaced<S, Out>::type;
 
   template <class T, class P>
   struct state {
@@ -137,6 +195,12 @@ struct Linear {
     void for_each_buffer(const std::string&, F&&) {}
     ad::Var<T, 2, P> forward(const ad::Var<T, 2, P>& x, context&, ad::activation act = ad::activation::none) const {
       return ad::linear(x, weight, bias, act);
+    }
+    /// [*, In] -> [*, Out] for rank 3 or more: the leading axes flattened into the GEMM's rows.
+    template <int R>
+      requires(R >= 3)
+    ad::Var<T, R, P> forward(const ad::Var<T, R, P>& x, context&, ad::activation act = ad::activation::none) const {
+      return detail::linear_leading_axes(x, weight, bias, act);
     }
   };
 };
