@@ -238,5 +238,6 @@ TEST_CASE("scaled_dot_product_attention: shape errors name both shapes", "[autod
   CHECK_THROWS_WITH(ad::scaled_dot_product_attention(q, k, v), Catch::Contains("[1, 2, 3, 4]") && Catch::Contains("[1, 2, 5, 3]"));
   ts::Tensor<bool, ts::dyn_shape_t<2>> m(dims_t<2>{3, 4});
   CHECK_THROWS_AS(ad::scaled_dot_product_attention(q, v, v, {.mask = m}), ts::shape_error);
-  CHECK_THROWS_AS(ad::scaled_dot_product_attention(q, v, v, {.dropout = 0.1}), std::invalid_argument);
+  CHECK_THROWS_AS(ad::scaled_dot_product_attention(q, v, v, {.dropout_p = 0.1}), std::logic_error);  // no rng
+  CHECK_THROWS_AS(ad::scaled_dot_product_attention(q, v, v, {.dropout_p = 1.5}), std::invalid_argument);
 }

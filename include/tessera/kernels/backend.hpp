@@ -204,7 +204,8 @@ namespace tessera::detail {
 /// q lives at q[b * qs[0] + h * qs[1] + t * qs[2] + c] (unit column stride); k, v, o and the gradients likewise (dq,
 /// dk, dv with q's, k's and v's strides, dout with o's). lse [B, H, Tq] (contiguous) holds each row's log-sum-exp of
 /// its scaled, masked scores (NaN for a row whose keys are all masked). Masks (true = masked out): causal (key s > query t),
-/// mask [Tq, S] bools at mask + b * mask_bs + h * mask_hs (a stride 0: shared), key_padding [B, S].
+/// mask [Tq, S] bools at mask + b * mask_bs + h * mask_hs (a stride 0: shared), key_padding [B, S]; or
+/// mask_add, a float mask laid out as mask, added to the scores.
 template <class T>
 struct attention_desc {
   index_t B = 0, H = 0, Tq = 0, S = 0, D = 0, Dv = 0;  // batch, heads, query rows, key rows, widths
@@ -219,6 +220,12 @@ struct attention_desc {
   const bool* mask = nullptr;
   index_t mask_bs = 0, mask_hs = 0;
   const bool* key_padding = nullptr;
+  const T* mask_add = nullptr;  // a float mask added to the scaled scores (-inf: masked out), strides as mask's
+  // attention-weight dropout (kernels/attention_dropout.hpp): weight (b, h, t, s) kept when
+  // attention_dropout_keep(attention_dropout_row(dropout_seed, b, h, t), s, dropout_threshold), then times dropout_scale
+  bool dropout = false;
+  std::uint64_t dropout_seed = 0, dropout_threshold = 0;
+  T dropout_scale = T(1);
   // the backward's: dout read with o's strides; dq, dk, dv written (or added to: acc_*) with q's, k's, v's; null: skipped
   const T* dout = nullptr;
   T* dq = nullptr;

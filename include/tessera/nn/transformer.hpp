@@ -6,8 +6,8 @@
 // PyTorch's: self_attn.in_proj_weight, self_attn.in_proj_bias, self_attn.out_proj.weight, self_attn.out_proj.bias,
 // linear1.weight, linear1.bias, linear2.weight, linear2.bias, norm1.weight, norm1.bias, norm2.weight, norm2.bias.
 // Everything runs on [N*T, E] rows: the projections and feed-forward are single GEMMs (linear1's ReLU is its
-// epilogue). Dropout (training only) is applied where PyTorch applies it except on the attention weights, which
-// the fused attention does not form: PyTorch also drops those (p = dropout) in training.
+// epilogue). Dropout (training only) is applied where PyTorch applies it, the attention weights included (self_attn's
+// dropout = dropout, inside the fused attention, which never forms the weights).
 #pragma once
 #include <stdexcept>
 #include <string>
@@ -24,7 +24,7 @@ enum class transformer_activation { relu, gelu };
 
 /// Options of nn::TransformerEncoderLayer (PyTorch's arguments; batch_first defaults to true here).
 struct transformer_options {
-  double dropout = 0.1;                                     ///< residual branches and feed-forward, in training
+  double dropout = 0.1;                                     ///< attention weights, residual branches, feed-forward (training)
   transformer_activation activation = transformer_activation::relu;
   double layer_norm_eps = 1e-5;
   bool batch_first = true;                                  ///< [N, T, E] (false: [T, N, E])
@@ -38,7 +38,7 @@ template <int E, int Heads, int FF, transformer_options O = transformer_options{
 struct TransformerEncoderLayer {
   static_assert(FF > 0, "tessera::nn::TransformerEncoderLayer: dim_feedforward must be positive");
   static_assert(O.dropout >= 0.0 && O.dropout < 1.0, "tessera::nn::TransformerEncoderLayer: dropout must be in [0, 1)");
-  using attention = MultiheadAttention<E, Heads, mha_options{.bias = O.bias, .dropout = 0.0, .batch_first = O.batch_first}>;
+  using attention = MultiheadAttention<E, Heads, mha_options{.bias = O.bias, .dropout = O.dropout, .batch_first = O.batch_first}>;
   using norm = LayerNorm<E, layer_norm_options{.eps = O.layer_norm_eps, .elementwise_affine = true, .bias = O.bias}>;
   template <class S>
   static constexpr bool accepts = attention::template accepts<S>;
@@ -85,7 +85,7 @@ struct TransformerEncoderLayer {
       };
       auto sa = [&](const ad::Var<T, 2, P>& v) {
         auto qkv = ad::linear(v, self_attn.in_proj_weight, self_attn.in_proj_bias);
-        auto a = self_attn.attend(qkv, qkv, qkv, N, Tn, Tn, m, true);
+        auto a = self_attn.attend(qkv, qkv, qkv, N, Tn, Tn, m, true, &ctx);
         return drop(ad::linear(a, self_attn.out_proj_weight, self_attn.out_proj_bias));
       };
       auto ff = [&](const ad::Var<T, 2, P>& v) {

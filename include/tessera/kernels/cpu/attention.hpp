@@ -10,7 +10,10 @@
 // The block products run on the GEMM's register micro-tile (kernels/cpu/gemm.hpp) over zero-padded blocks packed
 // per (batch, head); exponentials on SIMD packets (core/math.hpp). Threads split the (batch, head) pairs. A row whose
 // keys are all masked gives NaN (its log-sum-exp is NaN), as PyTorch's MultiheadAttention; its NaN reaches the
-// gradients of that (batch, head) as it does in PyTorch.
+// gradients of that (batch, head) as it does in PyTorch. A float mask is added to each block's scores. Attention-weight
+// dropout zeroes and rescales the exponentials after the online sum (the log-sum-exp is the undropped softmax's); the
+// backward regenerates each block's keep/drop decisions from the hash of kernels/attention_dropout.hpp, and
+// rowsum(dO O) is still the softmax backward's correction term (O is the dropped output).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -20,6 +23,7 @@
 #include "tessera/core/math.hpp"
 #include "tessera/core/policy.hpp"
 #include "tessera/core/simd.hpp"
+#include "tessera/kernels/attention_dropout.hpp"
 #include "tessera/kernels/backend.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
 
@@ -89,15 +93,19 @@ T exp_shifted(T* s, index_t n, T shift) {
   return sum;
 }
 
-/// Is key s masked for query t of batch b?
+/// Is key s masked for query t of batch b? (and the float mask added to the scores)
 template <class T>
 struct masker {
   const attention_desc<T>& d;
   index_t b, h;
-  bool any() const { return d.causal || d.mask || d.key_padding; }
-  /// Sets the masked scores of row t (keys j0 .. j0 + n) to -inf.
+  bool any() const { return d.causal || d.mask || d.key_padding || d.mask_add; }
+  /// Adds the float mask to the scores of row t (keys j0 .. j0 + n), then sets the masked ones to -inf.
   void apply(T* s, index_t t, index_t j0, index_t n) const {
     constexpr T ninf = -std::numeric_limits<T>::infinity();
+    if (d.mask_add) {
+      const T* m = d.mask_add + b * d.mask_bs + h * d.mask_hs + t * d.S + j0;
+      for (index_t j = 0; j < n; ++j) s[j] += m[j];
+    }
     if (d.causal)
       for (index_t j = std::max<index_t>(0, t + 1 - j0); j < n; ++j) s[j] = ninf;
     if (d.mask) {
@@ -112,6 +120,14 @@ struct masker {
     }
   }
 };
+
+/// Attention-weight dropout on the weights p of row t (keys j0 .. j0 + n): kept ones times d.dropout_scale, the
+/// others zero (the same decisions in the forward and the backward: kernels/attention_dropout.hpp).
+template <class T>
+void drop_row(const attention_desc<T>& d, index_t b, index_t h, index_t t, index_t j0, index_t n, T* p) {
+  const std::uint64_t row = attention_dropout_row(d.dropout_seed, b, h, t);
+  for (index_t j = 0; j < n; ++j) p[j] = attention_dropout_keep(row, j0 + j, d.dropout_threshold) ? p[j] * d.dropout_scale : T(0);
+}
 
 /// Rows [0, rows) x cols [0, cols) of src (row stride rs, unit columns, times f) into dst [.. x ld], zeros elsewhere in
 /// dst's first prows rows and ld columns.
@@ -184,8 +200,9 @@ void forward_head(const attention_desc<T>& d, index_t b, index_t h, std::vector<
           continue;
         }
         const T alpha = math::exp(mx[r] - mnew);  // 0 while the row had no key
-        ls[r] = ls[r] * alpha + exp_shifted(s, ncols, mnew);
+        ls[r] = ls[r] * alpha + exp_shifted(s, ncols, mnew);  // the softmax's sum: before dropout
         mx[r] = mnew;
+        if (d.dropout) drop_row(d, b, h, i0 + r, j0, cols, s);
         if (alpha != T(1))
           for (index_t c = 0; c < Dvp; ++c) ob[r * Dvp + c] *= alpha;
       }
@@ -267,7 +284,16 @@ void backward_head(const attention_desc<T>& d, index_t b, index_t h, std::vector
         if (mk.any()) mk.apply(p, i0 + r, j0, cols);
         exp_shifted(p, ncols, lz[i0 + r]);  // P = exp(s - lse); NaN lse (all masked): the row NaN
         const T di = dd[i0 + r];
-        for (index_t j = 0; j < ncols; ++j) ds[j] = p[j] * (ds[j] - di);
+        index_t j1 = 0;
+        if (d.dropout) {  // O = (P o Z) V, Z the kept weights' scale (0 where dropped): dP = Z o dO V^T, P o Z into dV
+          const std::uint64_t key = attention_dropout_row(d.dropout_seed, b, h, i0 + r);
+          for (; j1 < cols; ++j1) {
+            const T z = attention_dropout_keep(key, j0 + j1, d.dropout_threshold) ? d.dropout_scale : T(0);
+            ds[j1] = p[j1] * (z * ds[j1] - di);
+            p[j1] *= z;
+          }
+        }
+        for (index_t j = j1; j < ncols; ++j) ds[j] = p[j] * (ds[j] - di);
       }
       // dV += P^T dO and dK += dS^T (scale Q), P and dS read transposed in place (key rows past cols are dropped)
       if (d.dv) tiles_at(mcols, Dvp, mrows, pb, Z::bc, go + i0 * Dvp, Dvp, dva, Dvp, true);

@@ -5,6 +5,8 @@
 //                        is masked, as the host)
 //   attention_backward   a thread per query row for rowsum(dO O) and dQ; a thread per key row for dK and dV, each
 //                        recomputing its scores from the log-sum-exp (no T x S matrix, no atomics)
+// The float mask is added to the scores and the attention-weight dropout decided per element by the counter-based
+// hash of kernels/attention_dropout.hpp, as on the host: the same masks for a seed on every policy.
 // Simple and correct rather than fast (no shared-memory tiling). Every kernel runs on tessera's stream. nvcc only.
 #pragma once
 #if defined(__CUDACC__)
@@ -14,6 +16,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "tessera/kernels/attention_dropout.hpp"
 #include "tessera/kernels/backend.hpp"
 #include "tessera/kernels/cuda/common.hpp"
 #include "tessera/kernels/cuda/memory.hpp"
@@ -38,7 +41,7 @@ __device__ __forceinline__ bool masked(const attention_desc<T>& d, index_t b, in
   return false;
 }
 
-/// The scaled score of query t and key s (-inf when masked).
+/// The scaled score of query t and key s plus the float mask (-inf when masked).
 template <class T>
 __device__ __forceinline__ T score(const attention_desc<T>& d, index_t b, index_t h, index_t t, index_t s) {
   if (masked(d, b, h, t, s)) return -std::numeric_limits<T>::infinity();
@@ -46,7 +49,16 @@ __device__ __forceinline__ T score(const attention_desc<T>& d, index_t b, index_
   const T* k = d.k + b * d.ks[0] + h * d.ks[1] + s * d.ks[2];
   T a = 0;
   for (index_t c = 0; c < d.D; ++c) a += q[c] * k[c];
-  return a * d.scale;
+  a *= d.scale;
+  if (d.mask_add) a += d.mask_add[b * d.mask_bs + h * d.mask_hs + t * d.S + s];
+  return a;
+}
+
+/// The dropout factor of weight (t, s): 1 without dropout, else d.dropout_scale when kept and 0 when dropped.
+template <class T>
+__device__ __forceinline__ T keep_factor(const attention_desc<T>& d, index_t b, index_t h, index_t t, index_t s) {
+  if (!d.dropout) return T(1);
+  return attention_dropout_keep(attention_dropout_row(d.dropout_seed, b, h, t), s, d.dropout_threshold) ? d.dropout_scale : T(0);
 }
 
 template <class T>
@@ -66,9 +78,10 @@ __global__ void forward_kernel(attention_desc<T> d) {
       for (index_t s = 0; s < d.S; ++s) {
         const T p = tessera::cuda_kernels::dexp(score(d, b, h, t, s) - m);
         if (p == T(0)) continue;
-        l += p;
+        l += p;  // the softmax's sum: before dropout
+        const T pz = p * keep_factor(d, b, h, t, s);
         const T* v = d.v + b * d.vs[0] + h * d.vs[1] + s * d.vs[2];
-        for (index_t c = 0; c < d.Dv; ++c) o[c] += p * v[c];
+        for (index_t c = 0; c < d.Dv; ++c) o[c] += pz * v[c];
       }
     if (l == T(0)) {  // every key masked: NaN, as PyTorch's softmax over -inf
       for (index_t c = 0; c < d.Dv; ++c) o[c] = std::numeric_limits<T>::quiet_NaN();
@@ -80,9 +93,11 @@ __global__ void forward_kernel(attention_desc<T> d) {
   }
 }
 
-/// P(t, s) from the log-sum-exp (NaN for a row whose keys are all masked) and dP(t, s) = dO_t . V_s.
+/// P(t, s) from the log-sum-exp (NaN for a row whose keys are all masked), dP(t, s) = dO_t . V_s and the dropout
+/// factor z (O = (P o Z) V, so dV takes P z and the softmax's backward dP z).
 template <class T>
-__device__ __forceinline__ void prob(const attention_desc<T>& d, index_t b, index_t h, index_t t, index_t s, T& p, T& dp) {
+__device__ __forceinline__ void prob(const attention_desc<T>& d, index_t b, index_t h, index_t t, index_t s, T& p, T& dp, T& z) {
+  z = keep_factor(d, b, h, t, s);
   const T lse = d.lse[(b * d.H + h) * d.Tq + t];
   p = tessera::cuda_kernels::dexp(score(d, b, h, t, s) - lse);
   const T* g = d.dout + b * d.os[0] + h * d.os[1] + t * d.os[2];
@@ -107,9 +122,9 @@ __global__ void backward_q_kernel(attention_desc<T> d, T* di) {
     if (!d.acc_q)
       for (index_t c = 0; c < d.D; ++c) dq[c] = T(0);
     for (index_t s = 0; s < d.S; ++s) {
-      T p, dp;
-      prob(d, b, h, t, s, p, dp);
-      const T ds = p * (dp - s0) * d.scale;
+      T p, dp, z;
+      prob(d, b, h, t, s, p, dp, z);
+      const T ds = p * (z * dp - s0) * d.scale;
       const T* k = d.k + b * d.ks[0] + h * d.ks[1] + s * d.ks[2];
       for (index_t c = 0; c < d.D; ++c) dq[c] += ds * k[c];
     }
@@ -129,14 +144,14 @@ __global__ void backward_kv_kernel(attention_desc<T> d, const T* di) {
     if (dv && !d.acc_v)
       for (index_t c = 0; c < d.Dv; ++c) dv[c] = T(0);
     for (index_t t = 0; t < d.Tq; ++t) {
-      T p, dp;
-      prob(d, b, h, t, s, p, dp);
+      T p, dp, z;
+      prob(d, b, h, t, s, p, dp, z);
       if (dv) {
         const T* g = d.dout + b * d.os[0] + h * d.os[1] + t * d.os[2];
-        for (index_t c = 0; c < d.Dv; ++c) dv[c] += p * g[c];
+        for (index_t c = 0; c < d.Dv; ++c) dv[c] += p * z * g[c];
       }
       if (dk) {
-        const T ds = p * (dp - di[(b * d.H + h) * d.Tq + t]) * d.scale;
+        const T ds = p * (z * dp - di[(b * d.H + h) * d.Tq + t]) * d.scale;
         const T* q = d.q + b * d.qs[0] + h * d.qs[1] + t * d.qs[2];
         for (index_t c = 0; c < d.D; ++c) dk[c] += ds * q[c];
       }
