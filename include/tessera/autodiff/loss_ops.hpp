@@ -2,6 +2,7 @@
 // once for every policy as a few fused expressions each (forward and backward; no loss-specific kernel):
 //   cross_entropy / nll_loss            class-index targets, logits [N, C] or [N, C, d1, ...] with labels [N] or
 //                                       [N, d1, ...]; class weight, ignore_index, label_smoothing (cross_entropy)
+//                                       (cross_entropy with class-probability targets: autodiff/soft_cross_entropy_ops.hpp)
 //   binary_cross_entropy_with_logits    weight, pos_weight (PyTorch's log-sum-exp form: finite for any logit)
 //   binary_cross_entropy                probabilities in [0, 1], each log clamped at -100
 //   smooth_l1_loss (beta), huber_loss (delta), l1_loss, mse_loss
@@ -482,6 +483,7 @@ bool cross_entropy_fused(const Var<T, R, P>& logits, const Tensor<L, SL, PL>& la
 /// both weighted; the mean divides by the summed weights of the targets that count. Labels outside [0, C) other
 /// than ignore_index throw std::out_of_range.
 template <class T, int R, class P, class L, class SL, class PL>
+  requires std::is_integral_v<L>
 Var<T, 0, P> cross_entropy(const Var<T, R, P>& logits, const Tensor<L, SL, PL>& labels, const cross_entropy_options& opt = {}) {
   detail::check_reducing(opt.reduction, "cross_entropy");
   Var<T, 0, P> fused;
@@ -500,6 +502,7 @@ Var<T, 0, P> cross_entropy(const Var<T, 2, P>& logits, const Tensor<L, SL, PL>& 
 }
 /// cross_entropy without reduction: one loss per target, shaped like the labels (0 where ignored).
 template <class T, int R, class P, class L, class SL, class PL>
+  requires std::is_integral_v<L>
 Var<T, R - 1, P> cross_entropy_unreduced(const Var<T, R, P>& logits, const Tensor<L, SL, PL>& labels,
                                          const cross_entropy_options& opt = {}) {
   double divisor = 0;
