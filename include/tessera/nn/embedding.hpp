@@ -1,7 +1,9 @@
 // nn::Embedding<Num, Dim, O>: a lookup table of Num vectors of Dim values, as PyTorch's torch.nn.Embedding. It takes
 // integer indices (int32 or int64, a host tensor) [N] or [N, T] and gives [N, Dim] or [N, T, Dim]. Parameter
 // "weight" [Num, Dim], drawn from N(0, 1) as PyTorch draws it; with embedding_options{.padding_idx = p} row p
-// starts at zero and gets no gradient. An index outside [0, Num) throws std::out_of_range naming it and Num.
+// starts at zero and gets no gradient; with .max_norm > 0 each row looked up whose .norm_type-norm exceeds max_norm is
+// first renormalised to max_norm in the weight, in place and without gradient (PyTorch's max_norm). An index outside
+// [0, Num) throws std::out_of_range naming it and Num.
 // As the first layer of a Sequential, the model takes the index tensor: Sequential<Shape<dyn, 12>,
 // Embedding<1000, 64>, Flatten, Linear<12 * 64, 10>>::forward(Tensor<std::int64_t, ...>). The operation is
 // ad::embedding (autodiff/embedding_ops.hpp).
@@ -18,6 +20,10 @@ struct embedding_options {
   /// The row that stays zero and gets no gradient; -1: none. (PyTorch's negative values count from the end; here
   /// write Num - 1 for the last row.)
   int padding_idx = -1;
+  /// > 0: the rows looked up are renormalised in place to this norm when theirs exceeds it; 0: off.
+  double max_norm = 0.0;
+  /// The p of the p-norm for max_norm (PyTorch's norm_type; +infinity: the largest magnitude).
+  double norm_type = 2.0;
 };
 
 template <int Num, int Dim, embedding_options O = embedding_options{}>
@@ -25,6 +31,8 @@ struct Embedding {
   static_assert(Num > 0 && Dim > 0, "tessera::nn::Embedding: the number of embeddings and their size must be positive");
   static_assert(O.padding_idx >= -1 && O.padding_idx < Num,
                 "tessera::nn::Embedding: padding_idx must be a row of the table (0 .. Num - 1) or -1 for none");
+  static_assert(O.max_norm >= 0.0, "tessera::nn::Embedding: max_norm must be >= 0 (0: off)");
+  static_assert(O.norm_type > 0.0, "tessera::nn::Embedding: norm_type must be > 0");
   static constexpr bool takes_indices = true;  ///< a Sequential starting with it takes integer indices
   template <class S>
   static constexpr bool accepts = S::rank == 1 || S::rank == 2;
@@ -62,7 +70,7 @@ struct Embedding {
     template <class I, class S, class PI>
     ad::Var<T, S::rank + 1, P> forward(const Tensor<I, S, PI>& indices, context&) const {
       static_assert(S::rank == 1 || S::rank == 2, "tessera::nn::Embedding takes indices [N] or [N, T]");
-      return ad::embedding(weight, indices, index_t(O.padding_idx));
+      return ad::embedding(weight, indices, index_t(O.padding_idx), O.max_norm, O.norm_type);
     }
   };
 };
