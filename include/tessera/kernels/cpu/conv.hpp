@@ -379,17 +379,27 @@ void cpu_conv2d_backward_data(const conv_geometry& g, const T* dy, const T* w, T
   }
 }
 
-/// db[k] += the sum of dy over images and pixels (contiguous dy), for each output channel k.
+/// db[k] += the sum of dy over images and pixels (contiguous dy), for each output channel k: channels shared among
+/// the threads, each plane summed in float vectors and the planes' sums in double.
 template <class T>
-void cpu_conv2d_backward_bias(const conv_geometry& g, const T* dy, T* db) {
+void cpu_conv2d_backward_bias(const conv_geometry& g, const T* dy, T* db, int nthreads = 1) {
   const index_t P = g.OH * g.OW;
+  [[maybe_unused]] const int nt = g.N * g.K * P >= 32768 ? int(std::max<index_t>(1, std::min<index_t>(std::max(1, nthreads), g.K))) : 1;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
   for (index_t k = 0; k < g.K; ++k) {
-    T s = 0;
+    double s = 0;
     for (index_t n = 0; n < g.N; ++n) {
-      const T* r = dy + (n * g.K + k) * P;
-      for (index_t p = 0; p < P; ++p) s += r[p];
+      const T* __restrict r = dy + (n * g.K + k) * P;
+      T t = 0;
+#if defined(_OPENMP)
+#pragma omp simd reduction(+ : t)
+#endif
+      for (index_t p = 0; p < P; ++p) t += r[p];
+      s += double(t);
     }
-    db[k] += s;
+    db[k] += T(s);
   }
 }
 
@@ -403,7 +413,7 @@ void cpu_conv2d_backward_weight(const conv_geometry& g, const T* x, const T* dy,
   using BL = gemm_blocking<T>;
   constexpr int MR = BL::mr, NR = BL::nr;
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, Kd = Cg * RS, P = g.OH * g.OW;
-  if (db) cpu_conv2d_backward_bias(g, dy, db);
+  if (db) cpu_conv2d_backward_bias(g, dy, db, nthreads);
   if (!accumulate) std::fill(dw, dw + g.K * Kd, T(0));
   if (g.N == 0 || P == 0 || Kd == 0 || Kg == 0) return;
   stats::count_pass();

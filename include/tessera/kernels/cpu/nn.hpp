@@ -22,6 +22,7 @@
 #include "tessera/core/simd.hpp"
 #include "tessera/kernels/backend.hpp"
 #include "tessera/kernels/cpu/adaptive_pool.hpp"
+#include "tessera/kernels/cpu/batch_norm.hpp"
 #include "tessera/kernels/cpu/conv.hpp"
 #include "tessera/kernels/cpu/pool2x2.hpp"
 
@@ -289,7 +290,7 @@ struct host_nn_ops {
   static void conv2d_backward_weight(const conv_geometry& geo, const T* x, const T* dz, T* dw, bool acc_w, T* db, bool acc_b) {
     if (db && !acc_b) std::fill(db, db + geo.K, T(0));
     if (dw) detail::cpu_conv2d_backward_weight<T>(geo, x, dz, dw, db, acc_w, P::num_threads());
-    else if (db) detail::cpu_conv2d_backward_bias(geo, dz, db);
+    else if (db) detail::cpu_conv2d_backward_bias(geo, dz, db, P::num_threads());
   }
   /// dx (+)= the convolution's input gradient from dz and the weights w.
   template <class T>
@@ -403,74 +404,25 @@ struct host_nn_ops {
     detail::draw_dropout_mask(m, n, p, rng);
   }
 
-  /// Per channel of x [N, C, HW]: the statistics to normalise with (the batch's in training, the running ones
-  /// otherwise) as mean[c] and invstd[c]; in training the running statistics are updated (variance unbiased). An
-  /// empty batch has no statistics: the running ones stay, and normalise nothing.
+  /// Batch normalisation per channel of x [N, C, HW] (kernels/cpu/batch_norm.hpp): the statistics to normalise with
+  /// (the batch's in training, the running ones otherwise; in training the running ones are updated, variance
+  /// unbiased; an empty batch leaves them), y = gamma * (x - mean) * invstd + beta, and the backward (null outputs
+  /// skipped; each added to when its flag says so).
   template <class T>
   static void batch_norm_stats(const T* x, index_t N, index_t C, index_t HW, bool training, double momentum, double eps,
                                T* running_mean, T* running_var, T* mean, T* invstd) {
-    const index_t M = N * HW;
-    for (index_t c = 0; c < C; ++c) {
-      T m, v;
-      if (training && M > 0) {
-        double s = 0, s2 = 0;
-        for (index_t n = 0; n < N; ++n)
-          for (index_t i = 0; i < HW; ++i) {
-            const double t = x[(n * C + c) * HW + i];
-            s += t;
-            s2 += t * t;
-          }
-        const double mu = s / double(M), var = std::max(0.0, s2 / double(M) - mu * mu);
-        m = T(mu);
-        v = T(var);
-        running_mean[c] = T((1 - momentum) * running_mean[c] + momentum * mu);
-        running_var[c] = T((1 - momentum) * running_var[c] + momentum * (M > 1 ? var * double(M) / double(M - 1) : var));
-      } else {
-        m = running_mean[c];
-        v = running_var[c];
-      }
-      mean[c] = m;
-      invstd[c] = T(1.0 / std::sqrt(double(v) + eps));
-    }
+    detail::cpu_batch_norm_stats<T>(x, N, C, HW, training, momentum, eps, running_mean, running_var, mean, invstd, P::num_threads());
   }
-  /// y = gamma * (x - mean) * invstd + beta per channel, as a * x + b.
   template <class T>
   static void batch_norm_apply(const T* x, const T* gamma, const T* beta, const T* mean, const T* invstd, T* y, index_t N,
                                index_t C, index_t HW) {
-    for (index_t n = 0; n < N; ++n)
-      for (index_t c = 0; c < C; ++c) {
-        const T a = gamma[c] * invstd[c];
-        const T b = beta[c] - a * mean[c];
-        for (index_t i = 0; i < HW; ++i) y[(n * C + c) * HW + i] = a * x[(n * C + c) * HW + i] + b;
-      }
+    detail::cpu_batch_norm_apply<T>(x, gamma, beta, mean, invstd, y, N, C, HW, P::num_threads());
   }
-  /// Batch norm's backward per channel: sum(g) and sum(g * xhat) in double, the gamma and beta gradients, then dx.
-  /// Null outputs are skipped; each is added to when its flag says so.
   template <class T>
   static void batch_norm_backward(const T* x, const T* g, const T* gamma, const T* mean, const T* invstd, T* dg, T* dbeta, T* dx,
                                   index_t N, index_t C, index_t HW, bool training, bool acc_g, bool acc_b, bool acc_x) {
-    const index_t M = N * HW;
-    for (index_t c = 0; c < C; ++c) {
-      const T mu = mean[c], is = invstd[c], gam = gamma[c];
-      double sg = 0, sgx = 0;  // sum(g), sum(g * xhat)
-      for (index_t n = 0; n < N; ++n)
-        for (index_t i = 0; i < HW; ++i) {
-          const index_t k = (n * C + c) * HW + i;
-          sg += g[k];
-          sgx += double(g[k]) * double((x[k] - mu) * is);
-        }
-      if (dg) dg[c] = (acc_g ? dg[c] : T(0)) + T(sgx);
-      if (dbeta) dbeta[c] = (acc_b ? dbeta[c] : T(0)) + T(sg);
-      if (dx)
-        for (index_t n = 0; n < N; ++n)
-          for (index_t i = 0; i < HW; ++i) {
-            const index_t k = (n * C + c) * HW + i;
-            T v;
-            if (training) v = gam * is * (g[k] - T(sg / double(M)) - (x[k] - mu) * is * T(sgx / double(M)));
-            else v = gam * is * g[k];
-            dx[k] = acc_x ? dx[k] + v : v;
-          }
-    }
+    detail::cpu_batch_norm_backward<T>(x, g, gamma, mean, invstd, dg, dbeta, dx, N, C, HW, training, acc_g, acc_b, acc_x,
+                                       P::num_threads());
   }
 
   /// grad (dims gd) += t (dims td, contiguous) summed down to grad's shape (t's dims broadcast from grad's, aligned

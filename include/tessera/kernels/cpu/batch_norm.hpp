@@ -1,0 +1,154 @@
+// Batch normalisation on the host over x [N, C, HW] (BatchNorm2d: HW = H*W; BatchNorm1d: HW = L or 1), per channel c:
+//   cpu_batch_norm_stats     mean[c], invstd[c]: the batch's in training (two passes: the mean, then the squared
+//                            deviations from it, so no cancellation), the running ones otherwise; updates the running
+//                            statistics in training (variance unbiased) as PyTorch
+//   cpu_batch_norm_apply     y = gamma * (x - mean) * invstd + beta, as a * (x - mean) + beta
+//   cpu_batch_norm_backward  sum(g) and sum(g * (x - mean)) per channel, the gamma and beta gradients, then dx
+// Channels (or planes, for the apply) are shared among nthreads threads. Each run of a plane is summed in float
+// vectors, runs of at most 1024 values, and the runs' sums in double: vectorised, and as accurate as the double loop
+// it replaced within float rounding of a 1024-value run.
+#pragma once
+#include <algorithm>
+#include <cmath>
+
+#include "tessera/core/simd.hpp"
+#include "tessera/core/types.hpp"
+
+namespace tessera::detail {
+
+/// Sums over x[0 .. n): s0 = sum(x - c), s1 = sum((x - c)^2) (Square) or sum((x - c) * y) (with y), float-vectorised
+/// in runs of 1024 whose sums are added in double.
+template <class T, bool WithY>
+void bn_run_sums(const T* __restrict x, const T* __restrict y, index_t n, T c, double& s0, double& s1) {
+  for (index_t r0 = 0; r0 < n; r0 += 1024) {
+    const index_t r1 = std::min(n, r0 + 1024);
+    index_t i = r0;
+    T a0 = 0, a1 = 0;
+#if TESSERA_SIMD
+    constexpr int L = simd::lanes_for<sizeof(T)>;
+    using V = simd::vec<T, L>;
+    V v0{}, v1{};
+    const V cv = simd::splat<T, L>(c);
+    for (; i + L <= r1; i += L) {
+      const V d = simd::load<T, L>(x + i) - cv;
+      if constexpr (WithY) {
+        const V yv = simd::load<T, L>(y + i);
+        v0 += yv;
+        v1 += d * yv;
+      } else {
+        v0 += d;
+        v1 += d * d;
+      }
+    }
+    a0 = simd::reduce_add<T, L>(v0);
+    a1 = simd::reduce_add<T, L>(v1);
+#endif
+    for (; i < r1; ++i) {
+      const T d = x[i] - c;
+      if constexpr (WithY) {
+        a0 += y[i];
+        a1 += d * y[i];
+      } else {
+        a0 += d;
+        a1 += d * d;
+      }
+    }
+    s0 += double(a0);
+    s1 += double(a1);
+  }
+}
+
+/// The number of threads for a pass over `elements` values in `items` independent pieces.
+inline int bn_threads(index_t elements, index_t items, int nthreads) {
+  return elements >= 32768 ? int(std::max<index_t>(1, std::min<index_t>(std::max(1, nthreads), items))) : 1;
+}
+
+template <class T>
+void cpu_batch_norm_stats(const T* x, index_t N, index_t C, index_t HW, bool training, double momentum, double eps, T* running_mean,
+                          T* running_var, T* mean, T* invstd, int nthreads) {
+  const index_t M = N * HW;
+  [[maybe_unused]] const int nt = bn_threads(M * C, C, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (index_t c = 0; c < C; ++c) {
+    T m, v;
+    if (training && M > 0) {
+      double s = 0, unused = 0;
+      for (index_t n = 0; n < N; ++n) bn_run_sums<T, false>(x + (n * C + c) * HW, nullptr, HW, T(0), s, unused);
+      const double mu = s / double(M);
+      double dev = 0, s2 = 0;  // sum(x - mu) (rounding only) and sum((x - mu)^2)
+      for (index_t n = 0; n < N; ++n) bn_run_sums<T, false>(x + (n * C + c) * HW, nullptr, HW, T(mu), dev, s2);
+      const double var = std::max(0.0, s2 / double(M) - (dev / double(M)) * (dev / double(M)));
+      m = T(mu);
+      v = T(var);
+      running_mean[c] = T((1 - momentum) * double(running_mean[c]) + momentum * mu);
+      running_var[c] = T((1 - momentum) * double(running_var[c]) + momentum * (M > 1 ? var * double(M) / double(M - 1) : var));
+    } else {
+      m = running_mean[c];
+      v = running_var[c];
+    }
+    mean[c] = m;
+    invstd[c] = T(1.0 / std::sqrt(double(v) + eps));
+  }
+}
+
+template <class T>
+void cpu_batch_norm_apply(const T* x, const T* gamma, const T* beta, const T* mean, const T* invstd, T* y, index_t N, index_t C,
+                          index_t HW, int nthreads) {
+  [[maybe_unused]] const int nt = bn_threads(N * C * HW, N * C, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (index_t q = 0; q < N * C; ++q) {
+    const index_t c = q % C;
+    const T a = gamma[c] * invstd[c], m = mean[c], b = beta[c];  // a * (x - m) + b: no cancellation far from zero
+    const T* __restrict xs = x + q * HW;
+    T* __restrict ys = y + q * HW;
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+    for (index_t i = 0; i < HW; ++i) ys[i] = a * (xs[i] - m) + b;
+  }
+}
+
+template <class T>
+void cpu_batch_norm_backward(const T* x, const T* g, const T* gamma, const T* mean, const T* invstd, T* dg, T* dbeta, T* dx, index_t N,
+                             index_t C, index_t HW, bool training, bool acc_g, bool acc_b, bool acc_x, int nthreads) {
+  const index_t M = N * HW;
+  [[maybe_unused]] const int nt = bn_threads(M * C, C, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (index_t c = 0; c < C; ++c) {
+    const T mu = mean[c], is = invstd[c], gam = gamma[c];
+    double sg = 0, sgd = 0;  // sum(g), sum(g * (x - mean))
+    for (index_t n = 0; n < N; ++n) bn_run_sums<T, true>(x + (n * C + c) * HW, g + (n * C + c) * HW, HW, mu, sg, sgd);
+    const double sgx = sgd * double(is);  // sum(g * xhat)
+    if (dg) dg[c] = (acc_g ? dg[c] : T(0)) + T(sgx);
+    if (dbeta) dbeta[c] = (acc_b ? dbeta[c] : T(0)) + T(sg);
+    if (!dx) continue;
+    // training: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) = k * g + kx * (x - mean) + k0
+    const T k = gam * is;
+    const T mg = training && M > 0 ? T(sg / double(M)) : T(0), mgx = training && M > 0 ? T(sgx / double(M)) : T(0);
+    const T kx = -k * is * mgx, k0 = -k * mg;
+    for (index_t n = 0; n < N; ++n) {
+      const T* __restrict xs = x + (n * C + c) * HW;
+      const T* __restrict gs = g + (n * C + c) * HW;
+      T* __restrict ds = dx + (n * C + c) * HW;
+      if (acc_x) {
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+        for (index_t i = 0; i < HW; ++i) ds[i] += k * gs[i] + kx * (xs[i] - mu) + k0;
+      } else {
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+        for (index_t i = 0; i < HW; ++i) ds[i] = k * gs[i] + kx * (xs[i] - mu) + k0;
+      }
+    }
+  }
+}
+
+}  // namespace tessera::detail
