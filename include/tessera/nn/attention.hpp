@@ -5,10 +5,11 @@
 //                with kdim or vdim other than E (0 = E): q_proj_weight [E, E], k_proj_weight [E, kdim],
 //                v_proj_weight [E, vdim] (xavier_uniform_ each) instead of in_proj_weight, as PyTorch
 //   layout       batch_first = true is the default here (PyTorch's is false): [N, T, E]; false: [T, N, E]
-//   in a model   self-attention [N, T, E] -> [N, T, E] without masks
+//   in a model   self-attention [N, T, E] -> [N, T, E] without masks (needs kdim = vdim = E)
 //   by hand      state.forward(query, key, value, {.attn_mask, .key_padding_mask, .is_causal}[, ctx]) for
-//                cross-attention (key [N, S, kdim], value [N, S, vdim]) and masks (attn_mask [T, S] or [N * Heads, T, S], bools with true = masked out or
-//                floats added to the scores; key_padding_mask [N, S] bools)
+//                cross-attention (key [N, S, kdim], value [N, S, vdim]) and masks (attn_mask [T, S] or
+//                [N * Heads, T, S], bools with true = masked out or floats added to the scores; key_padding_mask
+//                [N, S] bools)
 //   dropout      on the attention weights, in training only (the context's training and rng; by hand: the ctx
 //                passed, none without one), inverted (kept weights times 1 / (1 - dropout)), never materialised
 // Self-attention projects x once ([N*T, E] x [E, 3E], one GEMM); the heads are read from that projection in place
@@ -200,7 +201,8 @@ struct MultiheadAttention {
       auto masks = ad::detail::copy_masks<T, P>(so, N, Heads, Tq, S, "MultiheadAttention");
       const T scale = T(1.0 / std::sqrt(double(d)));
       const bool drop = O.dropout > 0.0 && ctx && ctx->training;
-      const auto dargs = ad::detail::draw_attention_dropout(drop ? O.dropout : 0.0, drop ? ctx->rng : nullptr, "MultiheadAttention");
+      const auto dargs =
+          ad::detail::draw_attention_dropout(drop ? O.dropout : 0.0, drop ? ctx->rng : nullptr, "MultiheadAttention");
       return ad::detail::attention_core<2>(qp, kp, vp, L, dims_t<2>{N * Tq, E}, scale, m.is_causal, std::move(masks), dargs);
     }
   };
