@@ -117,9 +117,11 @@ TEMPLATE_PRODUCT_TEST_CASE("conv2d matches the definition", "[conv]", std::pair,
     check_conv<T, P>(2, 3, 65, 65, 33, 3, 1, 1, 1, 1);
     check_conv<T, P>(1, 64, 34, 34, 33, 3, 1, 1, 1, 1);
   }
-  SECTION("the SimpleCNN layers") {
+  SECTION("the SimpleCNN's and the ResNet example's layers") {
     check_conv<T, P>(4, 1, 28, 28, 32, 3, 1, 1, 1, 1);
     check_conv<T, P>(3, 32, 14, 14, 64, 3, 1, 1, 1, 1);
+    check_conv<T, P>(3, 64, 7, 7, 64, 3, 1, 1, 1, 1);  // 7 x 7: a panel of 14 pixels is two runs of 7
+    check_conv<T, P>(2, 32, 14, 14, 64, 3, 2, 1, 1, 1);
   }
 }
 

@@ -51,6 +51,30 @@ void gather_panel(T* __restrict d, const T* __restrict base, const index_t* __re
   }
 }
 
+/// The same for a panel of two runs of consecutive pixels (a panel that wraps to the next output row at stride 1:
+/// the 7 x 7 maps): pixels [0, n0) from base + o0 and [n0, MR) from base + o1, for each tap k. AVX-512 floats: two
+/// masked moves a tap instead of MR scalar ones.
+template <class T, int MR>
+void gather_panel_two_runs(T* __restrict d, const T* __restrict base, index_t o0, index_t o1, int n0, const index_t* __restrict ko,
+                           index_t kc) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && MR <= 16) {
+    const __mmask16 m0 = __mmask16((1u << n0) - 1u), m1 = __mmask16((1u << (MR - n0)) - 1u);
+    for (index_t k = 0; k < kc; ++k) {
+      const T* src = base + ko[k];
+      _mm512_mask_storeu_ps(d + k * MR, m0, _mm512_maskz_loadu_ps(m0, src + o0));
+      _mm512_mask_storeu_ps(d + k * MR + n0, m1, _mm512_maskz_loadu_ps(m1, src + o1));
+    }
+    return;
+  }
+#endif
+  for (index_t k = 0; k < kc; ++k) {
+    const T* src = base + ko[k];
+    for (int i = 0; i < n0; ++i) d[k * MR + i] = src[o0 + i];
+    for (int i = n0; i < MR; ++i) d[k * MR + i] = src[o1 + i - n0];
+  }
+}
+
 #if defined(__AVX512F__)
 /// r[i][j] -> r[j][i] for a 16 x 16 block of floats in registers (64 shuffles).
 TS_INLINE void transpose16x16(__m512 r[16]) {
@@ -294,11 +318,18 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
             const index_t p = j0 + ir + std::min<index_t>(i, rows - 1), oh = p / g.OW, ow = p - oh * g.OW;
             off[i] = oh * g.stride.h * Wp + ow * g.stride.w;
           }
-          bool run = true;
-          for (index_t i = 1; i < MR; ++i) run = run && off[i] == off[0] + i;
-          // a run of pixels is read in place by the micro-kernel; other panels are gathered into apk
-          direct[ir / MR] = run ? base + off[0] : nullptr;
-          if (!run) gather_panel<T, MR>(apk + ir * kc, base, off, ko + pc, kc);
+          // the panel's runs of consecutive pixels: one is read in place by the micro-kernel; two are copied run by
+          // run into apk; other panels (stride > 1) are gathered pixel by pixel
+          int runs = 1, split = MR;
+          for (int i = 1; i < MR; ++i)
+            if (off[i] != off[i - 1] + 1) {
+              if (runs == 1) split = i;
+              ++runs;
+            }
+          direct[ir / MR] = runs == 1 ? base + off[0] : nullptr;
+          if (runs == 2 && off[MR - 1] - off[split] == MR - 1 - split)
+            gather_panel_two_runs<T, MR>(apk + ir * kc, base, off[0], off[split], split, ko + pc, kc);
+          else if (runs > 1) gather_panel<T, MR>(apk + ir * kc, base, off, ko + pc, kc);
         }
         const T* wblk = wpk + grp * Kp * Kd + Kp * pc;
         for (index_t jr = 0; jr < Kg; jr += NR) {
