@@ -1,8 +1,8 @@
 // The layers of nn/embedding.hpp, nn/batchnorm1d.hpp and nn/composition.hpp on the cuda policy against the same
 // operations on cpu_threads: ad::embedding's rows and its weight gradient (duplicate indices, padding_idx; the
 // device's scatter-add sums each row's gradient rows in input order, so the results are equal to rounding),
-// ad::batch_norm1d in training and evaluation, and a Residual model's output and parameter gradients. float; values
-// compared to 1e-5 relative. Without a GPU: prints why and exits 77 (skipped).
+// ad::embedding with max_norm (the rows renormalised in the weight), ad::batch_norm1d in training and evaluation,
+// and a Residual model's output and parameter gradients. float; values compared to 1e-5 relative. Without a GPU: prints why and exits 77 (skipped).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -68,6 +68,25 @@ TEST_CASE("cuda: embedding rows and weight gradient equal the host's", "[cuda][e
   bad.data()[0] = 11;
   ad::Var<float, 2, ts::cuda> wd(ts::to<ts::cuda>(w), true);
   CHECK_THROWS_AS(ad::embedding(wd, bad), std::out_of_range);
+}
+
+TEST_CASE("cuda: embedding max_norm renormalises the same rows as the host", "[cuda][embedding]") {
+  ts::Tensor<std::int64_t, ts::dyn_shape_t<2>> idx(dims_t<2>{9, 7});
+  for (index_t i = 0; i < idx.size(); ++i) idx.data()[i] = (i * 5 + 3) % 13;  // rows 0 .. 12 of 17: some never looked up
+  const auto w = values<2>({17, 33}, 3);
+  const auto c = values<3>({9, 7, 33}, 4);
+  for (double p : {2.0, 1.0, 3.0}) {
+    INFO("norm_type " << p);
+    ad::Var<float, 2, ts::cpu_threads> wh(ts::to<ts::cpu_threads>(w), true);
+    ad::Var<float, 2, ts::cuda> wd(ts::to<ts::cuda>(w), true);
+    auto yh = ad::embedding(wh, idx, -1, 2.0, p);
+    auto yd = ad::embedding(wd, idx, -1, 2.0, p);
+    check_close(wh.value(), wd.value(), "renormalised weight");
+    check_close(yh.value(), yd.value(), "rows");
+    ad::sum(yh * ad::Var<float, 3, ts::cpu_threads>(ts::to<ts::cpu_threads>(c), false)).backward();
+    ad::sum(yd * ad::Var<float, 3, ts::cuda>(ts::to<ts::cuda>(c), false)).backward();
+    check_close(wh.grad(), wd.grad(), "weight gradient");
+  }
 }
 
 TEST_CASE("cuda: batch_norm1d equals the host's (train and eval, [N, C] and [N, C, L])", "[cuda][batchnorm1d]") {

@@ -1,6 +1,7 @@
 // The losses of autodiff/loss_ops.hpp on the cuda policy against the same losses on cpu_threads: each loss's value
 // and the gradients of its input (and of a target Var), for every option, reduction none / mean / sum, class-index
-// targets of rank 1 and 3, labels and targets given as host tensors. float; values compared to 1e-4 relative.
+// targets of rank 1 and 3, class-probability targets (autodiff/soft_cross_entropy_ops.hpp), labels and targets given
+// as host tensors. float; values compared to 1e-4 relative.
 // Without a GPU: prints why and exits 77 (skipped).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
@@ -9,6 +10,7 @@
 
 #include <cmath>
 #include <tessera/autodiff/loss_ops.hpp>
+#include <tessera/autodiff/soft_cross_entropy_ops.hpp>
 #include <tessera/tessera.hpp>
 #include <vector>
 
@@ -103,5 +105,22 @@ TEST_CASE("cuda losses: binary and regression losses, targets with gradients", "
     same_on_both<2>(hx, ht, [&](const auto& x, const auto& t) { return ad::sum(ad::huber_loss_unreduced(x, t) * x); }, "huber none");
     // a host tensor as the target of a device input
     same_on_both<2>(hx, ht, [&](const auto& x, const auto&) { return ad::mse_loss(x, ht); }, "mse, host target");
+  }
+}
+
+TEST_CASE("cuda losses: cross_entropy with class-probability targets", "[cuda][losses]") {
+  for (index_t N : {1, 7, 33}) {
+    const auto hx = values<2>({N, 5}, 7, -3.0, 3.0);
+    const auto hp = values<2>({N, 5}, 8, 0.0, 1.0);  // rows need not sum to 1 for the comparison
+    for (auto r : {ad::reduction::mean, ad::reduction::sum})
+      same_on_both<2>(hx, hp, [&](const auto& x, const auto& t) {
+        return ad::cross_entropy(x, t, {.weight = {0.5, 1.0, 2.0, 1.5, 1.0}, .label_smoothing = 0.2, .reduction = r});
+      }, "soft cross_entropy");
+    same_on_both<2>(hx, hp, [&](const auto& x, const auto&) { return ad::cross_entropy(x, hp); }, "soft cross_entropy, host target");
+    const auto hx3 = values<3>({N, 4, 3}, 9, -3.0, 3.0), hp3 = values<3>({N, 4, 3}, 10, 0.0, 1.0);
+    same_on_both<3>(hx3, hp3, [&](const auto& x, const auto& t) {
+      const auto u = ad::cross_entropy_unreduced(x, t, {.label_smoothing = 0.1});
+      return ad::sum(u * u);  // a different weight per target
+    }, "soft cross_entropy [N, C, d], none");
   }
 }

@@ -2,7 +2,8 @@
 // cpu_threads (whose values and gradients test_gru_rnn and test_bidirectional check against loops and finite
 // differences): output, h_n, c_n and the gradients of the input and every parameter, at odd sizes, batch-first and
 // time-major, one and two layers, one and two directions, with and without biases, with dropout between layers (the
-// same seed draws the same mask on both policies), in float and double.
+// same seed draws the same mask on both policies), from zero and from given initial states h0 / c0 (their gradients
+// compared too), in float and double; a Sequential with nn::Linear on the [N, T, F] sequence output.
 // Without a GPU: prints why and exits 77 (skipped).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
@@ -11,6 +12,7 @@
 
 #include <string>
 #include <tessera/autodiff/recurrence_ops.hpp>
+#include <type_traits>
 #include <tessera/nn/recurrent.hpp>
 #include <tessera/tessera.hpp>
 #include <vector>
@@ -41,11 +43,12 @@ struct rec_case {
   int layers;
   bool bidirectional, batch_first, bias;
   double dropout;
+  bool initial_state = false;  ///< start from h0 (and c0 for the LSTM) that require gradients
 };
 
 template <class T>
 struct rec_run {
-  ts::Tensor<T, ts::dyn_shape_t<3>> out, hn, cn, gx;
+  ts::Tensor<T, ts::dyn_shape_t<3>> out, hn, cn, gx, gh0, gc0;
   std::vector<ts::Tensor<T, ts::dyn_shape_t<2>>> gw;
   std::vector<ts::Tensor<T, ts::dyn_shape_t<1>>> gb;
 };
@@ -77,7 +80,13 @@ rec_run<T> run(const rec_case& k) {
     }
   ts::Rng rng(5);
   const ad::recurrence_options o{k.layers, k.batch_first, k.dropout, k.bidirectional};
-  auto r = ad::recurrence(x, layers, k.kind, o, &rng, k.dropout > 0);
+  const dims_t<3> sd{k.layers * D, k.B, k.H};
+  V3 h0, c0;
+  if (k.initial_state) {
+    h0 = V3(ts::to<P>(values<T, 3>(sd, 61)), true);
+    if (k.kind == ad::recurrence_kind::lstm) c0 = V3(ts::to<P>(values<T, 3>(sd, 62)), true);
+  }
+  auto r = ad::recurrence(x, layers, k.kind, o, h0, c0, &rng, k.dropout > 0);
   auto c1 = V3(ts::to<P>(values<T, 3>(r.output.dims(), 51)), false);
   auto c2 = V3(ts::to<P>(values<T, 3>(r.h_n.dims(), 52)), false);
   const auto loss = ad::sum(r.output * c1) + ad::sum(r.h_n * c2);
@@ -88,6 +97,8 @@ rec_run<T> run(const rec_case& k) {
   res.hn = ts::to<ts::cpu>(r.h_n.value());
   if (r.c_n.defined()) res.cn = ts::to<ts::cpu>(r.c_n.value());
   res.gx = ts::to<ts::cpu>(x.grad());
+  if (h0.defined()) res.gh0 = ts::to<ts::cpu>(h0.grad());
+  if (c0.defined()) res.gc0 = ts::to<ts::cpu>(c0.grad());
   for (auto& p : layers) {
     res.gw.push_back(ts::to<ts::cpu>(p.weight_ih.grad()));
     res.gw.push_back(ts::to<ts::cpu>(p.weight_hh.grad()));
@@ -106,13 +117,15 @@ void check(const rec_case& k, double rel) {
                            " T=" + std::to_string(k.T) + " I=" + std::to_string(k.I) + " H=" + std::to_string(k.H) +
                            " layers=" + std::to_string(k.layers) + (k.bidirectional ? " bidirectional" : "") +
                            (k.batch_first ? " batch-first" : " time-major") + (k.bias ? "" : " no bias") +
-                           (k.dropout > 0 ? " dropout" : "");
+                           (k.dropout > 0 ? " dropout" : "") + (k.initial_state ? " from h0" : "");
   const auto h = run<T, ts::cpu_threads>(k);
   const auto d = run<T, ts::cuda>(k);
   require_close(h.out, d.out, name + ": output", rel);
   require_close(h.hn, d.hn, name + ": h_n", rel);
   if (k.kind == ad::recurrence_kind::lstm) require_close(h.cn, d.cn, name + ": c_n", rel);
   require_close(h.gx, d.gx, name + ": gradient of x", rel);
+  if (k.initial_state) require_close(h.gh0, d.gh0, name + ": gradient of h0", rel);
+  if (k.initial_state && k.kind == ad::recurrence_kind::lstm) require_close(h.gc0, d.gc0, name + ": gradient of c0", rel);
   for (std::size_t i = 0; i < h.gw.size(); ++i) require_close(h.gw[i], d.gw[i], name + ": weight gradient " + std::to_string(i), rel);
   for (std::size_t i = 0; i < h.gb.size(); ++i) require_close(h.gb[i], d.gb[i], name + ": bias gradient " + std::to_string(i), rel);
 }
@@ -125,6 +138,11 @@ const std::vector<rec_case> cases = {
     {ad::recurrence_kind::rnn_relu, 2, 5, 4, 7, 1, true, false, false, 0.0},
     {ad::recurrence_kind::lstm, 3, 7, 5, 33, 2, true, false, true, 0.0},
     {ad::recurrence_kind::lstm, 2, 4, 3, 7, 2, true, true, true, 0.4},
+    {ad::recurrence_kind::gru, 3, 7, 5, 33, 2, true, false, true, 0.0, true},
+    {ad::recurrence_kind::gru, 1, 1, 3, 1, 1, false, true, false, 0.0, true},
+    {ad::recurrence_kind::rnn_tanh, 3, 7, 5, 33, 2, true, true, true, 0.0, true},
+    {ad::recurrence_kind::rnn_relu, 2, 5, 4, 7, 1, false, false, false, 0.0, true},
+    {ad::recurrence_kind::lstm, 3, 7, 5, 33, 2, true, false, true, 0.0, true},
 };
 
 }  // namespace
@@ -149,4 +167,13 @@ TEST_CASE("cuda recurrence: nn::GRU and nn::RNN layers run on the cuda policy", 
   ad::Var<float, 3, ts::cuda> xs(ts::to<ts::cuda>(values<float, 3>({5, 2, 3}, 7)), false);
   nn::context ctx{false, nullptr};
   CHECK(rnn.forward_with_state(xs, ctx).h_n.dims() == dims_t<3>{1, 2, 4});
+  ad::Var<float, 3, ts::cuda> h0(ts::to<ts::cuda>(values<float, 3>({1, 2, 4}, 8)), false);
+  CHECK(rnn.forward_with_state(xs, ctx, h0).h_n.dims() == dims_t<3>{1, 2, 4});
+  // nn::Linear (and its fused ReLU) on the [N, T, F] output of a sequence layer
+  using Tagger = nn::Sequential<Shape<dyn, 6, 3>, nn::GRU<3, 8, ts::gru_options{.batch_first = true}>, nn::Linear<8, 5>, nn::ReLU,
+                                nn::Linear<5, 2>>;
+  static_assert(std::is_same_v<Tagger::output_shape, Shape<dyn, 6, 2>>);
+  typename Tagger::template on<ts::cpu_threads> th(6);
+  typename Tagger::template on<ts::cuda> td(6);
+  require_close(th.forward(x).value(), td.forward(x).value(), "GRU -> Linear [N, T, F] forward", 1e-4);
 }
