@@ -171,6 +171,9 @@ class int8_linear<nn::Linear<In, Out, Bias>, Relu> {
   }
 
   void run(detail::qact& x) const {
+    if (x.is_float && x.T > 0)  // the float Linear maps [B, T, F] per step; the int8 one takes [B, F] only
+      throw std::invalid_argument("tessera::quant: an int8 Linear takes [batch, features]: a Linear on a sequence [B, T, F] "
+                                  "has no int8 version (put LastStep before it)");
     if (x.is_float) {  // a float input (after LastStep): quantized with the calibrated range
       const index_t B = x.f.dims()[0], F = x.f.dims()[1];
       x.t = detail::act4(B, 1, 1, F);
