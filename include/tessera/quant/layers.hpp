@@ -10,6 +10,7 @@
 //                                     calibrated there
 //   MaxPool2d<2>                      int8_max_pool2d: on the uint8 values
 //   ReLU                              int8_relu: max(q, zero point)
+//   BatchNorm2d, BatchNorm1d          int8_batch_norm: a per-channel affine map of the dequantized values, requantized
 //   Flatten, Dropout                  free (a Linear after a Flatten reads its weight columns in NHWC order)
 //   LSTM                              int8_lstm: int8 weights, activations quantized dynamically (quant::qlstm)
 //   LastStep                          int8_last_step: the last step of the float sequence
@@ -17,6 +18,7 @@
 // the int8 model as a std::tuple of these, one per group.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -24,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "tessera/nn/batchnorm1d.hpp"
 #include "tessera/nn/fusion.hpp"
 #include "tessera/nn/recurrent.hpp"
 #include "tessera/quant/qconv.hpp"
@@ -249,6 +252,39 @@ class int8_dropout {
   void run(detail::qact&) const {}
 };
 
+template <class BatchNorm>
+class int8_batch_norm;
+/// BatchNorm2d, or BatchNorm1d on features [B, F], in evaluation (its running statistics): per channel
+/// y = a[c] * x + b[c] (a = weight / sqrt(running_var + 1e-5), b = bias - a * running_mean) on the dequantized values,
+/// requantized with the range calibrated after it, as PyTorch's quantized BatchNorm2d / BatchNorm1d
+/// (torch.ao.nn.quantized) when it is not folded into the convolution before it.
+template <template <int> class BN, int C>
+class int8_batch_norm<BN<C>> {
+ public:
+  static constexpr bool weighted = false;
+  Tensor<float, Shape<dyn>, cpu_threads> a, b;
+  qparams out;
+
+  template <class State>
+  int8_batch_norm(const State& fl, conversion& c) : a(C), b(C) {
+    if (c.dims[c.first].size() == 3)
+      throw std::invalid_argument("tessera::quant: an int8 BatchNorm1d takes features [B, F]; on a sequence [B, C, L] it has no "
+                                  "int8 version");
+    for (index_t k = 0; k < C; ++k) {
+      const double is = 1.0 / std::sqrt(double(fl.running_var.data()[k]) + 1e-5);
+      a.data()[k] = float(double(fl.weight.value().data()[k]) * is);
+      b.data()[k] = float(double(fl.bias.value().data()[k]) - double(a.data()[k]) * double(fl.running_mean.data()[k]));
+    }
+    out = c.range[c.first + 1];
+    c.in = out;
+  }
+  void run(detail::qact& x) const {
+    auto m = detail::as_matrix(x.t);  // [rows, C]: channels last
+    m = quantize(dequantize(m, x.qp) * a + b, out);
+    x.qp = out;
+  }
+};
+
 template <class LSTM>
 class int8_lstm;
 /// An LSTM (a model's first layer): int8 weights, activations quantized dynamically per sequence and per step.
@@ -327,6 +363,14 @@ template <int In, int H, lstm_options O>
 struct int8_of<nn::fused<nn::LSTM<In, H, O>>> {
   using type = std::conditional_t<O.bidirectional, void, int8_lstm<nn::LSTM<In, H, O>>>;  // qlstm runs one direction
 };
+template <int C>
+struct int8_of<nn::fused<nn::BatchNorm2d<C>>> {
+  using type = int8_batch_norm<nn::BatchNorm2d<C>>;
+};
+template <int C>
+struct int8_of<nn::fused<nn::BatchNorm1d<C>>> {
+  using type = int8_batch_norm<nn::BatchNorm1d<C>>;
+};
 template <>
 struct int8_of<nn::fused<nn::LastStep>> {
   using type = int8_last_step;
@@ -344,7 +388,7 @@ template <class L>
 struct layer_has_no_int8_version {
   static constexpr bool ok = never<L>;
   static_assert(ok, "tessera::quant: this layer has no int8 version yet (int8 models take Conv2d, Linear, ReLU, "
-                    "MaxPool2d<2>, Flatten, Dropout, LSTM (not bidirectional) and LastStep; GRU, RNN and the cells have none; the "
+                    "MaxPool2d<2>, Flatten, Dropout, BatchNorm2d, BatchNorm1d, LSTM (not bidirectional) and LastStep; GRU, RNN and the cells have none; the "
                     "instantiation above names the layer)");
 };
 template <class Group>
