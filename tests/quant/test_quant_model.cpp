@@ -13,6 +13,8 @@
 #include <tessera/quant/model.hpp>
 #include <tessera/tessera.hpp>
 
+#include "quant_model_support.hpp"
+
 namespace ts = tessera;
 namespace nn = tessera::nn;
 namespace q = tessera::quant;
@@ -24,19 +26,8 @@ using TinyCNN = nn::Sequential<ts::Shape<dyn, 2, 8, 6>, nn::Conv2d<2, 5, 3, ts::
                                nn::MaxPool2d<2>, nn::Flatten, nn::Linear<5 * 4 * 3, 7>, nn::ReLU, nn::Dropout<0.5>,
                                nn::Linear<7, 3>>;
 
-ts::Tensor<float, ts::Shape<dyn, 2, 8, 6>> images(index_t n, std::uint32_t seed) {
-  ts::Tensor<float, ts::Shape<dyn, 2, 8, 6>> x(n);
-  std::uint32_t s = seed;
-  for (index_t i = 0; i < x.size(); ++i) {
-    s = s * 1664525u + 1013904223u;
-    x.data()[i] = float(s >> 8) / float(1 << 24) * 4.0f - 1.5f;
-  }
-  return x;
-}
-
-float clampf(float v, float lo, float hi) { return std::min(std::max(v, lo), hi); }
-/// PyTorch's quantize_val: x times the reciprocal of the scale, rounded half to even, plus the zero point, clamped.
-int quantize_ref(float x, q::qparams qp) { return int(clampf(std::nearbyint(x * (1.0f / qp.scale)) + float(qp.zero_point), 0, 255)); }
+using quant_test::images;
+using quant_test::quantize_ref;
 }  // namespace
 
 TEST_CASE("the int8 model of a small CNN computes what its int8 arithmetic says, written out in loops", "[quant][model]") {
@@ -139,18 +130,7 @@ TEST_CASE("the int8 model agrees with the float model", "[quant][model]") {
     const auto x = images(200, 4);
     const auto lf = net.predict(x);
     const auto lq = qnet.predict(x);
-    double err = 0, mag = 0;
-    int agree = 0;
-    for (index_t i = 0; i < 200; ++i) {
-      index_t af = 0, aq = 0;
-      for (index_t j = 0; j < 3; ++j) {
-        err = std::max(err, double(std::fabs(lf(i, j) - lq(i, j))));
-        mag = std::max(mag, double(std::fabs(lf(i, j))));
-        if (lf(i, j) > lf(i, af)) af = j;
-        if (lq(i, j) > lq(i, aq)) aq = j;
-      }
-      agree += af == aq;
-    }
+    const auto [err, mag, agree] = quant_test::compare_logits(lf, lq);
     INFO("observer " << int(kind) << ": max |float - int8| " << err << " of logits up to " << mag);
     CHECK(err < 0.05 * mag);
     CHECK(agree >= 190);
