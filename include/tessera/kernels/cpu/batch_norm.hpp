@@ -16,8 +16,8 @@
 
 namespace tessera::detail {
 
-/// Sums over x[0 .. n): s0 = sum(x - c), s1 = sum((x - c)^2) (Square) or sum((x - c) * y) (with y), float-vectorised
-/// in runs of 1024 whose sums are added in double.
+/// Sums over x[0 .. n), added to s0 and s1: without y, sum(x - c) and sum((x - c)^2); WithY, sum(y) and
+/// sum((x - c) * y). Float-vectorised in runs of 1024 whose sums are added in double.
 template <class T, bool WithY>
 void bn_run_sums(const T* __restrict x, const T* __restrict y, index_t n, T c, double& s0, double& s1) {
   for (index_t r0 = 0; r0 < n; r0 += 1024) {

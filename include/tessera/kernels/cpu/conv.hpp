@@ -327,7 +327,7 @@ void cpu_conv2d(const conv_geometry& g, const T* x, const index_t* xs, const T* 
               ++runs;
             }
           direct[ir / MR] = runs == 1 ? base + off[0] : nullptr;
-          if (runs == 2 && off[MR - 1] - off[split] == MR - 1 - split)
+          if (runs == 2)
             gather_panel_two_runs<T, MR>(apk + ir * kc, base, off[0], off[split], split, ko + pc, kc);
           else if (runs > 1) gather_panel<T, MR>(apk + ir * kc, base, off, ko + pc, kc);
         }
