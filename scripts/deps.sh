@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # libopenblas-dev: the GEMM benchmark's peer (linked by bench/ only)
-TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenblas-dev)
+# libopenmpi-dev, openmpi-bin: tessera::dist (MPI) and mpirun, which runs the distributed tests and examples
+TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenblas-dev libopenmpi-dev openmpi-bin)
 # scripts/check.sh and scripts/fuzz.sh add these: clang++ with its sanitizer/libFuzzer runtimes and OpenMP
 TESSERA_CHECK_PACKAGES=(clang libclang-rt-14-dev libomp-dev)
 

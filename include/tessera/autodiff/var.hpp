@@ -3,7 +3,11 @@
 // whose backward function turns the gradient of its output into gradients of its inputs, again with fused
 // kernels. backward() on a scalar walks the recorded graph in reverse topological order; leaves that require
 // gradients (parameters) accumulate them in grad() until zero_grad(). Inside a no_grad scope nothing is recorded.
+// Two hooks serve data-parallel training (dist/data_parallel.hpp), as PyTorch's post-accumulate-grad hooks and
+// Engine::queue_callback do: a leaf's grad_ready function runs during the walk as soon as the last operation that
+// uses the leaf has added its gradient, and functions queued with queue_backward_callback() run once the walk ends.
 #pragma once
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,6 +41,12 @@ class no_grad {
 };
 
 namespace detail {
+/// The functions queue_backward_callback() queued during the current walk of this thread.
+inline std::vector<std::function<void()>>& backward_callbacks() {
+  thread_local std::vector<std::function<void()>> q;
+  return q;
+}
+
 struct node_base {
   std::vector<std::shared_ptr<node_base>> inputs;  ///< the nodes this one was computed from (kept alive for backward)
   std::function<void()> backward_fn;               ///< adds this node's gradient into its inputs' gradients
@@ -45,6 +55,10 @@ struct node_base {
   bool freed = false;  ///< backward() ran through this node and released what its backward needed
   std::string (*op_name)() = nullptr;  ///< the operation that made this node (for anomaly messages)
   std::string layer;                   ///< the model layer it ran in (recorded in anomaly mode only)
+  /// A leaf's hook: called by backward() once this leaf's gradient is complete for the walk (every operation of
+  /// the graph that uses it has run its backward).
+  std::function<void()> grad_ready;
+  int pending_uses = 0;  ///< backward(): the uses of this hooked leaf whose backward has not run yet
   virtual ~node_base() = default;
   virtual void drop_grad() = 0;
   /// "NaN", "Inf" or "": what the value / the gradient holds (anomaly mode; copies device data to the host).
@@ -237,6 +251,7 @@ void Var<T, R, P>::backward(const tensor& seed) const {
   std::vector<std::shared_ptr<detail::node_base>> order;
   std::unordered_set<detail::node_base*> seen;
   std::vector<std::pair<std::shared_ptr<detail::node_base>, std::size_t>> stack;
+  std::unordered_set<detail::node_base*> hooked;  // leaves with a grad_ready hook (kept alive by the nodes' inputs)
   stack.emplace_back(n_, 0);
   seen.insert(n_.get());
   while (!stack.empty()) {
@@ -248,24 +263,45 @@ void Var<T, R, P>::backward(const tensor& seed) const {
     if (top.second < top.first->inputs.size()) {
       std::shared_ptr<detail::node_base> in = top.first->inputs[top.second++];
       if (in->requires_grad && !in->is_leaf && seen.insert(in.get()).second) stack.emplace_back(std::move(in), 0);
+      else if (in->is_leaf && in->requires_grad && in->grad_ready) {  // count the uses of a hooked leaf
+        if (hooked.insert(in.get()).second) in->pending_uses = 1;
+        else ++in->pending_uses;
+      }
     } else {
       order.push_back(std::move(top.first));
       stack.pop_back();
     }
   }
+  struct drop_callbacks_on_throw {  // a walk that throws runs none of its queued callbacks
+    int uncaught = std::uncaught_exceptions();
+    ~drop_callbacks_on_throw() {
+      if (std::uncaught_exceptions() > uncaught) detail::backward_callbacks().clear();
+    }
+  } guard;
   auto& root = node().grad_buffer();
   root = root + seed;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     detail::node_base* nd = it->get();
     if (nd->backward_fn) nd->backward_fn();
     if (detect_anomaly_enabled()) detail::check_backward_anomaly(*nd);
+    if (!hooked.empty())
+      for (const auto& in : nd->inputs)
+        if (in->is_leaf && in->grad_ready && hooked.count(in.get()) && --in->pending_uses == 0) in->grad_ready();
     // the graph is used once: free what backward needed, and the interior gradients
     nd->backward_fn = nullptr;
     nd->inputs.clear();
     nd->freed = !nd->is_leaf;  // a leaf keeps nothing to free: backward() from it again only accumulates
     if (nd != static_cast<detail::node_base*>(n_.get())) nd->drop_grad();
   }
+  // the walk is over: the queued callbacks (moved out first: one may queue another for the next walk)
+  auto callbacks = std::move(detail::backward_callbacks());
+  detail::backward_callbacks().clear();
+  for (auto& f : callbacks) f();
 }
+
+/// Runs `f` once the backward() walk now in progress on this thread has ended (after every gradient was added),
+/// in the order queued; outside a walk, at the end of the next one. An exception from `f` leaves backward().
+inline void queue_backward_callback(std::function<void()> f) { detail::backward_callbacks().push_back(std::move(f)); }
 
 /// A leaf that requires gradients (a parameter or an input to differentiate with respect to).
 template <class T, class S, class P>

@@ -5,6 +5,11 @@
 //   for (int e = 0; e < epochs; ++e)
 //     for (auto& [x, y] : loader.epoch(e)) ...   // x: Tensor<float, Shape<dyn, 1, dyn, dyn>>, y: Tensor<int32_t, Shape<dyn>>
 //
+// Sharded for data-parallel training ({.shard = ctx.shard()} with dist::context): every rank draws the same
+// permutation of the whole data set (seed and epoch), pads it by repeating its first samples to a multiple of the
+// world size and takes every world_size-th sample from its rank on, as PyTorch's DistributedSampler: disjoint
+// samples per rank (but for the padding), the same number of batches on every rank.
+//
 // Each batch is copied out of the data set with one memcpy per run of consecutive samples (one per batch without
 // shuffling); the batch tensors are reused from one batch to the next when they keep their size.
 #pragma once
@@ -39,12 +44,20 @@ struct first_extent_dyn<Shape<E0, E...>> {
 template <class S>
 using batch_shape_t = typename detail::first_extent_dyn<S>::type;
 
+/// A rank's share of a data set: rank `rank` of `world_size` (dist::context::shard() gives this rank's).
+struct data_shard {
+  int rank = 0;
+  int world_size = 1;
+};
+
 struct loader_options {
   index_t batch_size = 64;
   bool shuffle = true;
   std::uint64_t seed = Rng::default_seed;
   /// Leave out the last batch when it is smaller than batch_size.
   bool drop_last = false;
+  /// This process's share of the samples (data-parallel training); the whole data set by default.
+  data_shard shard{};
 };
 
 /// Batches of samples X (first extent: samples) and labels Y (first extent: the same number of samples).
@@ -74,21 +87,34 @@ class DataLoader {
     if (x_.dim(0) != y_.dim(0))
       throw shape_error("tessera: DataLoader: " + std::to_string(x_.dim(0)) + " samples " + detail::format_dims(x_.dims()) +
                         " but " + std::to_string(y_.dim(0)) + " labels " + detail::format_dims(y_.dims()));
+    if (opt_.shard.world_size < 1 || opt_.shard.rank < 0 || opt_.shard.rank >= opt_.shard.world_size)
+      throw std::invalid_argument("tessera: DataLoader: the shard is rank " + std::to_string(opt_.shard.rank) + " of " +
+                                  std::to_string(opt_.shard.world_size) + "; it needs 0 <= rank < world_size");
   }
 
+  /// Samples in the data set (all ranks').
   index_t samples() const { return x_.dim(0); }
+  /// Samples this rank visits per epoch: samples() without a shard; with one, samples() rounded up to a multiple
+  /// of the world size, divided by it.
+  index_t shard_samples() const {
+    const index_t w = opt_.shard.world_size;
+    return w == 1 ? samples() : (samples() + w - 1) / w;
+  }
   index_t batch_size() const { return opt_.batch_size; }
   const loader_options& options() const { return opt_; }
-  /// Batches per epoch. (n + b - 1) / b would wrap for a batch size near the index limit.
+  /// Batches per epoch (on this rank; the same on every rank). (n + b - 1) / b would wrap for a batch size near
+  /// the index limit.
   index_t size() const {
-    const index_t n = samples(), b = opt_.batch_size;
+    const index_t n = shard_samples(), b = opt_.batch_size;
     return n / b + (!opt_.drop_last && n % b != 0);
   }
   const samples_type& data() const { return x_; }
   const labels_type& labels() const { return y_; }
 
   /// The order in which epoch `e` visits the samples: the identity without shuffling, otherwise a permutation
-  /// drawn from Rng(seed, e) (the same for the same seed and epoch, different from one epoch to the next).
+  /// drawn from Rng(seed, e) (the same for the same seed and epoch, different from one epoch to the next). With a
+  /// shard: this rank's part of that order (every world_size-th entry from its rank on, the order padded first by
+  /// repeating its start), shard_samples() entries.
   std::vector<index_t> order(std::uint64_t e) const {
     std::vector<index_t> p(static_cast<std::size_t>(samples()));
     std::iota(p.begin(), p.end(), index_t(0));
@@ -96,7 +122,12 @@ class DataLoader {
       Rng rng(opt_.seed, e);
       rng.shuffle(p);
     }
-    return p;
+    const index_t w = opt_.shard.world_size;
+    if (w == 1 || p.empty()) return p;
+    std::vector<index_t> mine(static_cast<std::size_t>(shard_samples()));
+    const std::size_t n = p.size();
+    for (std::size_t k = 0; k < mine.size(); ++k) mine[k] = p[(std::size_t(opt_.shard.rank) + k * std::size_t(w)) % n];
+    return mine;
   }
 
   /// Copy the samples order[0, count) into `b` (resized only when its batch size changes). Throws
@@ -148,8 +179,8 @@ class DataLoader {
                                 (r_ ? " (its end)" : " (it belongs to no epoch)"));
       if (loaded_ != k_) {
         const index_t b = r_->l_->opt_.batch_size;
-        const index_t first = k_ * b, count = std::min(b, r_->l_->samples() - first);
-        r_->l_->gather_unchecked(r_->order_.data() + first, count, current_);  // order(e) is a permutation
+        const index_t first = k_ * b, count = std::min(b, index_t(r_->order_.size()) - first);
+        r_->l_->gather_unchecked(r_->order_.data() + first, count, current_);  // order(e) holds sample indices
         loaded_ = k_;
       }
       return current_;

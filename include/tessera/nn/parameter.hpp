@@ -51,6 +51,9 @@ struct parameter_ref {
   std::function<T*()> value;  ///< the parameter's elements, contiguous, row-major (stable while the model lives)
   std::function<T*()> grad;   ///< its gradient, or nullptr while backward() has not produced one
   std::function<void()> zero_grad;
+  /// Sets the function backward() calls once this parameter's gradient is complete during a walk (an empty
+  /// function removes it): data-parallel training starts its gradient buckets' all-reduce from it.
+  std::function<void(std::function<void()>)> set_grad_ready;
   /// value() and grad() point to device memory (a parameter of the cuda policy): only device code may touch them
   /// (initialisers and checkpoints refuse or copy such parameters).
   bool on_device = false;
@@ -70,6 +73,7 @@ parameter_ref<T> make_parameter_ref(std::string name, ad::Var<T, R, P> v) {
   p.value = [v]() mutable { return v.mutable_value().data(); };
   p.grad = [v]() -> T* { return v.has_grad() ? const_cast<T*>(v.grad().data()) : nullptr; };
   p.zero_grad = [v]() mutable { v.zero_grad(); };
+  p.set_grad_ready = [v](std::function<void()> f) { v.node().grad_ready = std::move(f); };
   return p;
 }
 
