@@ -24,6 +24,7 @@ struct parameter_ops {
   T* (*allocate)(index_t n);                          ///< uninitialised
   void (*deallocate)(T* p);
   void (*zero)(T* p, index_t n);
+  void (*copy)(T* dst, const T* src, index_t n);      ///< within the parameter's memory (host to host, device to device)
   void (*to_host)(T* dst, const T* src, index_t n);    ///< waits for the copy
   void (*from_host)(T* dst, const T* src, index_t n);  ///< waits for the copy
   void (*sgd_update)(T* p, const T* g, T* buf, index_t n, const tessera::detail::sgd_args<T>& a);
@@ -37,6 +38,7 @@ inline constexpr parameter_ops<T> parameter_ops_of = {
     &backend<P>::template allocate<T>,
     &backend<P>::template deallocate<T>,
     &backend<P>::template zero<T>,
+    &backend<P>::template copy<T>,
     &backend<P>::template to_host<T>,
     &backend<P>::template from_host<T>,
     &backend<P>::template sgd_update<T>,
@@ -50,6 +52,7 @@ struct parameter_ref {
   index_t size = 0;
   std::function<T*()> value;  ///< the parameter's elements, contiguous, row-major (stable while the model lives)
   std::function<T*()> grad;   ///< its gradient, or nullptr while backward() has not produced one
+  std::function<T*()> ensure_grad;  ///< its gradient, made (zero-filled) if backward() has not produced one
   std::function<void()> zero_grad;
   /// Sets the function backward() calls once this parameter's gradient is complete during a walk (an empty
   /// function removes it): data-parallel training starts its gradient buckets' all-reduce from it.
@@ -72,6 +75,7 @@ parameter_ref<T> make_parameter_ref(std::string name, ad::Var<T, R, P> v) {
   p.size = v.size();
   p.value = [v]() mutable { return v.mutable_value().data(); };
   p.grad = [v]() -> T* { return v.has_grad() ? const_cast<T*>(v.grad().data()) : nullptr; };
+  p.ensure_grad = [v]() mutable { return v.mutable_grad().data(); };
   p.zero_grad = [v]() mutable { v.zero_grad(); };
   p.set_grad_ready = [v](std::function<void()> f) { v.node().grad_ready = std::move(f); };
   return p;
