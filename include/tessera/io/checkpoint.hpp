@@ -124,9 +124,13 @@ class checkpoint_writer {
   /// add_all([&](auto&& f) { opt.for_each_state(f); }, "optim.").
   template <class Visit>
   void add_all(Visit&& visit, std::string_view prefix = "") {
-    visit([&](const auto& name, const auto& tensor) { add(std::string(prefix) + std::string(name), tensor); });
+    visit([&](const auto& name, const auto& tensor) {
+      if constexpr (requires { tensor.value(); }) add(std::string(prefix) + std::string(name), tensor.value());  // an ad::Var
+      else add(std::string(prefix) + std::string(name), tensor);
+    });
   }
-  /// Every parameter of a model: m.for_each_parameter(f) calls f(name, tensor) for each.
+  /// Every parameter of a model: m.for_each_parameter(f) calls f(name, tensor) for each (or f(name, var): an nn
+  /// model's parameters are ad::Vars, whose values are stored).
   template <class Model>
   void add_parameters(Model& model, std::string_view prefix = "") {
     add_all([&](auto&& f) { model.for_each_parameter(f); }, prefix);
@@ -356,7 +360,8 @@ class checkpoint_reader {
     std::set<std::string, std::less<>> seen;
     visit([&](const auto& name, auto&& tensor) {
       std::string full = std::string(prefix) + std::string(name);
-      read_into(full, tensor);
+      if constexpr (requires { tensor.mutable_value(); }) read_into(full, tensor.mutable_value());  // an ad::Var (a model's parameter)
+      else read_into(full, tensor);
       seen.insert(std::move(full));
     });
     if (unmatched == unmatched_entries::error)
