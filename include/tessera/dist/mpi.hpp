@@ -93,8 +93,9 @@ struct mpi_work final : work_state {
     std::unique_lock<std::mutex> l(m);
     if (!cv.wait_for(l, timeout, [&] { return finished; })) {
       if (on_timeout) on_timeout();
-      throw timeout_error("tessera::dist (mpi): " + what + " did not complete within " +
-                          std::to_string(double(timeout.count()) / 1000) +
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%g", double(timeout.count()) / 1000);
+      throw timeout_error("tessera::dist (mpi): " + what + " did not complete within " + secs +
                           " s: a peer rank died, stopped, or called a different collective; the group is unusable now");
     }
     if (err) std::rethrow_exception(err);
