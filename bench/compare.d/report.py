@@ -131,6 +131,8 @@ def fmt_rate(v, key):
         return f"{v / 1e9:.1f} G{'FLOP' if key == 'FLOP/s' else 'OP'}/s"
     if key == "bytes_per_second":
         return f"{v / 1e9:.1f} GB/s"
+    if key == "busbw":
+        return f"{v / 1e9:.2f} GB/s"
     if key == "items_per_second":
         return f"{v:.0f} images/s" if v >= 100 else f"{v:.1f} images/s"
     return f"{v:.3g}"
@@ -249,6 +251,16 @@ def summary_rows(db, torch_name):
         for b in (64, 500):
             row(f"{model} int8 inference (bench_quant)", f"batch {b}, 2 threads", db.get(fam, batch=b, threads=2, int8=1),
                 "tessera float", db.get(fam, batch=b, threads=2, int8=0))
+    for b in (1 << 20, 4 << 20, 16 << 20, 64 << 20):
+        row("all-reduce bus bandwidth, tessera's MPI group (bench_dist)", f"{b >> 20} MiB of floats, 2 ranks",
+            db.get("BM_allreduce_tessera", bytes=b), "MPI_Allreduce (same binary)", db.get("BM_allreduce_mpi", bytes=b), by="busbw")
+    d1, d2 = db.get("BM_epoch_ddp_tessera", ranks=1, threads=1), db.get("BM_epoch_ddp_tessera", ranks=2, threads=1)
+    row("SimpleCNN data-parallel epoch (fashion_mnist_ddp)", f"Fashion-MNIST, 2 ranks × 1 thread, batch 32 per rank", d2,
+        f"{torch_name} DistributedDataParallel (gloo)", db.get("BM_epoch_ddp_torch", ranks=2, threads=1))
+    if d1 and d2:
+        rows.append(("SimpleCNN data-parallel scaling efficiency (1 rank's time / (2 × 2 ranks' time))",
+                     "2 ranks against 1 rank × 1 thread, batch 32 per rank", fmt_time(d2.time_s), "1 rank × 1 thread (same run)",
+                     fmt_time(d1.time_s), f"{d1.time_s / (2 * d2.time_s):.2f}"))
     ours, peer = db.get("BM_epoch_simplecnn_tessera", threads=2), db.get("BM_epoch_simplecnn_torch", threads=2)
     row("SimpleCNN training epoch", f"Fashion-MNIST, {epoch_images(db)}, batch 64, 2 threads", ours, torch_name, peer)
     if ours and peer and "inference_s" in ours.counters and "inference_s" in peer.counters:
