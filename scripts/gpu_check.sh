@@ -150,8 +150,8 @@ if [[ $dry == 1 ]]; then
   echo "     tests      (tests/cuda/test_*.cu, ${#tests[@]}):  ${tests[*]}"
   echo "     benchmarks (bench/cuda/bench_*.cu, ${#benches[@]}): ${benches[*]}"
   echo "     examples   (examples/*.cu, ${#examples[@]}):     ${examples[*]}"
-  echo "     (a target that configure leaves out is reported, not built: test_cuda_conv needs cuDNN, the"
-  echo "     benchmarks need Google Benchmark)"
+  echo "     (a target that configure leaves out is reported, not built: test_cuda_conv needs cuDNN,"
+  echo "     test_dist_nccl needs NCCL, the benchmarks need Google Benchmark)"
   echo "3. the CUDA tests, one ctest run (at most $limit_ctest s, $limit_test s a test; exit 77, skipped, is a failure"
   echo "   on a GPU machine):"
   echo "     $ctest_cmd"
@@ -221,12 +221,13 @@ fi
 configured=$rc
 cuda_line=$(grep -m1 'tessera: CUDA enabled' "$out/log/configure.log" 2>/dev/null | sed 's/^-- //')
 
-# which targets configure made (a missing one: cuDNN or Google Benchmark not found)
+# which targets configure made (a missing one: cuDNN, NCCL or Google Benchmark not found)
 cmake --build "$build" --target help >"$out/log/targets.txt" 2>/dev/null
 have_target() { grep -qE "(^|[ ./])$1(:| |$)" "$out/log/targets.txt"; }
 why_missing() {
   case $1 in
     test_cuda_conv) echo "cuDNN not found" ;;
+    test_dist_nccl) echo "NCCL not found" ;;
     bench_*) echo "Google Benchmark not found" ;;
     *) echo "see log/configure.log" ;;
   esac
