@@ -111,6 +111,13 @@ int main(int argc, char** argv) {
     if (root) {
       std::printf("\nepoch %d: train %.1f s  ranks %d x %d threads, batch %d per rank  loss %.4f  test accuracy %.2f%%\n", e + 1,
                   train_s, ctx.world_size(), threads, per_rank, mean_loss, 100.0 * double(correct) / double(n));
+      // the last step's buckets (docs/distributed.md's model reads these lines): size, when its all-reduce started
+      // and finished against the first gradient, and when backward's walk ended
+      const auto& st = ddp.last_step();
+      for (std::size_t k = 0; k < ddp.buckets().size(); ++k)
+        std::printf("bucket %zu: %zu bytes, %zu parameters, started %.3f ms (%d parameters still to come), finished %.3f ms\n", k,
+                    ddp.buckets()[k].bytes, ddp.buckets()[k].names.size(), 1e3 * st.started[k], st.leaves_left[k], 1e3 * st.finished[k]);
+      std::printf("backward walk ended %.3f ms after the first gradient\n", 1e3 * st.walk_ended);
       ts::checkpoint_writer w;  // rank 0 only: every rank holds the same parameters and optimizer state
       w.add_parameters(net, "model.");
       w.add_all([&](auto&& f) { opt.for_each_state(f); }, "optim.");
