@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "dist_support.hpp"
+#include <cstdio>
 #include <tessera/dist/data_parallel.hpp>
+#include <tessera/io/checkpoint.hpp>
 #include <tessera/nn/sequential.hpp>
 #include <tessera/optim/optim.hpp>
 #include <tessera/tessera.hpp>
@@ -166,4 +168,48 @@ TEST_CASE("data_parallel: ranks holding different models get a clear error, ever
     CHECK_THROWS_WITH(dist::data_parallel(net, dist_test::ctx()), Catch::Contains("double") && Catch::Contains("float"));
   }
   dist_test::ctx().group().barrier();  // the group still works
+}
+
+TEST_CASE("data_parallel: a checkpoint written by rank 0 resumes training on every rank", "[dist]") {
+  // 3 steps straight against 2 steps, a checkpoint from rank 0, a fresh model and optimizer on every rank read from
+  // it, and the third step
+  const index_t per_rank = 16, global = per_rank * world();
+  auto step = [&](auto& net, auto& opt, int s) {
+    auto [x, y] = batch<float>(global, 300 + std::uint64_t(s));
+    opt.zero_grad();
+    ad::cross_entropy(net.forward(rows(x, rank() * per_rank, (rank() + 1) * per_rank)), rows(y, rank() * per_rank, (rank() + 1) * per_rank))
+        .backward();
+    opt.step();
+  };
+  SmallCNN<float> straight(5);
+  dist::data_parallel d1(straight, dist_test::ctx());
+  ts::optim::SGD<float> o1(straight.parameters(), {.lr = 0.1, .momentum = 0.9});
+  for (int s = 0; s < 3; ++s) step(straight, o1, s);
+
+  const std::string file = "dist_resume_" + std::to_string(world()) + ".ckpt";
+  {
+    SmallCNN<float> first(5);
+    dist::data_parallel d2(first, dist_test::ctx());
+    ts::optim::SGD<float> o2(first.parameters(), {.lr = 0.1, .momentum = 0.9});
+    for (int s = 0; s < 2; ++s) step(first, o2, s);
+    if (dist_test::ctx().is_root()) {
+      ts::checkpoint_writer w;
+      w.add_parameters(first, "model.");
+      w.add_all([&](auto&& f) { o2.for_each_state(f); }, "optim.");
+      w.write(file);
+    }
+    dist_test::ctx().group().barrier();
+  }
+  SmallCNN<float> resumed(/*seed=*/999);
+  ts::optim::SGD<float> o3(resumed.parameters(), {.lr = 0.1, .momentum = 0.9});
+  ts::checkpoint_reader r(file);
+  CHECK(r.read_parameters(resumed, "model.", ts::unmatched_entries::error) == 6);
+  r.read_all([&](auto&& f) { o3.for_each_state(f); }, "optim.");
+  dist::data_parallel d3(resumed, dist_test::ctx());
+  step(resumed, o3, 2);
+  const double d = max_rel_diff(resumed, straight);
+  INFO("resumed against straight: largest relative difference " << d);
+  CHECK(d <= 1e-6);
+  dist_test::ctx().group().barrier();
+  if (dist_test::ctx().is_root()) std::remove(file.c_str());
 }
