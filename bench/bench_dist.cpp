@@ -1,5 +1,5 @@
 // All-reduce through tessera's MPI process group against MPI_Allreduce called directly, in the same binary, on the
-// same ranks: bus bandwidth 2(n-1)/n * S / t (the bytes each rank's link carries in a ring all-reduce, per second:
+// same ranks (and MPI_Iallreduce, the non-blocking form): bus bandwidth 2(n-1)/n * S / t (the bytes each rank's link carries in a ring all-reduce, per second:
 // NCCL's and PyTorch's figure of merit), 4 KB to 64 MB of floats. Run under mpirun (bench/compare's dist workload):
 //   mpirun -np 2 build-bench/bench/bench_dist [--benchmark_filter=...]
 // Every rank runs every benchmark with the same fixed iteration count (collectives must match); rank 0 reports.
@@ -66,6 +66,20 @@ void BM_allreduce_mpi(benchmark::State& state) {
   set_counters(state, bytes);
 }
 
+// OpenMPI's non-blocking all-reduce (libnbc), waited for at once: why the group's thread calls the blocking one
+void BM_allreduce_mpi_iallreduce(benchmark::State& state) {
+  const std::int64_t bytes = state.range(0);
+  std::vector<float> v(std::size_t(bytes / 4), 1.0f);
+  MPI_Barrier(MPI_COMM_WORLD);
+  for (auto _ : state) {
+    MPI_Request r;
+    MPI_Iallreduce(MPI_IN_PLACE, v.data(), int(v.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r);
+    MPI_Wait(&r, MPI_STATUS_IGNORE);
+    benchmark::DoNotOptimize(v.data());
+  }
+  set_counters(state, bytes);
+}
+
 void register_all() {
   for (std::int64_t bytes = 4096; bytes <= (std::int64_t(64) << 20); bytes *= 4) {
     const auto it = iterations_for(bytes);
@@ -73,6 +87,7 @@ void register_all() {
     benchmark::RegisterBenchmark("BM_allreduce_mpi", BM_allreduce_mpi)->ArgName("bytes")->Arg(bytes)->Iterations(it)->UseRealTime();
     benchmark::RegisterBenchmark("BM_allreduce_tessera", BM_allreduce_tessera)->ArgName("bytes")->Arg(bytes)->Iterations(it)->UseRealTime();
     benchmark::RegisterBenchmark("BM_allreduce_tessera_async", BM_allreduce_tessera_async)->ArgName("bytes")->Arg(bytes)->Iterations(it)->UseRealTime();
+    benchmark::RegisterBenchmark("BM_allreduce_mpi_iallreduce", BM_allreduce_mpi_iallreduce)->ArgName("bytes")->Arg(bytes)->Iterations(it)->UseRealTime();
   }
 }
 }  // namespace
