@@ -6,6 +6,7 @@
 // starts from such a checkpoint on any number of ranks.
 //   mpirun -np 2 build/examples/fashion_mnist_ddp [epochs = 3] [batch per rank = 32] [threads per rank = 1]
 //                                                 [checkpoint = simplecnn_ddp.ckpt] [--resume]
+//                                                 [--no-overlap] [--bucket-mb MB]   (data_parallel's options)
 //   (scripts/demo_dist.sh does it from a fresh machine.)
 #include <chrono>
 #include <cstdio>
@@ -41,8 +42,11 @@ int main(int argc, char** argv) {
   dist::context ctx(argc, argv);
   std::vector<std::string> args;
   bool resume = false;
+  dist::data_parallel_options ddp_opt;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--resume") == 0) resume = true;
+    else if (std::strcmp(argv[i], "--no-overlap") == 0) ddp_opt.overlap = false;
+    else if (std::strcmp(argv[i], "--bucket-mb") == 0 && i + 1 < argc) ddp_opt.bucket_cap_mb = ddp_opt.first_bucket_cap_mb = std::atof(argv[++i]);
     else args.emplace_back(argv[i]);
   }
   const int epochs = args.size() > 0 ? std::atoi(args[0].c_str()) : 3;
@@ -65,7 +69,7 @@ int main(int argc, char** argv) {
     r.read_all([&](auto&& f) { opt.for_each_state(f); }, "optim.");
     first_epoch = int(r.scalar<std::int64_t>("epoch"));
   }
-  dist::data_parallel ddp(net, ctx);  // checks that every rank holds the same model, broadcasts rank 0's
+  dist::data_parallel ddp(net, ctx, ddp_opt);  // checks that every rank holds the same model, broadcasts rank 0's
   ts::DataLoader loader(std::move(train.images), std::move(train.labels),
                         {.batch_size = per_rank, .shuffle = true, .seed = 0, .shard = ctx.shard()});
   if (root)
