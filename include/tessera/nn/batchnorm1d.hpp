@@ -3,7 +3,9 @@
 // and "bias" (zeros); buffers "running_mean" (zeros), "running_var" (ones) and "num_batches_tracked" (an int64
 // scalar on the host counting the training passes). Training normalises with the batch's statistics (variance
 // biased) and updates the running ones (variance unbiased); evaluation uses the running ones. The operation is
-// ad::batch_norm1d (autodiff/batch_norm_ops.hpp). int8 models refuse it at compile time (quant/layers.hpp names it).
+// ad::batch_norm1d (autodiff/batch_norm_ops.hpp); in training with a context's batch_norm_reducer (a model's
+// set_batch_norm_reducer) it is ad::sync_batch_norm, PyTorch's SyncBatchNorm. int8 models refuse it at compile time
+// (quant/layers.hpp names it).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -53,7 +55,9 @@ struct BatchNorm1d {
     template <int R>
     ad::Var<T, R, P> forward(const ad::Var<T, R, P>& x, context& ctx) {
       static_assert(R == 2 || R == 3, "tessera::nn::BatchNorm1d takes [N, C] or [N, C, L]");
-      auto y = ad::batch_norm1d(x, weight, bias, running_mean, running_var, ctx.training);
+      auto y = ctx.training && ctx.batch_norm_reducer
+                   ? ad::sync_batch_norm(x, weight, bias, running_mean, running_var, *ctx.batch_norm_reducer)
+                   : ad::batch_norm1d(x, weight, bias, running_mean, running_var, ctx.training);
       if (ctx.training) num_batches_tracked() += 1;
       return y;
     }

@@ -7,16 +7,23 @@
 #include <string>
 #include <utility>
 
+#include "tessera/autodiff/batch_norm_ops.hpp"
 #include "tessera/autodiff/nn_ops.hpp"
 #include "tessera/nn/parameter.hpp"
 #include "tessera/policy/transfer.hpp"
 
 namespace tessera::nn {
 
-/// What a forward pass needs besides the input: the mode and the random numbers (dropout).
+/// Sums values[0 .. n) in place over every rank of a data-parallel group: set on a model with
+/// basic_sequential::set_batch_norm_reducer, it makes its BatchNorm layers synchronised in training (ad::sync_batch_norm).
+using stat_reducer = ad::stat_reducer;
+
+/// What a forward pass needs besides the input: the mode, the random numbers (dropout) and, for synchronised batch
+/// normalisation, the reducer of the BatchNorm layers' statistics (nullptr: each rank's own statistics).
 struct context {
   bool training = true;
   Rng* rng = nullptr;
+  const stat_reducer* batch_norm_reducer = nullptr;
 };
 
 namespace detail {
@@ -349,7 +356,8 @@ struct Softmax : softmax_layer<false> {};
 struct LogSoftmax : softmax_layer<true> {};
 
 /// Batch normalisation of C channels (NCHW): weight (gamma) and bias (beta) parameters, running_mean and
-/// running_var buffers updated in training with momentum 0.1, as PyTorch's BatchNorm2d.
+/// running_var buffers updated in training with momentum 0.1, as PyTorch's BatchNorm2d. In training with a
+/// context's batch_norm_reducer, the statistics of every rank's batch (PyTorch's SyncBatchNorm: ad::sync_batch_norm).
 template <int C>
 struct BatchNorm2d {
   template <class S>
@@ -378,6 +386,8 @@ struct BatchNorm2d {
       f(prefix + "running_var", running_var);
     }
     ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context& ctx) {
+      if (ctx.training && ctx.batch_norm_reducer)
+        return ad::sync_batch_norm(x, weight, bias, running_mean, running_var, *ctx.batch_norm_reducer);
       return ad::batch_norm2d(x, weight, bias, running_mean, running_var, ctx.training);
     }
   };

@@ -10,6 +10,7 @@
 // compositions of nn/composition.hpp. A model whose first layer is an nn::Embedding takes integer indices.
 #pragma once
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -55,7 +56,7 @@ class basic_sequential {
   /// The forward pass on a Var (gradients flow into it if it requires them).
   output_var forward(const input_var& x) {
     check_input(x.dims());
-    context ctx{training_, &rng_};
+    context ctx{training_, &rng_, bn_reducer_ ? &bn_reducer_ : nullptr};
     return layers_.forward(x, ctx);
   }
   /// The forward pass on a tensor of the input shape (a host tensor of another CPU policy is copied over).
@@ -73,7 +74,7 @@ class basic_sequential {
                                  "(nn::Embedding)");
     (void)error::model_input_does_not_fit<In, S>::ok;
     check_input(indices.dims());
-    context ctx{training_, &rng_};
+    context ctx{training_, &rng_, bn_reducer_ ? &bn_reducer_ : nullptr};
     return layers_.forward(indices, ctx);
   }
   /// Inference: the forward pass with nothing recorded.
@@ -82,6 +83,20 @@ class basic_sequential {
     ad::no_grad ng;
     return forward(x).value();
   }
+
+  /// Synchronised batch normalisation (PyTorch's SyncBatchNorm): in training, every BatchNorm2d and BatchNorm1d of
+  /// the model (inside compositions too) normalises with the statistics of all ranks' batches, combined by f, which
+  /// sums its doubles in place over the ranks (data parallel training sets an all-reduce of its process group). An
+  /// empty f (the default) gives each rank its own statistics. Evaluation uses the running statistics either way. Host
+  /// policies only: a model on a device policy throws std::logic_error for a non-empty f.
+  void set_batch_norm_reducer(stat_reducer f) {
+    if constexpr (P::on_device)
+      if (f)
+        throw std::logic_error(std::string("tessera::nn::Sequential::set_batch_norm_reducer: synchronised batch normalisation "
+                                           "runs on host policies only, not on ") + P::name);
+    bn_reducer_ = std::move(f);
+  }
+  bool has_batch_norm_reducer() const { return bool(bn_reducer_); }
 
   void train(bool on = true) { training_ = on; }
   void eval() { training_ = false; }
@@ -127,6 +142,7 @@ class basic_sequential {
 
   bool training_ = true;
   Rng rng_;
+  stat_reducer bn_reducer_;
   chain layers_;
 };
 

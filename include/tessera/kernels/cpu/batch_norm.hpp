@@ -4,6 +4,12 @@
 //                            statistics in training (variance unbiased) as PyTorch
 //   cpu_batch_norm_apply     y = gamma * (x - mean) * invstd + beta, as a * (x - mean) + beta
 //   cpu_batch_norm_backward  sum(g) and sum(g * (x - mean)) per channel, the gamma and beta gradients, then dx
+// and, for synchronised batch norm (SyncBatchNorm: the sums of every rank added up by a reducer between the steps):
+//   cpu_batch_norm_local_sums     sum(x) and sum(x^2) per channel in double (a local two-pass: the local mean, then
+//                                 the deviations from it; only the combination of the ranks' sums is one-pass, in double)
+//   cpu_batch_norm_global_stats   mean, invstd and the running statistics from the reduced [sum, sumsq, count]
+//   cpu_batch_norm_backward_sums  sum(g) and sum(g * xhat) per channel, the (local) gamma and beta gradients
+//   cpu_batch_norm_backward_dx    dx from the reduced [sum(g), sum(g * xhat)] and the global count
 // Channels (or planes, for the apply) are shared among nthreads threads. Each run of a plane is summed in float
 // vectors, runs of at most 1024 values, and the runs' sums in double: vectorised, and as accurate as the double loop
 // it replaced within float rounding of a 1024-value run.
@@ -145,6 +151,104 @@ void cpu_batch_norm_backward(const T* x, const T* g, const T* gamma, const T* me
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
+        for (index_t i = 0; i < HW; ++i) ds[i] = k * gs[i] + kx * (xs[i] - mu) + k0;
+      }
+    }
+  }
+}
+
+// ---- synchronised batch norm: the local sums, the statistics of the reduced sums, the backward in two steps ----
+
+/// sums[c] = sum(x), sums[C + c] = sum(x^2) per channel over this rank's (N, HW), in double. Each is taken around the
+/// local mean (two passes, as cpu_batch_norm_stats) and shifted back, so that a float input far from zero loses no
+/// more than the double combination across ranks does (relative error ~1e-16 * mean^2 / var in the variance).
+template <class T>
+void cpu_batch_norm_local_sums(const T* x, index_t N, index_t C, index_t HW, double* sums, int nthreads) {
+  const index_t M = N * HW;
+  [[maybe_unused]] const int nt = bn_threads(M * C, C, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (index_t c = 0; c < C; ++c) {
+    if (M == 0) {
+      sums[c] = sums[C + c] = 0;
+      continue;
+    }
+    double s = 0, unused = 0;
+    for (index_t n = 0; n < N; ++n) bn_run_sums<T, false>(x + (n * C + c) * HW, nullptr, HW, T(0), s, unused);
+    const T mu = T(s / double(M));
+    double dev = 0, s2 = 0;  // sum(x - mu), sum((x - mu)^2)
+    for (index_t n = 0; n < N; ++n) bn_run_sums<T, false>(x + (n * C + c) * HW, nullptr, HW, mu, dev, s2);
+    const double m = double(mu);
+    sums[c] = double(M) * m + dev;
+    sums[C + c] = s2 + 2 * m * dev + double(M) * m * m;
+  }
+}
+
+/// From the sums of every rank, sums = [sum(x) (C), sum(x^2) (C), count]: mean[c] and invstd[c] of the biased global
+/// variance, and the running statistics updated with the global mean and the unbiased global variance (count - 1),
+/// as PyTorch's SyncBatchNorm. A count of 0 leaves the running statistics as they are and returns them.
+template <class T>
+void cpu_batch_norm_global_stats(const double* sums, index_t C, double momentum, double eps, T* running_mean, T* running_var, T* mean,
+                                 T* invstd) {
+  const double M = sums[2 * C];
+  for (index_t c = 0; c < C; ++c) {
+    T m, v;
+    if (M > 0) {
+      const double mu = sums[c] / M, var = std::max(0.0, sums[C + c] / M - mu * mu);
+      m = T(mu);
+      v = T(var);
+      running_mean[c] = T((1 - momentum) * double(running_mean[c]) + momentum * mu);
+      running_var[c] = T((1 - momentum) * double(running_var[c]) + momentum * (M > 1 ? var * M / (M - 1) : var));
+    } else {
+      m = running_mean[c];
+      v = running_var[c];
+    }
+    mean[c] = m;
+    invstd[c] = T(1.0 / std::sqrt(double(v) + eps));
+  }
+}
+
+/// sums[c] = sum(g), sums[C + c] = sum(g * xhat) (xhat = (x - mean) * invstd) per channel over this rank's values, in
+/// double; the gamma and beta gradients (when asked for) are these local sums, written or added (acc_g, acc_b).
+template <class T>
+void cpu_batch_norm_backward_sums(const T* x, const T* g, const T* mean, const T* invstd, T* dg, T* dbeta, double* sums, index_t N,
+                                  index_t C, index_t HW, bool acc_g, bool acc_b, int nthreads) {
+  [[maybe_unused]] const int nt = bn_threads(N * HW * C, C, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (index_t c = 0; c < C; ++c) {
+    double sg = 0, sgd = 0;  // sum(g), sum(g * (x - mean))
+    for (index_t n = 0; n < N; ++n) bn_run_sums<T, true>(x + (n * C + c) * HW, g + (n * C + c) * HW, HW, mean[c], sg, sgd);
+    const double sgx = sgd * double(invstd[c]);
+    sums[c] = sg;
+    sums[C + c] = sgx;
+    if (dg) dg[c] = (acc_g ? dg[c] : T(0)) + T(sgx);
+    if (dbeta) dbeta[c] = (acc_b ? dbeta[c] : T(0)) + T(sg);
+  }
+}
+
+/// dx = gamma * invstd * (g - sum(g) / count - xhat * sum(g * xhat) / count) from the reduced sums = [sum(g) (C),
+/// sum(g * xhat) (C)] of every rank and the global count (count > 0), written or added (acc_x).
+template <class T>
+void cpu_batch_norm_backward_dx(const T* x, const T* g, const T* gamma, const T* mean, const T* invstd, const double* sums, double count,
+                                T* dx, index_t N, index_t C, index_t HW, bool acc_x, int nthreads) {
+  [[maybe_unused]] const int nt = bn_threads(N * HW * C, C, nthreads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (index_t c = 0; c < C; ++c) {
+    const T mu = mean[c], is = invstd[c];
+    const T k = gamma[c] * is, mg = T(sums[c] / count), mgx = T(sums[C + c] / count);
+    const T kx = -k * is * mgx, k0 = -k * mg;  // dx = k * g + kx * (x - mean) + k0
+    for (index_t n = 0; n < N; ++n) {
+      const T* __restrict xs = x + (n * C + c) * HW;
+      const T* __restrict gs = g + (n * C + c) * HW;
+      T* __restrict ds = dx + (n * C + c) * HW;
+      if (acc_x) {
+        for (index_t i = 0; i < HW; ++i) ds[i] += k * gs[i] + kx * (xs[i] - mu) + k0;
+      } else {
         for (index_t i = 0; i < HW; ++i) ds[i] = k * gs[i] + kx * (xs[i] - mu) + k0;
       }
     }
