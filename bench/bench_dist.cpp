@@ -20,8 +20,8 @@ namespace {
 dist::context* g_ctx = nullptr;
 
 std::int64_t iterations_for(std::int64_t bytes) {
-  const std::int64_t it = (std::int64_t(1) << 28) / bytes;  // about 256 MB moved per benchmark
-  return std::max<std::int64_t>(10, std::min<std::int64_t>(it, 20000));
+  const std::int64_t it = (std::int64_t(1) << 28) / bytes;  // about 256 MB moved per benchmark (at least 30 calls)
+  return std::max<std::int64_t>(30, std::min<std::int64_t>(it, 20000));
 }
 void set_counters(benchmark::State& state, std::int64_t bytes) {
   const int n = g_ctx->world_size();
