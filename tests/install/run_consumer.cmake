@@ -67,3 +67,9 @@ if(NOT exe)
 endif()
 step("run the consumer" "${exe}")
 message(STATUS "[${MODE} consumer] ${step_output}")
+
+# the MPI consumer (tessera::dist), where MPI was found: MPI started and ended by dist::context on one rank
+find_program(dist_exe tessera_dist_consumer PATHS "${build}" "${build}/${CONFIG}" NO_DEFAULT_PATH NO_CACHE)
+if(dist_exe)
+  step("run the MPI consumer (one rank)" "${dist_exe}")
+endif()
