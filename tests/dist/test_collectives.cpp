@@ -11,11 +11,6 @@
 #include "dist_support.hpp"
 #include <tessera/tessera.hpp>
 
-namespace ts = tessera;
-namespace dist = tessera::dist;
-using dist_test::rank;
-using dist_test::world;
-using ts::index_t;
 
 namespace {
 const index_t sizes[] = {1, 7, 33, 65, 127, 300001};

@@ -16,14 +16,6 @@
 #include <tessera/optim/optim.hpp>
 #include <tessera/tessera.hpp>
 
-namespace ts = tessera;
-namespace nn = tessera::nn;
-namespace ad = tessera::ad;
-namespace dist = tessera::dist;
-using dist_test::rank;
-using dist_test::world;
-using ts::dyn;
-using ts::index_t;
 
 namespace {
 template <class T, class P = ts::cpu_threads>

@@ -19,14 +19,6 @@
 #include <tessera/nn/sequential.hpp>
 #include <tessera/optim/optim.hpp>
 
-namespace ts = tessera;
-namespace nn = tessera::nn;
-namespace ad = tessera::ad;
-namespace dist = tessera::dist;
-using dist_test::rank;
-using dist_test::world;
-using ts::dyn;
-using ts::index_t;
 
 namespace {
 // odd extents: 13 x 11 images, pooled to 6 x 5 (the last row and column dropped), 17 hidden units, 5 classes

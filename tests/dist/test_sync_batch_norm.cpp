@@ -22,14 +22,6 @@
 #include <tessera/nn/composition.hpp>
 #include <tessera/nn/sequential.hpp>
 
-namespace ts = tessera;
-namespace nn = tessera::nn;
-namespace ad = tessera::ad;
-namespace dist = tessera::dist;
-using dist_test::rank;
-using dist_test::world;
-using ts::dyn;
-using ts::index_t;
 using ts::Shape;
 using P = ts::cpu_threads;
 
