@@ -155,6 +155,35 @@ inline float max_pool2x2_backward_row(const float* r0, const float* r1, const fl
   }
   return _mm512_reduce_add_ps(sum);
 }
+#elif defined(__AVX2__)
+/// The AVX2 version: 8 outputs a step (plain loads and stores, the end of the row masked), the same comparisons and
+/// the same winner per window as the AVX-512 version and the scalar loop.
+inline float max_pool2x2_backward_row(const float* r0, const float* r1, const float* go, float* d0, float* d1, index_t OW,
+                                      bool relu_mask) {
+  __m256 sum = _mm256_setzero_ps();
+  for (index_t ow = 0; ow < OW; ow += 8) {
+    const tessera::detail::pool2x2_step w(r0, r1, ow, OW);
+    __m256 g = w.load_out(go, ow);  // 0 in masked lanes
+    // a cell wins when greater than the running maximum or NaN (PyTorch's scan: the last NaN, else the first maximum)
+    auto wins = [](__m256 v, __m256 m) { return _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); };
+    const __m256 bw = wins(w.b, w.a);
+    const __m256 m1 = _mm256_blendv_ps(w.a, w.b, bw);
+    const __m256 cw = wins(w.c, m1);
+    const __m256 m2 = _mm256_blendv_ps(m1, w.c, cw);
+    const __m256 dw = wins(w.d, m2);
+    if (relu_mask) {  // the window's maximum is <= 0: the ReLU passed nothing back (a NaN passes, as threshold_backward)
+      const __m256 mx = _mm256_blendv_ps(m2, w.d, dw);
+      g = _mm256_and_ps(_mm256_cmp_ps(mx, _mm256_setzero_ps(), _CMP_NLE_UQ), g);
+    }
+    sum = _mm256_add_ps(sum, g);
+    const __m256 cd = _mm256_or_ps(cw, dw);
+    w.store(d0, d1, ow, _mm256_andnot_ps(_mm256_or_ps(bw, cd), g), _mm256_and_ps(_mm256_andnot_ps(cd, bw), g),
+            _mm256_and_ps(_mm256_andnot_ps(dw, cw), g), _mm256_and_ps(dw, g));
+  }
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
 #endif
 
 /// The gradient of a pooling (pg: windows, stride, padding, dilation per axis) of x [N, C, H, W] for output gradient
@@ -184,7 +213,7 @@ void pool_backward(const T* x, const T* g, T* dx, const pool2d_geometry& pg, boo
           T* d0 = dp + 2 * oh * W;
           T* d1 = d0 + W;
           index_t ow = 0;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
           if constexpr (std::is_same_v<T, float>) {
             const float s = max_pool2x2_backward_row(r0, r1, gp + oh * OW, d0, d1, OW, relu_mask);
             if (db) dbp[std::size_t(pl)] += s;

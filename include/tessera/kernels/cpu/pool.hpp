@@ -1,6 +1,7 @@
 // The host's pooling kernel: max or average over KH x KW windows (stride, padding and max dilation per axis, all
 // known at compile time: pool2d_options) of an NCHW input read through strides; a plane per task over the threads;
-// 2 x 2 stride-2 max pools of float rows 16 outputs at a time with AVX-512. NaN wins a max window (PyTorch); an
+// 2 x 2 stride-2 max pools of contiguous float rows 16 outputs at a time with AVX-512, 8 with AVX2 (the same
+// results as the scalar loop, bit for bit; the scalar loop does everything else). NaN wins a max window (PyTorch); an
 // average divides by the window's cells in the padded input (count_include_pad) or in the input alone.
 #pragma once
 #include <algorithm>
@@ -32,6 +33,17 @@ inline void max_pool2x2_row(const float* r0, const float* r1, float* out, index_
     _mm512_mask_storeu_ps(out + ow, w.out, take(take(take(w.a, w.b), w.c), w.d));
   }
 }
+#elif defined(__AVX2__)
+/// One output row of a 2x2 stride-2 max-pool, 8 outputs a step (the end of the row masked): as the AVX-512 version.
+inline void max_pool2x2_row(const float* r0, const float* r1, float* out, index_t OW) {
+  // m = max(m, v) taking v when m < v or v is NaN: _mm256_max_ps(v, m) is v > m ? v : m (m when either is NaN, so a
+  // NaN m stays), then a NaN v replaces it
+  auto take = [](__m256 m, __m256 v) { return _mm256_blendv_ps(_mm256_max_ps(v, m), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); };
+  for (index_t ow = 0; ow < OW; ow += 8) {
+    const pool2x2_step w(r0, r1, ow, OW);
+    w.store_out(out, ow, take(take(take(w.a, w.b), w.c), w.d));
+  }
+}
 #endif
 
 /// y = pool(x) for x [N, C, H, W] (strides xs) into y [N, C, OH, OW] (strides ys) with the windows of O (known at
@@ -56,9 +68,9 @@ void cpu_pool2d(const T* x, const dims_t<4>& d, const dims_t<4>& ss, T* y, index
     const index_t n = pl / d[1], c = pl % d[1];
     const T* in = base + n * ss[0] + c * ss[1];
     T* o = out + n * os[0] + c * os[1];
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
     if constexpr (std::is_same_v<T, float> && !is_avg && O.is_2x2()) {
-      if (ss[3] == 1 && os[3] == 1) {  // 2x2 max of a contiguous row pair, 16 outputs a step
+      if (ss[3] == 1 && os[3] == 1) {  // 2x2 max of a contiguous row pair, 16 (AVX-512) or 8 (AVX2) outputs a step
         for (index_t oh = 0; oh < OH; ++oh) max_pool2x2_row(in + 2 * oh * ss[2], in + (2 * oh + 1) * ss[2], o + oh * os[2], OW);
         if constexpr (Epi::active) epi(n, c, 1, 0, OH * OW);
         continue;
