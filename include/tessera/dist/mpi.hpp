@@ -7,7 +7,7 @@
 //   }                                                 // ~context: pending work drained, MPI_Finalize
 //
 // How it runs. Every operation of a group goes to one communication thread per group, which calls MPI's blocking
-// collectives (MPI_Allreduce, MPI_Bcast, ...; OpenMPI's blocking algorithms move data twice as fast as its
+// collectives (MPI_Allreduce, MPI_Bcast, ...; OpenMPI's blocking algorithms move data more than twice as fast as its
 // non-blocking ones, measured in docs/distributed.md) in the order the operations were started, and posts sends
 // and receives as MPI_Isend / MPI_Irecv, which progress during the collectives and complete on their own. The
 // blocking forms wait for their operation like the asynchronous ones: the caller sleeps while the thread works, so
