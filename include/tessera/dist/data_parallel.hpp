@@ -113,7 +113,20 @@ class data_parallel {
       if constexpr (requires { model_.set_batch_norm_reducer(std::function<void(double*, index_t)>{}); })
         model_.set_batch_norm_reducer({});
     }
-    for (auto& b : buckets_) b.handle = work();  // (not waited: an exception may be on its way)
+    // a bucket still in flight (a walk that threw after starting it) is waited for: the communication thread
+    // writes into its buffer; one that cannot finish (a timed-out group) keeps its buffer alive for good
+    bool abandoned = false;
+    for (auto& b : buckets_) {
+      try {
+        b.handle.wait();
+      } catch (...) {
+        abandoned = true;
+      }
+    }
+    if (abandoned) {
+      for (auto& b : buckets_) new std::vector<T>(std::move(b.host));  // NOLINT: deliberately leaked
+      for (auto& d : device_free_) (void)d.release();
+    }
   }
 
   Model& module() { return model_; }
