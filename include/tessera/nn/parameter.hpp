@@ -52,11 +52,11 @@ struct parameter_ref {
   index_t size = 0;
   std::function<T*()> value;  ///< the parameter's elements, contiguous, row-major (stable while the model lives)
   std::function<T*()> grad;   ///< its gradient, or nullptr while backward() has not produced one
-  std::function<T*()> ensure_grad;  ///< its gradient, made (zero-filled) if backward() has not produced one
   std::function<void()> zero_grad;
   /// Sets the function backward() calls once this parameter's gradient is complete during a walk (an empty
   /// function removes it): data-parallel training starts its gradient buckets' all-reduce from it.
   std::function<void(std::function<void()>)> set_grad_ready;
+  std::function<T*()> ensure_grad;  ///< its gradient, made (zero-filled) if backward() has not produced one
   /// value() and grad() point to device memory (a parameter of the cuda policy): only device code may touch them
   /// (initialisers and checkpoints refuse or copy such parameters).
   bool on_device = false;
