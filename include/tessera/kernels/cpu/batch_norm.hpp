@@ -69,6 +69,26 @@ inline int bn_threads(index_t elements, index_t items, int nthreads) {
   return elements >= 32768 ? int(std::max<index_t>(1, std::min<index_t>(std::max(1, nthreads), items))) : 1;
 }
 
+/// One channel's normalisation: with `batch`, from its batch mean and biased variance over M values, the running
+/// statistics moved towards them (the unbiased variance, M - 1); otherwise the running statistics as they are.
+/// Writes mean and invstd = 1 / sqrt(variance + eps). (The per-rank and the synchronised statistics share it.)
+template <class T>
+void bn_finish_channel(bool batch, double mu, double var, double M, double momentum, double eps, T& running_mean, T& running_var,
+                       T& mean, T& invstd) {
+  T m, v;
+  if (batch) {
+    m = T(mu);
+    v = T(var);
+    running_mean = T((1 - momentum) * double(running_mean) + momentum * mu);
+    running_var = T((1 - momentum) * double(running_var) + momentum * (M > 1 ? var * M / (M - 1) : var));
+  } else {
+    m = running_mean;
+    v = running_var;
+  }
+  mean = m;
+  invstd = T(1.0 / std::sqrt(double(v) + eps));
+}
+
 template <class T>
 void cpu_batch_norm_stats(const T* x, index_t N, index_t C, index_t HW, bool training, double momentum, double eps, T* running_mean,
                           T* running_var, T* mean, T* invstd, int nthreads) {
@@ -78,24 +98,17 @@ void cpu_batch_norm_stats(const T* x, index_t N, index_t C, index_t HW, bool tra
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
 #endif
   for (index_t c = 0; c < C; ++c) {
-    T m, v;
-    if (training && M > 0) {
+    const bool batch = training && M > 0;
+    double mu = 0, var = 0;
+    if (batch) {
       double s = 0, unused = 0;
       for (index_t n = 0; n < N; ++n) bn_run_sums<T, false>(x + (n * C + c) * HW, nullptr, HW, T(0), s, unused);
-      const double mu = s / double(M);
+      mu = s / double(M);
       double dev = 0, s2 = 0;  // sum(x - mu) (rounding only) and sum((x - mu)^2)
       for (index_t n = 0; n < N; ++n) bn_run_sums<T, false>(x + (n * C + c) * HW, nullptr, HW, T(mu), dev, s2);
-      const double var = std::max(0.0, s2 / double(M) - (dev / double(M)) * (dev / double(M)));
-      m = T(mu);
-      v = T(var);
-      running_mean[c] = T((1 - momentum) * double(running_mean[c]) + momentum * mu);
-      running_var[c] = T((1 - momentum) * double(running_var[c]) + momentum * (M > 1 ? var * double(M) / double(M - 1) : var));
-    } else {
-      m = running_mean[c];
-      v = running_var[c];
+      var = std::max(0.0, s2 / double(M) - (dev / double(M)) * (dev / double(M)));
     }
-    mean[c] = m;
-    invstd[c] = T(1.0 / std::sqrt(double(v) + eps));
+    bn_finish_channel(batch, mu, var, double(M), momentum, eps, running_mean[c], running_var[c], mean[c], invstd[c]);
   }
 }
 
@@ -193,19 +206,8 @@ void cpu_batch_norm_global_stats(const double* sums, index_t C, double momentum,
                                  T* invstd) {
   const double M = sums[2 * C];
   for (index_t c = 0; c < C; ++c) {
-    T m, v;
-    if (M > 0) {
-      const double mu = sums[c] / M, var = std::max(0.0, sums[C + c] / M - mu * mu);
-      m = T(mu);
-      v = T(var);
-      running_mean[c] = T((1 - momentum) * double(running_mean[c]) + momentum * mu);
-      running_var[c] = T((1 - momentum) * double(running_var[c]) + momentum * (M > 1 ? var * M / (M - 1) : var));
-    } else {
-      m = running_mean[c];
-      v = running_var[c];
-    }
-    mean[c] = m;
-    invstd[c] = T(1.0 / std::sqrt(double(v) + eps));
+    const double mu = M > 0 ? sums[c] / M : 0, var = M > 0 ? std::max(0.0, sums[C + c] / M - mu * mu) : 0;
+    bn_finish_channel(M > 0, mu, var, M, momentum, eps, running_mean[c], running_var[c], mean[c], invstd[c]);
   }
 }
 
