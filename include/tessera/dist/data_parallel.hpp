@@ -235,9 +235,7 @@ class data_parallel {
   }
   void broadcast_buffers() {
     model_.for_each_buffer([&](const std::string&, auto& t) {
-      using B = std::remove_cvref_t<decltype(t)>;
-      using U = typename B::value_type;
-      using P = typename B::policy;
+      using P = typename std::remove_cvref_t<decltype(t)>::policy;
       if (t.size() == 0) return;
       if (P::on_device == g_.on_device()) {
         g_.broadcast(t, 0);
@@ -246,7 +244,6 @@ class data_parallel {
         g_.broadcast(h, 0);
         t = tessera::to<P>(h);
       }
-      (void)sizeof(U);
     });
   }
   void make_buckets() {
