@@ -5,7 +5,12 @@ set -euo pipefail
 
 # libopenblas-dev: the GEMM benchmark's peer (linked by bench/ only)
 # libopenmpi-dev, openmpi-bin: tessera::dist (MPI) and mpirun, which runs the distributed tests and examples
-TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenblas-dev libopenmpi-dev openmpi-bin)
+# libpng-dev: PNG images in TensorBoard summaries (tessera/monitor); libdlpack-dev: tessera/interop/dlpack.hpp
+# python3-protobuf: the independent reader of TensorBoard event files in the tests; python3-torch, python3-numpy:
+#   the PyTorch round trips of safetensors, .npy and DLPack (tests/interop), skipped visibly when absent
+# gnuplot-nox: the training-curve plot that scripts/demo.sh draws; time: scripts/compile_stats.sh (GNU time)
+TESSERA_PACKAGES=(cmake g++ ninja-build libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenblas-dev libopenmpi-dev openmpi-bin
+                  libpng-dev libdlpack-dev python3-protobuf python3-torch python3-numpy gnuplot-nox time)
 # scripts/check.sh and scripts/fuzz.sh add these: clang++ with its sanitizer/libFuzzer runtimes and OpenMP
 TESSERA_CHECK_PACKAGES=(clang libclang-rt-14-dev libomp-dev)
 

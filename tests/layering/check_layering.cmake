@@ -10,6 +10,7 @@
 #   3  policy/                      the planner: assignments, aliasing, contractions, transfers
 #   4  autodiff/ io/                Var and the gradients; checkpoints
 #   5  nn/ data/                    layers and models; the IDX reader and loaders (io/error.hpp)
+#   5  monitor/                     TensorBoard event files, CSV logs, progress bars (tensors and models as templates)
 #   6  optim/ quant/                optimizers; int8 models
 #   7  tessera.hpp                  everything
 #   7  dist/                        distributed training: process groups (MPI, NCCL), data_parallel, pipeline
@@ -31,6 +32,7 @@ set(level_autodiff 4)
 set(level_data 5)
 set(level_io 4)
 set(level_nn 5)
+set(level_monitor 5)
 set(level_optim 6)
 set(level_quant 6)
 set(level_top 7)
