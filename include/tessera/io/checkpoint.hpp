@@ -63,6 +63,20 @@ namespace tessera {
 /// What checkpoint_reader::read_all does with entries under the prefix that no visited tensor asked for.
 enum class unmatched_entries { allow, error };
 
+namespace detail {
+/// f(name, tensor) for each buffer of a model; nothing for a model without for_each_buffer.
+template <class Model, class F>
+void visit_buffers(Model& model, F& f) {
+  if constexpr (requires { model.for_each_buffer(f); }) model.for_each_buffer(f);
+}
+/// Parameters, then buffers.
+template <class Model, class F>
+void visit_model(Model& model, F& f) {
+  model.for_each_parameter(f);
+  visit_buffers(model, f);
+}
+}  // namespace detail
+
 
 /// Collects named tensors, scalars and strings, then writes them to a checkpoint file in one atomic step.
 /// add() copies the data, so the tensors may change or die before write().
@@ -134,6 +148,18 @@ class checkpoint_writer {
   template <class Model>
   void add_parameters(Model& model, std::string_view prefix = "") {
     add_all([&](auto&& f) { model.for_each_parameter(f); }, prefix);
+  }
+  /// Every buffer of a model (m.for_each_buffer(f): BatchNorm's running statistics and num_batches_tracked); a
+  /// model without for_each_buffer has none.
+  template <class Model>
+  void add_buffers(Model& model, std::string_view prefix = "") {
+    add_all([&](auto&& f) { detail::visit_buffers(model, f); }, prefix);
+  }
+  /// Parameters and buffers under one prefix, as PyTorch's state_dict holds them: what a model needs to compute
+  /// the same outputs after read_model.
+  template <class Model>
+  void add_model(Model& model, std::string_view prefix = "") {
+    add_all([&](auto&& f) { detail::visit_model(model, f); }, prefix);
   }
 
   bool contains(std::string_view name) const { return index_.count(std::string(name)) != 0; }
@@ -352,11 +378,55 @@ class checkpoint_reader {
     return std::string(reinterpret_cast<const char*>(data_of(e)), e.length);
   }
 
-  /// Read every tensor a visitor names (visit(f) calls f(name, tensor&) for each) from prefix + name. With
+  /// Checks, without reading anything, that every tensor a visitor names has an entry prefix + name of its
+  /// element type and shape (and, with unmatched_entries::error, that no entry under prefix is left over); throws
+  /// one io_error listing every difference, each with its name and both shapes. read_all calls it first, so that a
+  /// checkpoint that does not fit leaves every tensor as it was.
+  template <class Visit>
+  void check_all(Visit&& visit, std::string_view prefix = "", unmatched_entries unmatched = unmatched_entries::allow) const {
+    std::set<std::string, std::less<>> seen;
+    std::vector<std::string> problems;
+    visit([&](const auto& name, auto&& tensor) {
+      std::string full = std::string(prefix) + std::string(name);
+      const auto& t = [&]() -> const auto& {
+        if constexpr (requires { tensor.mutable_value(); }) return tensor.value();
+        else return tensor;
+      }();
+      using T = std::remove_cvref_t<decltype(*t.data())>;
+      const std::vector<index_t> want = detail::to_index_vector(t.dims());
+      auto it = index_.find(full);
+      if (it == index_.end()) {
+        problems.push_back("no parameter named " + full + " in the file (shape " + detail::format_index_list(want) +
+                           ", " + type_name<T>() + " in the model)");
+      } else {
+        const entry& e = entries_[it->second];
+        if (e.dtype != checkpoint_dtype_of<T>() || e.dims != want)
+          problems.push_back(full + " has shape " + detail::format_index_list(e.dims) + " (" + checkpoint_dtype_name(e.dtype) +
+                             ") in the file but " + detail::format_index_list(want) + " (" + type_name<T>() + ") in the model");
+      }
+      seen.insert(std::move(full));
+    });
+    if (unmatched == unmatched_entries::error)
+      for (const auto& e : entries_)
+        if (e.name.compare(0, prefix.size(), prefix) == 0 && !seen.count(e.name))
+          problems.push_back("entry " + e.name + " in the file matches no parameter of the model (shape " +
+                             detail::format_index_list(e.dims) + ")");
+    if (problems.empty()) return;
+    std::string msg = std::to_string(problems.size()) + (problems.size() == 1 ? " difference" : " differences") +
+                      " between the file and the model, nothing was read: ";
+    const std::size_t show = std::min<std::size_t>(problems.size(), 8);
+    for (std::size_t i = 0; i < show; ++i) msg += (i ? "; " : "") + problems[i];
+    if (show < problems.size()) msg += "; ... (" + std::to_string(problems.size() - show) + " more)";
+    fail(msg);
+  }
+
+  /// Read every tensor a visitor names (visit(f) calls f(name, tensor&) for each) from prefix + name, after
+  /// check_all has found all of them in the file (so visit runs twice; a failed check reads nothing). With
   /// unmatched_entries::error, an entry whose name starts with prefix and that no tensor asked for is an error
   /// too (a checkpoint of a bigger model). Returns how many tensors were read.
   template <class Visit>
   std::size_t read_all(Visit&& visit, std::string_view prefix = "", unmatched_entries unmatched = unmatched_entries::allow) const {
+    check_all(visit, prefix, unmatched);
     std::set<std::string, std::less<>> seen;
     visit([&](const auto& name, auto&& tensor) {
       std::string full = std::string(prefix) + std::string(name);
@@ -364,10 +434,6 @@ class checkpoint_reader {
       else read_into(full, tensor);
       seen.insert(std::move(full));
     });
-    if (unmatched == unmatched_entries::error)
-      for (const auto& e : entries_)
-        if (e.name.compare(0, prefix.size(), prefix) == 0 && !seen.count(e.name))
-          fail("entry " + e.name + " in the file matches no parameter of the model");
     return seen.size();
   }
   /// Every parameter of a model (m.for_each_parameter(f) calls f(name, tensor&) for each).
@@ -375,6 +441,18 @@ class checkpoint_reader {
   std::size_t read_parameters(Model& model, std::string_view prefix = "",
                               unmatched_entries unmatched = unmatched_entries::allow) const {
     return read_all([&](auto&& f) { model.for_each_parameter(f); }, prefix, unmatched);
+  }
+  /// Every buffer of a model (for_each_buffer; none for a model without it).
+  template <class Model>
+  std::size_t read_buffers(Model& model, std::string_view prefix = "",
+                           unmatched_entries unmatched = unmatched_entries::allow) const {
+    return read_all([&](auto&& f) { detail::visit_buffers(model, f); }, prefix, unmatched);
+  }
+  /// Parameters and buffers (what add_model wrote), all checked before any is read.
+  template <class Model>
+  std::size_t read_model(Model& model, std::string_view prefix = "",
+                         unmatched_entries unmatched = unmatched_entries::allow) const {
+    return read_all([&](auto&& f) { detail::visit_model(model, f); }, prefix, unmatched);
   }
 
  private:
