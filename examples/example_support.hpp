@@ -1,13 +1,16 @@
-// What the training examples share: a timer, one training epoch with a live progress line, and test accuracy in
-// batches of 500. (Compiled by g++ and, through fashion_mnist.cu, by nvcc.)
+// What the training examples share: a timer, one training epoch with a progress bar (tessera/monitor/progress.hpp),
+// and test accuracy in batches of 500. (Compiled by g++ and, through fashion_mnist.cu, by nvcc.)
 #pragma once
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstdint>
 #include <cstdio>
+#include <string>
 #include <utility>
 
+#include <tessera/monitor/progress.hpp>
 #include <tessera/tessera.hpp>
 
 namespace example {
@@ -27,27 +30,24 @@ inline double require_finite_loss(double loss, int epoch, tessera::index_t batch
   return loss;
 }
 
-/// One epoch of `loader`: step(x, y) runs a training step on a batch and returns its loss; every 50 batches a progress
-/// line (items/s, the mean loss since the last line, ETA). Returns the seconds taken and the items seen.
+/// One epoch of `loader`: step(x, y) runs a training step on a batch and returns its loss. Progress goes to stdout
+/// through tessera::monitor::progress_bar: on a terminal one line redrawn twice a second, elsewhere (a log) a line
+/// every 50 batches; each shows items/s, the mean loss since the previous line and the ETA. Returns the seconds taken
+/// and the items seen.
 template <class Loader, class Step>
 std::pair<double, tessera::index_t> train_epoch(Loader& loader, int epoch, const char* items, Step&& step) {
   const auto t0 = std::chrono::steady_clock::now();
-  const tessera::index_t batches = tessera::index_t(loader.size());
-  tessera::index_t b = 0, seen = 0, loss_n = 0;
-  double loss_sum = 0;
+  tessera::monitor::progress_bar bar(std::int64_t(loader.size()),
+                                     {.description = "epoch " + std::to_string(epoch + 1), .unit = "batches",
+                                      .item_unit = items, .file = stdout, .min_interval_s = 0.5, .every_n = 50,
+                                      .mean_metrics = true});
+  tessera::index_t b = 0, seen = 0;
   for (auto& [x, y] : loader.epoch(std::uint64_t(epoch))) {
-    loss_sum += require_finite_loss(step(x, y), epoch, b);
-    ++loss_n;
+    const double loss = require_finite_loss(step(x, y), epoch, b++);
     seen += x.dims()[0];
-    if (++b % 50 == 0 || b == batches) {
-      const double t = seconds_since(t0);
-      std::printf("\repoch %d  %4lld/%lld batches  %7.0f %s/s  loss %.4f  ETA %5.1f s   ", epoch + 1, (long long)b,
-                  (long long)batches, double(seen) / t, items, loss_sum / double(loss_n), t / double(b) * double(batches - b));
-      std::fflush(stdout);
-      loss_sum = 0;
-      loss_n = 0;
-    }
+    bar.update(1, {{"loss", loss}}, std::int64_t(x.dims()[0]));
   }
+  bar.close();
   return {seconds_since(t0), seen};
 }
 

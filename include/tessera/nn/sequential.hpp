@@ -20,6 +20,7 @@
 #include "tessera/nn/chain.hpp"
 #include "tessera/nn/fusion.hpp"
 #include "tessera/nn/layers.hpp"
+#include "tessera/nn/summary.hpp"
 #include "tessera/policy/transfer.hpp"
 
 namespace tessera::nn {
@@ -129,6 +130,8 @@ class basic_sequential {
   }
   template <std::size_t I>
   auto& layer() { return layers_.template layer<I>(); }
+  /// The layer-by-layer table (types, output shapes for `batch` items, parameter counts, memory): nn/summary.hpp.
+  model_summary summary(index_t batch = 1) { return nn::summary(*this, batch); }
 
  private:
   template <std::size_t R>
