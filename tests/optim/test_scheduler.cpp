@@ -305,3 +305,27 @@ TEST_CASE("Schedulers drive tessera's Adam", "[scheduler]") {
   });
   CHECK(opt.lr() == s.get_last_lr());
 }
+
+TEST_CASE("OneCycleLR cycles tessera's SGD momentum and Adam's beta1", "[scheduler]") {
+  ts::ad::Var<float, 1, ts::cpu> w(ts::Tensor<float, ts::Shape<ts::dyn>, ts::cpu>(5), true);
+  optim::SGD<float> sgd({ts::nn::make_parameter_ref("w", w)}, {.lr = 0.1, .momentum = 0.9});
+  optim::OneCycleLR s(sgd, {.max_lr = 0.2, .total_steps = 20, .base_momentum = 0.8, .max_momentum = 0.95});
+  CHECK(sgd.momentum() == 0.95);
+  const double e1 = 0.3 * 20 - 1;  // the first phase ends at step pct_start * total - 1
+  for (int n = 1; n <= 4; ++n) {
+    s.step();
+    CHECK(sgd.momentum() == Approx(0.8 + (0.95 - 0.8) / 2 * (1 + std::cos(pi * n / e1))).epsilon(1e-12));
+    CHECK(sgd.options().momentum == sgd.momentum());
+    CHECK(sgd.lr() == s.get_last_lr());
+  }
+  optim::AdamW<float> adam({ts::nn::make_parameter_ref("w", w)}, {.lr = 0.01});
+  optim::OneCycleLR a(adam, {.max_lr = 0.01, .total_steps = 10});
+  CHECK(adam.beta1() == 0.95);
+  a.step();
+  CHECK(adam.beta1() == Approx(0.85 + 0.05 * (1 + std::cos(pi * 1 / (0.3 * 10 - 1)))).epsilon(1e-12));
+  CHECK(adam.options().beta1 == adam.beta1());
+  // an SGD built without momentum has no buffers to cycle
+  optim::SGD<float> plain({ts::nn::make_parameter_ref("w", w)}, {.lr = 0.1});
+  CHECK_THROWS_WITH(optim::OneCycleLR(plain, {.max_lr = 0.2, .total_steps = 20}), Catch::Contains("built with momentum = 0"));
+  CHECK_THROWS_WITH(adam.set_beta1(1.0), Catch::Contains("beta1"));
+}

@@ -284,11 +284,27 @@ class SGD : public optimizer<T> {
                                   detail::format_double(options.dampening) + ")");
   }
 
-  /// The options, with the current learning rate.
+  /// The options, with the current learning rate and momentum.
   sgd_options options() const {
     sgd_options o = opt_;
     o.lr = this->lr_;
     return o;
+  }
+
+  double momentum() const { return opt_.momentum; }
+  /// A new momentum (OneCycleLR cycles it), finite and >= 0. The momentum buffers exist only for an optimizer
+  /// built with momentum > 0: setting a nonzero momentum on one built without is a std::invalid_argument. Setting 0
+  /// makes step() plain SGD while the buffers keep their values (nesterov needs momentum > 0).
+  void set_momentum(double m) {
+    detail::check_finite("SGD", "momentum", m);
+    detail::require_option(m >= 0.0, "SGD", "momentum", m, "it must be >= 0");
+    if (m != 0.0 && opt_.momentum == 0.0 && this->buffer_names_.empty())
+      throw std::invalid_argument("tessera: SGD: set_momentum(" + detail::format_double(m) +
+                                  "): this optimizer was built with momentum = 0 and has no momentum buffers; build it "
+                                  "with the momentum it should start from");
+    if (m == 0.0 && opt_.nesterov)
+      throw std::invalid_argument("tessera: SGD: set_momentum(0): nesterov = true requires momentum > 0");
+    opt_.momentum = m;
   }
 
   /// One update of every parameter that has a gradient.
@@ -351,6 +367,11 @@ class adam_base : public optimizer<T> {
   }
 
   double beta1() const { return beta1_; }
+  /// A new beta1 in [0, 1) (OneCycleLR cycles it as the momentum); the moments already accumulated are kept.
+  void set_beta1(double b) {
+    require_option(b >= 0.0 && b < 1.0, this->who_, "beta1", b, "it must be in [0, 1)");
+    beta1_ = b;
+  }
   double beta2() const { return beta2_; }
   double eps() const { return eps_; }
   double weight_decay() const { return wd_; }
@@ -380,10 +401,11 @@ class adam_front : public adam_base<T, Decoupled> {
   using param_type = nn::parameter_ref<T>;
   adam_front(std::vector<param_type> params, const Options& options = {})
       : adam_base<T, Decoupled>(std::move(params), Decoupled ? "AdamW" : "Adam", options), opt_(options) {}
-  /// The options, with the current learning rate.
+  /// The options, with the current learning rate and beta1.
   Options options() const {
     Options o = opt_;
     o.lr = this->lr_;
+    o.beta1 = this->beta1_;
     return o;
   }
 

@@ -17,8 +17,8 @@
 // it keeps a reference to it, so the optimizer must outlive the scheduler. Tessera's optimizers have one learning
 // rate (PyTorch's single parameter group), so get_last_lr() is one number. OneCycleLR's momentum cycling sets
 // opt.set_momentum(double) (SGD's momentum) or opt.set_beta1(double) (Adam's beta1), whichever the optimizer type has;
-// an optimizer with neither needs .cycle_momentum = false (as in PyTorch, which refuses such an optimizer). (Tessera's
-// SGD and Adam have neither setter yet: OneCycleLR on them needs .cycle_momentum = false for now.) Tessera's
+// an optimizer with neither needs .cycle_momentum = false (as in PyTorch, which refuses such an optimizer). Tessera's
+// SGD (built with momentum > 0), Adam and AdamW have them. Tessera's
 // optimizers refuse a negative learning rate (std::invalid_argument from set_lr), which chained recursive forms can
 // reach where PyTorch would carry on with it (a cosine with eta_min > 0 chained under a StepLR).
 //
