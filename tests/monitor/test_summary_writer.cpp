@@ -249,6 +249,7 @@ TEST_CASE("histograms: TensorFlow's default buckets, counted as a plain loop cou
   for (std::size_t i = mid + 1; i + 2 < lim.size(); ++i) CHECK(lim[i + 1] / lim[i] == Approx(1.1).epsilon(1e-12));
   CHECK(lim[lim.size() - 2] < 1e20);
   CHECK(lim[lim.size() - 2] * 1.1 >= 1e20 * (1 - 1e-12));
+  CHECK(lim.size() == 1551);  // 775 limits each side of 0 (1e-12 x 1.1^k below 1e20, then DBL_MAX)
 
   std::mt19937 rng(3);
   std::normal_distribution<double> nd(0.0, 2.0);
@@ -427,4 +428,8 @@ TEST_CASE("csv_writer: header from the first row, quoting, the column check", "[
   CHECK(mon::csv_writer::quote("x\r") == "\"x\r\"");
   mon::csv_writer d(dir / "dup.csv");
   CHECK_THROWS_WITH(d.write_row({{"a", 1}, {"a", 2}}), Catch::Contains("'a' appears twice"));
+  if (std::filesystem::exists("/dev/full")) {  // every write fails with ENOSPC: the flush per row reports it
+    mon::csv_writer full("/dev/full");
+    CHECK_THROWS_WITH(full.write_row({{"a", 1}}), Catch::Contains("writing row 1 to /dev/full failed"));
+  }
 }

@@ -38,7 +38,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <ranges>
+#include <iterator>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -87,7 +87,7 @@ struct histogram {
   std::vector<double> bucket_limit, bucket;
 };
 
-/// TensorFlow's default bucket limits: -DBL_MAX, -1e20 < ... -1e-12, 0, 1e-12 ... < 1e20, DBL_MAX (1549 limits).
+/// TensorFlow's default bucket limits: -DBL_MAX, then -1e20 < ... <= -1e-12, 0, 1e-12 <= ... < 1e20, then DBL_MAX (1551 limits).
 inline const std::vector<double>& default_bucket_limits() {
   static const std::vector<double> limits = [] {
     std::vector<double> pos;
@@ -175,8 +175,8 @@ auto host_copy(const X& x) {
       }
     }
     return a;
-  } else if constexpr (std::ranges::input_range<X>) {  // std::vector, std::span, an array of numbers
-    host_array<std::remove_cv_t<std::ranges::range_value_t<X>>> a;
+  } else if constexpr (requires { std::begin(x); std::end(x); }) {  // std::vector, std::span, an array of numbers
+    host_array<std::remove_cvref_t<decltype(*std::begin(x))>> a;
     for (const auto& v : x) a.values.push_back(v);
     a.dims.push_back((long long)a.values.size());
     return a;
