@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
     });
     double infer_s = 0;
     const double acc = accuracy(net, test_rows, test.labels, infer_s);
-    std::printf("\nepoch %d: train %.1f s  test accuracy %.2f%%  (inference over %lld sequences: %.2f s)\n", e + 1, train_s,
+    std::printf("epoch %d: train %.1f s  test accuracy %.2f%%  (inference over %lld sequences: %.2f s)\n", e + 1, train_s,
                 100.0 * acc, (long long)test_rows.dims()[0], infer_s);
   }
 

@@ -24,6 +24,7 @@
 #include <tessera/data/idx.hpp>
 #include <tessera/data/loader.hpp>
 #include <tessera/io/checkpoint.hpp>
+#include <tessera/io/save.hpp>
 #include <tessera/monitor/csv_writer.hpp>
 #include <tessera/monitor/summary_writer.hpp>
 #include <tessera/nn/sequential.hpp>
@@ -200,7 +201,7 @@ int main(int argc, char** argv) {
     });
     double infer_s = 0;
     const double acc = accuracy(net, test, infer_s);
-    std::printf("\nepoch %d: train %.1f s (%.0f images/s)  test accuracy %.2f%%  (inference over %lld images: %.2f s)\n", e + 1,
+    std::printf("epoch %d: train %.1f s (%.0f images/s)  test accuracy %.2f%%  (inference over %lld images: %.2f s)\n", e + 1,
                 train_s, double(seen) / train_s, 100 * acc, (long long)test.size(), infer_s);
     if (mon) {
       const double mean_loss = epoch_loss / double(loader.size());
@@ -214,16 +215,13 @@ int main(int argc, char** argv) {
   }
   if (mon) mon->tb.close();
 
-  // checkpoint: parameters and optimizer state, written atomically; then read back and checked (device tensors are
-  // copied to and from the host by the checkpoint; the optimizer hands out host copies of its device state)
-  ts::checkpoint_writer w;
-  net.for_each_parameter([&](const std::string& name, auto& v) { w.add(name, v.value()); });
-  net.for_each_buffer([&](const std::string& name, auto& t) { w.add(name, t); });
-  opt.for_each_state([&](const std::string& name, auto& t) { w.add("optimizer." + name, t); });
-  w.write(ckpt);
+  // checkpoint: parameters, buffers and optimizer state in one call, written atomically; then loaded into a model and
+  // an optimizer built from another seed, every name and shape checked (device tensors go through the host)
+  ts::save(ckpt, net, opt);
   SimpleCNN restored(/*seed=*/123);
-  ts::checkpoint_reader r(ckpt);
-  restored.for_each_parameter([&](const std::string& name, auto& v) { r.read_into(name, v.mutable_value()); });
+  ts::optim::SGD<float> restored_opt(restored.parameters(), {.lr = 0.05, .momentum = 0.9});
+  ts::load(ckpt, restored, restored_opt);
+  const ts::checkpoint_reader r(ckpt);
   double infer_s = 0;
   const double acc = accuracy(restored, test, infer_s);
   std::printf("checkpoint %s: %zu entries; the restored model scores %.2f%% (inference over the 10k test images: %.2f s)\n",

@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
     const double acc = example::accuracy(n_test, test.labels, infer_s, [&](ts::index_t a, ts::index_t b) {
       return net.predict(ts::to<ts::cpu_threads>(ts::slice<0>(test.images, a, b)));
     });
-    std::printf("\nepoch %d: train %.1f s (%.0f images/s)  mean loss %.4f  test accuracy %.2f%%  (inference over %lld images: %.2f s)\n",
+    std::printf("epoch %d: train %.1f s (%.0f images/s)  mean loss %.4f  test accuracy %.2f%%  (inference over %lld images: %.2f s)\n",
                 e + 1, train_s, double(seen) / train_s, loss_sum / double(batches > 0 ? batches : 1), 100 * acc,
                 (long long)n_test, infer_s);
   }
