@@ -81,6 +81,27 @@ struct no_epilogue {
   void operator()(index_t, index_t, index_t, index_t) const {}
 };
 
+/// A block epilogue behind a pointer: the host kernels (GEMM, convolution, int8 GEMM) are instantiated once for every
+/// epilogue through this type, not once for each elementwise tree around them (compile cost: a model's Linear and
+/// Conv2d layers each bring their activation's trees, and every tree used to copy the whole kernel). The epilogue
+/// runs on finished blocks of the output, so the one indirect call per block costs nothing measurable.
+template <class... Args>
+struct epilogue_ref {
+  static constexpr bool active = true;
+  const void* ctx;
+  void (*fn)(const void*, Args...);
+  void operator()(Args... a) const { fn(ctx, a...); }
+};
+/// epi behind an epilogue_ref<Args...>; epi must outlive every call.
+template <class... Args, class Epi>
+epilogue_ref<Args...> erase_epilogue(const Epi& epi) {
+  return {&epi, [](const void* c, Args... a) { (*static_cast<const Epi*>(c))(a...); }};
+}
+template <class Epi>
+inline constexpr bool is_epilogue_ref = false;
+template <class... Args>
+inline constexpr bool is_epilogue_ref<epilogue_ref<Args...>> = true;
+
 /// Strided matrix operand: element (i, j) at p[i * rs + j * cs].
 template <class T>
 struct mat_ref {

@@ -442,9 +442,21 @@ TS_INLINE void gemm_macro_block(index_t ic, index_t mc, index_t jc, index_t nc, 
 
 /// C = A * B (or C += A * B with accumulate), C with unit column stride and row stride ldc. An active epilogue
 /// is called as epi(i0, j0, rows, cols) on every tile of C once its last K block is in.
+/// (Active epilogues of any type reach the body as one epilogue_ref: one instantiation of the kernel for them all.)
 template <class T, class Epi = no_epilogue>
 void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
-              int nthreads, const Epi& epi = {}, const packed_b<T>* prepacked = nullptr) {
+              int nthreads, const Epi& epi = {}, const packed_b<T>* prepacked = nullptr);
+
+template <class T, class Epi>
+  requires(Epi::active && !is_epilogue_ref<Epi>)
+void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
+              int nthreads, const Epi& epi, const packed_b<T>* prepacked = nullptr) {
+  cpu_gemm<T>(M, N, K, a, b, c, ldc, accumulate, nthreads, erase_epilogue<index_t, index_t, index_t, index_t>(epi), prepacked);
+}
+
+template <class T, class Epi>
+void cpu_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* c, index_t ldc, bool accumulate,
+              int nthreads, const Epi& epi, const packed_b<T>* prepacked) {
   using BL = gemm_blocking<T>;
   constexpr int MR = BL::mr, NR = BL::nr, NC = BL::nc;
   if (M == 0 || N == 0) return;

@@ -473,6 +473,18 @@ inline void s8_block(int8_isa isa, const std::uint8_t* pag, index_t Kp, int ngrp
 template <class Epi>
 concept s8_local_epilogue = requires { requires Epi::local_c; };
 
+/// A local_c epilogue behind a pointer (see epilogue_ref in kernels/backend.hpp).
+struct s8_local_epilogue_ref {
+  static constexpr bool active = true;
+  static constexpr bool local_c = true;
+  const void* ctx;
+  void (*fn)(const void*, const std::int32_t*, index_t, index_t, index_t, index_t, index_t);
+  void local(const std::int32_t* cb, index_t ld, index_t i0, index_t j0, index_t rows, index_t cols) const {
+    fn(ctx, cb, ld, i0, j0, rows, cols);
+  }
+  void operator()(index_t, index_t, index_t, index_t) const {}  // (blocks come through local)
+};
+
 /// The int8 GEMM's driver: C (+)= A * B with A's 16-row groups from pack_group(g, out) (see cpu_gemm_s8_rows) and B
 /// packed. Threads take ranges of columns when there are enough (A is then packed once, whole, and shared) or of
 /// rows (each thread packs its own rows, a block of MC rows at a time, right before multiplying them: a tall A is
@@ -592,7 +604,18 @@ void cpu_gemm_s8_rows(index_t M, index_t N, index_t K, const PackGroup& pack_gro
 #endif
   const double worth_threads = isa == int8_isa::amx ? TESSERA_S8_AMX_THREAD_OPS : isa == int8_isa::avx512_vnni ? 2e7 : 4e6;
   const int nt = ops < worth_threads ? 1 : std::max(1, nthreads);
-  s8_gemm_run(M, N, pack_group, b, a_signed, c, ldc, accumulate, nt, isa, epi);
+  // the driver is instantiated for three epilogue types only (none, a block one, a local_c one) and one pack_group
+  // type: each reaches it behind a pointer (kernels/backend.hpp, epilogue_ref), called once per block or group
+  const auto pg = erase_epilogue<index_t, std::uint8_t*>(pack_group);
+  if constexpr (s8_local_epilogue<Epi>) {
+    const s8_local_epilogue_ref e{&epi, [](const void* p, const std::int32_t* cb, index_t ld, index_t i0, index_t j0, index_t rows,
+                                           index_t cols) { static_cast<const Epi*>(p)->local(cb, ld, i0, j0, rows, cols); }};
+    s8_gemm_run(M, N, pg, b, a_signed, c, ldc, accumulate, nt, isa, e);
+  } else if constexpr (Epi::active) {
+    s8_gemm_run(M, N, pg, b, a_signed, c, ldc, accumulate, nt, isa, erase_epilogue<index_t, index_t, index_t, index_t>(epi));
+  } else {
+    s8_gemm_run(M, N, pg, b, a_signed, c, ldc, accumulate, nt, isa, no_epilogue{});
+  }
 }
 
 /// C (+)= A * B: A is M x K uint8 or int8 (row stride lda, unit column stride), B packed; C int32 with row stride ldc.
