@@ -9,8 +9,9 @@
 // reduction: mean (the default), sum, none. A reduction to a scalar gives a Var of rank 0; reduction::none keeps one
 // loss per element (per sample for the class losses), a Var of another rank, so it is spelled `<name>_unreduced`
 // (the reducing functions refuse reduction::none with a message naming it). Targets and labels may be tensors of any
-// policy (read or copied where the inputs are) or Vars (gradients flow into a target Var as PyTorch's do; a Var on the
-// other host policy is copied, its gradient copied back). The weights are read on the host when the loss is built.
+// policy (read or copied where the inputs are; a model on cpu_threads takes targets read on cpu), targets also views
+// of any policy (strided ones read in logical order) or Vars (gradients flow into a target Var as PyTorch's do; a Var
+// on the other host policy is copied, its gradient copied back). The weights are read on the host when the loss is built.
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -110,38 +111,9 @@ inline void check_reducing(ad::reduction r, const char* op) {
                                 "another rank: call ad::" + op + "_unreduced");
 }
 
-/// The Var a target becomes: a Var of P as it is; a Var of the other host policy copied (its gradient copied back);
-/// a tensor of any policy copied into a constant.
-template <class T, int R, class P>
-const Var<T, R, P>& as_target(const Var<T, R, P>& y) { return y; }
-template <class T, int R, class P, class U, int RY, class Q>
-  requires(!std::is_same_v<P, Q>)
-Var<T, R, P> as_target(const Var<U, RY, Q>& y) {
-  static_assert(std::is_same_v<T, U>, "tessera: loss: the target's element type must be the input's");
-  static_assert(RY == R, "tessera: loss: the target must have the input's rank");
-  static_assert(is_host_policy_v<P> && is_host_policy_v<Q>,
-                "tessera: loss: a target Var on another policy is taken only between the host policies (move it first)");
-  using V = Var<T, R, P>;
-  return V::make(typename V::tensor(y.value().to_vector(), y.dims()), [y](const auto& g) {
-    if (!y.requires_grad()) return;
-    auto& gb = y.node().grad_buffer();
-    gb = gb + View<const T, dyn_shape_t<R>, Q>(g.data(), g.dims(), g.strides());  // host memory either way
-  }, y);
-}
-template <class T, int R, class P, class U, class S, class Q>
-Var<T, R, P> as_target(const Tensor<U, S, Q>& y) {
-  static_assert(std::is_same_v<T, U>, "tessera: loss: the target's element type must be the input's");
-  static_assert(S::rank == R, "tessera: loss: the target must have the input's rank");
-  if constexpr (std::is_same_v<P, Q>) return Var<T, R, P>(y);
-  else return Var<T, R, P>(typename Var<T, R, P>::tensor(y.to_vector(), y.dims()));
-}
-
-template <std::size_t R>
-void check_same_shape(const std::array<index_t, R>& x, const std::array<index_t, R>& y, const char* op) {
-  if (x != y)
-    throw shape_error(std::string("tessera: ") + op + ": input " + tessera::detail::format_dims(x) + " and target " +
-                      tessera::detail::format_dims(y) + " have different shapes");
-}
+// as_target (the Var a target of any policy becomes) is in autodiff/nn_ops.hpp, which mse_loss(x, y) shares. The public
+// losses convert the target once and the per-element implementations below take it as a Var of P, so that a loss's
+// expressions are instantiated once per input type whatever form the target takes.
 
 /// A per-element weight as a tensor of P with the input's rank (leading extents 1), checked to broadcast to x.
 /// Undefined: a single 1.
@@ -343,9 +315,8 @@ Var<T, R, P> pointwise_loss(const Var<T, R, P>& x, const Var<T, R, P>& y, F fwd,
   }, x, y);
 }
 
-template <class T, int R, class P, class Y>
-Var<T, R, P> bce_logits_each(const Var<T, R, P>& x, const Y& target, const bce_with_logits_options& o) {
-  const auto& y = as_target<T, R, P>(target);
+template <class T, int R, class P>
+Var<T, R, P> bce_logits_each(const Var<T, R, P>& x, const Var<T, R, P>& y, const bce_with_logits_options& o) {
   check_same_shape(x.dims(), y.dims(), "binary_cross_entropy_with_logits");
   using TR = Tensor<T, dyn_shape_t<R>, P>;
   auto w = std::make_shared<TR>(broadcast_weight<T, R, P>(o.weight, x.dims(), "binary_cross_entropy_with_logits", "weight"));
@@ -367,9 +338,8 @@ Var<T, R, P> bce_logits_each(const Var<T, R, P>& x, const Y& target, const bce_w
       [w, pw, nls](const auto& xv, const auto&, const auto& g) { return g * *w * ((*pw - T(1)) * nls(xv) - xv); });
 }
 
-template <class T, int R, class P, class Y>
-Var<T, R, P> bce_each(const Var<T, R, P>& x, const Y& target, const bce_options& o) {
-  const auto& y = as_target<T, R, P>(target);
+template <class T, int R, class P>
+Var<T, R, P> bce_each(const Var<T, R, P>& x, const Var<T, R, P>& y, const bce_options& o) {
   check_same_shape(x.dims(), y.dims(), "binary_cross_entropy");
   if constexpr (!P::on_device) {  // PyTorch checks the range on the host (a device kernel would only assert)
     const T* p = x.value().data();
@@ -390,9 +360,8 @@ Var<T, R, P> bce_each(const Var<T, R, P>& x, const Y& target, const bce_options&
       [w](const auto& xv, const auto&, const auto& g) { return g * *w * (tessera::log(T(1) - xv) - tessera::log(xv)); });
 }
 
-template <class T, int R, class P, class Y, class F, class D>
-Var<T, R, P> difference_loss(const Var<T, R, P>& x, const Y& target, const char* op, F fwd, D dd) {
-  const auto& y = as_target<T, R, P>(target);
+template <class T, int R, class P, class F, class D>
+Var<T, R, P> difference_loss(const Var<T, R, P>& x, const Var<T, R, P>& y, const char* op, F fwd, D dd) {
   check_same_shape(x.dims(), y.dims(), op);
   return pointwise_loss(
       x, y, [fwd](const auto& xv, const auto& yv) { return fwd(xv - yv); },
@@ -400,20 +369,20 @@ Var<T, R, P> difference_loss(const Var<T, R, P>& x, const Y& target, const char*
       [dd](const auto& xv, const auto& yv, const auto& g) { return -dd(xv - yv, g); });
 }
 
-template <class T, int R, class P, class Y>
-Var<T, R, P> l1_each(const Var<T, R, P>& x, const Y& y) {
+template <class T, int R, class P>
+Var<T, R, P> l1_each(const Var<T, R, P>& x, const Var<T, R, P>& y) {
   // the gradient is sign(x - y) g: 0 where x == y (and where x - y is NaN)
   return difference_loss(
       x, y, "l1_loss", [](const auto& d) { return tessera::abs(d); },
       [](const auto& d, const auto& g) { return tessera::where(d > T(0), g, tessera::where(d < T(0), -g, T(0))); });
 }
-template <class T, int R, class P, class Y>
-Var<T, R, P> mse_each(const Var<T, R, P>& x, const Y& y) {
+template <class T, int R, class P>
+Var<T, R, P> mse_each(const Var<T, R, P>& x, const Var<T, R, P>& y) {
   return difference_loss(
       x, y, "mse_loss", [](const auto& d) { return d * d; }, [](const auto& d, const auto& g) { return T(2) * d * g; });
 }
-template <class T, int R, class P, class Y>
-Var<T, R, P> smooth_l1_each(const Var<T, R, P>& x, const Y& y, double beta_d) {
+template <class T, int R, class P>
+Var<T, R, P> smooth_l1_each(const Var<T, R, P>& x, const Var<T, R, P>& y, double beta_d) {
   if (!(beta_d >= 0.0))
     throw std::invalid_argument("tessera: smooth_l1_loss: beta must be >= 0, got " + std::to_string(beta_d));
   if (beta_d == 0.0) return l1_each(x, y);  // as PyTorch: beta 0 is l1_loss
@@ -426,8 +395,8 @@ Var<T, R, P> smooth_l1_each(const Var<T, R, P>& x, const Y& y, double beta_d) {
       },
       [beta](const auto& d, const auto& g) { return tessera::where(d <= -beta, -g, tessera::where(d >= beta, g, d * g / beta)); });
 }
-template <class T, int R, class P, class Y>
-Var<T, R, P> huber_each(const Var<T, R, P>& x, const Y& y, double delta_d) {
+template <class T, int R, class P>
+Var<T, R, P> huber_each(const Var<T, R, P>& x, const Var<T, R, P>& y, double delta_d) {
   if (!(delta_d > 0.0))
     throw std::invalid_argument("tessera: huber_loss: delta must be > 0, got " + std::to_string(delta_d));
   const T delta = T(delta_d);
@@ -531,23 +500,23 @@ Var<T, R - 1, P> nll_loss_unreduced(const Var<T, R, P>& log_probs, const Tensor<
 template <class T, int R, class P, class Y>
 Var<T, 0, P> binary_cross_entropy_with_logits(const Var<T, R, P>& logits, const Y& targets, const bce_with_logits_options& opt = {}) {
   detail::check_reducing(opt.reduction, "binary_cross_entropy_with_logits");
-  return detail::reduce_loss(detail::bce_logits_each(logits, targets, opt), opt.reduction);
+  return detail::reduce_loss(detail::bce_logits_each(logits, detail::as_target<T, R, P>(targets), opt), opt.reduction);
 }
 template <class T, int R, class P, class Y>
 Var<T, R, P> binary_cross_entropy_with_logits_unreduced(const Var<T, R, P>& logits, const Y& targets,
                                                         const bce_with_logits_options& opt = {}) {
-  return detail::bce_logits_each(logits, targets, opt);
+  return detail::bce_logits_each(logits, detail::as_target<T, R, P>(targets), opt);
 }
 /// Binary cross entropy of probabilities in [0, 1] (checked on the host policies; outside, NaN included, throws
 /// std::domain_error as PyTorch does): -w (y max(log p, -100) + (1 - y) max(log(1 - p), -100)).
 template <class T, int R, class P, class Y>
 Var<T, 0, P> binary_cross_entropy(const Var<T, R, P>& probs, const Y& targets, const bce_options& opt = {}) {
   detail::check_reducing(opt.reduction, "binary_cross_entropy");
-  return detail::reduce_loss(detail::bce_each(probs, targets, opt), opt.reduction);
+  return detail::reduce_loss(detail::bce_each(probs, detail::as_target<T, R, P>(targets), opt), opt.reduction);
 }
 template <class T, int R, class P, class Y>
 Var<T, R, P> binary_cross_entropy_unreduced(const Var<T, R, P>& probs, const Y& targets, const bce_options& opt = {}) {
-  return detail::bce_each(probs, targets, opt);
+  return detail::bce_each(probs, detail::as_target<T, R, P>(targets), opt);
 }
 
 // ---- regression ----
@@ -556,47 +525,38 @@ Var<T, R, P> binary_cross_entropy_unreduced(const Var<T, R, P>& probs, const Y& 
 template <class T, int R, class P, class Y>
 Var<T, 0, P> smooth_l1_loss(const Var<T, R, P>& x, const Y& y, const smooth_l1_options& opt = {}) {
   detail::check_reducing(opt.reduction, "smooth_l1_loss");
-  return detail::reduce_loss(detail::smooth_l1_each(x, y, opt.beta), opt.reduction);
+  return detail::reduce_loss(detail::smooth_l1_each(x, detail::as_target<T, R, P>(y), opt.beta), opt.reduction);
 }
 template <class T, int R, class P, class Y>
 Var<T, R, P> smooth_l1_loss_unreduced(const Var<T, R, P>& x, const Y& y, const smooth_l1_options& opt = {}) {
-  return detail::smooth_l1_each(x, y, opt.beta);
+  return detail::smooth_l1_each(x, detail::as_target<T, R, P>(y), opt.beta);
 }
 /// |d| < delta ? 0.5 d^2 : delta (|d| - 0.5 delta), d = x - y (delta must be > 0).
 template <class T, int R, class P, class Y>
 Var<T, 0, P> huber_loss(const Var<T, R, P>& x, const Y& y, const huber_options& opt = {}) {
   detail::check_reducing(opt.reduction, "huber_loss");
-  return detail::reduce_loss(detail::huber_each(x, y, opt.delta), opt.reduction);
+  return detail::reduce_loss(detail::huber_each(x, detail::as_target<T, R, P>(y), opt.delta), opt.reduction);
 }
 template <class T, int R, class P, class Y>
 Var<T, R, P> huber_loss_unreduced(const Var<T, R, P>& x, const Y& y, const huber_options& opt = {}) {
-  return detail::huber_each(x, y, opt.delta);
+  return detail::huber_each(x, detail::as_target<T, R, P>(y), opt.delta);
 }
 /// |x - y|.
 template <class T, int R, class P, class Y>
 Var<T, 0, P> l1_loss(const Var<T, R, P>& x, const Y& y, const l1_options& opt = {}) {
   detail::check_reducing(opt.reduction, "l1_loss");
-  return detail::reduce_loss(detail::l1_each(x, y), opt.reduction);
+  return detail::reduce_loss(detail::l1_each(x, detail::as_target<T, R, P>(y)), opt.reduction);
 }
 template <class T, int R, class P, class Y>
-Var<T, R, P> l1_loss_unreduced(const Var<T, R, P>& x, const Y& y) { return detail::l1_each(x, y); }
-/// (x - y)^2 with a reduction; the target may be a tensor of any policy (nn_ops.hpp's mse_loss(a, b) takes two Vars
-/// of one policy and means).
+Var<T, R, P> l1_loss_unreduced(const Var<T, R, P>& x, const Y& y) { return detail::l1_each(x, detail::as_target<T, R, P>(y)); }
+/// (x - y)^2 with a reduction; the target may be a tensor or view of any host policy (or of P), or a Var (nn_ops.hpp's
+/// mse_loss(x, y) is the mean with the same targets).
 template <class T, int R, class P, class Y>
 Var<T, 0, P> mse_loss(const Var<T, R, P>& x, const Y& y, const mse_options& opt) {
   detail::check_reducing(opt.reduction, "mse_loss");
-  return detail::reduce_loss(detail::mse_each(x, y), opt.reduction);
-}
-template <class T, int R, class P, class U, class S, class Q>
-Var<T, 0, P> mse_loss(const Var<T, R, P>& x, const Tensor<U, S, Q>& y) {
-  return detail::reduce_loss(detail::mse_each(x, y), ad::reduction::mean);
-}
-template <class T, int R, class P, class Q>
-  requires(!std::is_same_v<P, Q>)
-Var<T, 0, P> mse_loss(const Var<T, R, P>& x, const Var<T, R, Q>& y) {
-  return detail::reduce_loss(detail::mse_each(x, y), ad::reduction::mean);
+  return detail::reduce_loss(detail::mse_each(x, detail::as_target<T, R, P>(y)), opt.reduction);
 }
 template <class T, int R, class P, class Y>
-Var<T, R, P> mse_loss_unreduced(const Var<T, R, P>& x, const Y& y) { return detail::mse_each(x, y); }
+Var<T, R, P> mse_loss_unreduced(const Var<T, R, P>& x, const Y& y) { return detail::mse_each(x, detail::as_target<T, R, P>(y)); }
 
 }  // namespace tessera::ad

@@ -4,7 +4,8 @@
 //                             straight into dx and dW.
 //   conv2d(x, w, b, opt, act) the same for convolution; conv2d_relu_maxpool2 the convolution, ReLU and a 2x2
 //                             max-pool as one operation.
-//   max_pool2d / avg_pool2d, cross_entropy (log-softmax and NLL fused), mse_loss, dropout, batch_norm2d
+//   max_pool2d / avg_pool2d, cross_entropy (log-softmax and NLL fused), mse_loss (targets: a Var, or a tensor or
+//   view of any policy), dropout, batch_norm2d
 //   (log_softmax and softmax are in ops.hpp).
 // Shapes are checked and gradients kept here; every kernel is reached through backend<P> (kernels/backend.hpp:
 // kernels/cpu/nn.hpp on the host, kernels/cuda/nn.hpp on the GPU, the same results to rounding). Forwards of
@@ -237,10 +238,73 @@ Var<T, 0, P> cross_entropy(const Var<T, 2, P>& logits, const Tensor<L, SL, PL>& 
   }, logits);
 }
 
+namespace detail {
+/// The Var a loss's target (or any constant meeting a Var of P) becomes: a Var of P as it is; a Var of the other host
+/// policy copied (its gradient copied back); a tensor or view of any policy copied into a constant of P (a view in
+/// its logical order, whatever its strides).
+template <class T, int R, class P>
+const Var<T, R, P>& as_target(const Var<T, R, P>& y) { return y; }
+template <class T, int R, class P, class U, int RY, class Q>
+  requires(!std::is_same_v<P, Q>)
+Var<T, R, P> as_target(const Var<U, RY, Q>& y) {
+  static_assert(std::is_same_v<T, U>, "tessera: loss: the target's element type must be the input's");
+  static_assert(RY == R, "tessera: loss: the target must have the input's rank");
+  static_assert(is_host_policy_v<P> && is_host_policy_v<Q>,
+                "tessera: loss: a target Var on another policy is taken only between the host policies (move it first)");
+  using V = Var<T, R, P>;
+  return V::make(typename V::tensor(y.value().to_vector(), y.dims()), [y](const auto& g) {
+    if (!y.requires_grad()) return;
+    auto& gb = y.node().grad_buffer();
+    gb = gb + View<const T, dyn_shape_t<R>, Q>(g.data(), g.dims(), g.strides());  // host memory either way
+  }, y);
+}
+template <class T, int R, class P, class U, class S, class Q>
+Var<T, R, P> as_target(const Tensor<U, S, Q>& y) {
+  static_assert(std::is_same_v<T, U>, "tessera: loss: the target's element type must be the input's");
+  static_assert(S::rank == R, "tessera: loss: the target must have the input's rank");
+  if constexpr (std::is_same_v<P, Q>) return Var<T, R, P>(y);
+  else return Var<T, R, P>(typename Var<T, R, P>::tensor(y.to_vector(), y.dims()));
+}
+
+template <class T, int R, class P, class U, class S, class Q>
+Var<T, R, P> as_target(const View<U, S, Q>& y) {
+  static_assert(std::is_same_v<T, std::remove_const_t<U>>, "tessera: loss: the target's element type must be the input's");
+  static_assert(S::rank == R, "tessera: loss: the target must have the input's rank");
+  Tensor<T, dyn_shape_t<R>, Q> packed(y);  // contiguous, in the view's policy
+  return as_target<T, R, P>(packed);
+}
+
+template <class Y>
+inline constexpr bool is_view_v = false;
+template <class U, class S, class Q>
+inline constexpr bool is_view_v<View<U, S, Q>> = true;
+/// What as_target takes besides a Var of P itself: a tensor or view (any policy), or a Var on another policy.
+template <class Y, class T, int R, class P>
+concept foreign_target = tessera::detail::is_tensor_v<Y> || is_view_v<Y> ||
+                         (requires { typename Y::node_type; } && !std::is_base_of_v<Var<T, R, P>, Y>);
+
+template <std::size_t R>
+void check_same_shape(const std::array<index_t, R>& x, const std::array<index_t, R>& y, const char* op) {
+  if (x != y)
+    throw shape_error(std::string("tessera: ") + op + ": input " + tessera::detail::format_dims(x) + " and target " +
+                      tessera::detail::format_dims(y) + " have different shapes");
+}
+
+}  // namespace detail
+
 /// Mean of the squared differences.
 template <class T, int R, class P>
 Var<T, 0, P> mse_loss(const Var<T, R, P>& a, const Var<T, R, P>& b) {
   return mean(square(a - b));
+}
+/// mse_loss against a target that is not a Var of P: a tensor or view of any policy (a model on cpu_threads, targets
+/// read on cpu), or a Var of the other host policy (which gets its gradient). Shapes must be equal.
+template <class T, int R, class P, class Y>
+  requires detail::foreign_target<Y, T, R, P>
+Var<T, 0, P> mse_loss(const Var<T, R, P>& a, const Y& target) {
+  const auto& y = detail::as_target<T, R, P>(target);
+  detail::check_same_shape(a.dims(), y.dims(), "mse_loss");
+  return mean(square(a - y));
 }
 
 /// Inverted dropout: in training, each element is zeroed with probability p and the rest scaled by 1/(1-p). The

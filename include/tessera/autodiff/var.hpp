@@ -162,6 +162,9 @@ class Var {
   tensor& mutable_value() { return node().value; }
   const dims_t<R>& dims() const { return value().dims(); }
   index_t size() const { return value().size(); }
+  /// The value's single element (a loss: `loss.item()`), copied to the host; a Var of more than one element is a
+  /// shape_error naming its shape.
+  T item() const { return value().item(); }
   bool requires_grad() const { return node().requires_grad; }
   void set_requires_grad(bool on) {
     if (!node().is_leaf) throw std::logic_error("tessera: set_requires_grad: only leaves (not results of operations) can change it");
@@ -312,6 +315,14 @@ auto parameter(const Tensor<T, S, P>& value) {
 template <class T, class S, class P>
 auto constant(const Tensor<T, S, P>& value) {
   return Var<T, S::rank, P>(value, false);
+}
+/// A leaf that does not require gradients, under policy P2 (copied when the tensor's policy differs): data read on
+/// cpu meeting a model on cpu_threads, `ad::constant<ts::cpu_threads>(targets)`. Any pair of policies (a device copy
+/// needs nvcc).
+template <Policy P2, class T, class S, class P>
+Var<T, S::rank, P2> constant(const Tensor<T, S, P>& value) {
+  if constexpr (std::is_same_v<P, P2>) return Var<T, S::rank, P2>(value, false);
+  else return Var<T, S::rank, P2>(typename Var<T, S::rank, P2>::tensor(value.to_vector(), value.dims()), false);
 }
 
 }  // namespace tessera::ad

@@ -150,6 +150,21 @@ class View {
     return data_[off];
   }
 
+  /// The single element of a view holding exactly one (any rank), copied to the host; any other size is a
+  /// shape_error naming the shape.
+  value_type item() const {
+    if (size() != 1)
+      throw shape_error("tessera: item(): a tensor of shape " + detail::format_dims(dims_) + " has " + std::to_string(size()) +
+                        " elements; item() needs exactly one");
+    if constexpr (P::on_device) {
+      value_type v{};
+      memory<P>::copy_to_host(&v, data_, 1);
+      return v;
+    } else {
+      return *data_;
+    }
+  }
+
   View& operator=(const View& o) { return assign_from(o); }
   template <Expression E>
   View& operator=(const E& e) { return assign_from(e); }
@@ -319,6 +334,10 @@ class Tensor {
   template <std::integral... I>
     requires(sizeof...(I) == rank)
   const T& operator()(I... idx) const { return cview()(idx...); }
+
+  /// The single element of a tensor holding exactly one (any rank), copied to the host; any other size is a
+  /// shape_error naming the shape.
+  T item() const { return cview().item(); }
 
   /// Elements in row-major order, copied to the host.
   std::vector<T> to_vector() const;
