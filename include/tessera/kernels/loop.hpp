@@ -23,12 +23,16 @@ struct loop_plan {
   TS_HD index_t total() const { return rows() * inner(); }
 };
 
-/// Coalesce the destination's and every leaf's strides over `dims`; leaves get their compacted strides,
-/// inner stride and access mode. Returns the plan the loops follow.
-template <int R, class Ev>
-loop_plan<R> make_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, Ev& ev) {
-  std::vector<index_t*> ops;  // every leaf's stride array
-  ev.visit([&](auto& leaf) { ops.push_back(leaf.s); });
+/// The coalescing of make_plan over the leaves' stride arrays (ops[0, nops), rewritten in place): instantiated once
+/// per rank, not once per expression.
+template <int R>
+loop_plan<R> coalesce_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, index_t* const* ops_begin, std::size_t nops) {
+  struct span {
+    index_t* const* b;
+    index_t* const* e;
+    index_t* const* begin() const { return b; }
+    index_t* const* end() const { return e; }
+  } const ops{ops_begin, ops_begin + nops};
   loop_plan<R> p;
   // groups of original dimensions, innermost first: (extent, index of the group's innermost dim)
   int keep[loop_plan<R>::cap];
@@ -39,7 +43,7 @@ loop_plan<R> make_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, Ev& 
     p.nd = 1;
     p.dims[0] = 1;
     p.dst_s[0] = 0;
-    for (auto* s : ops) s[0] = 0;
+    for (index_t* s : ops) s[0] = 0;
   } else {
     index_t gext[loop_plan<R>::cap];
     int ginner[loop_plan<R>::cap];
@@ -49,7 +53,7 @@ loop_plan<R> make_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, Ev& 
     for (int k = nk - 2; k >= 0; --k) {
       const int d = keep[k], in = ginner[ng];
       bool merge = dst_strides[d] == dst_strides[in] * gext[ng];
-      for (auto* s : ops) merge = merge && s[d] == s[in] * gext[ng];
+      for (index_t* s : ops) merge = merge && s[d] == s[in] * gext[ng];
       if (merge) gext[ng] *= dims[d];
       else {
         ++ng;
@@ -63,12 +67,22 @@ loop_plan<R> make_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, Ev& 
       p.dims[g] = gext[ng - 1 - g];
       p.dst_s[g] = dst_strides[ginner[ng - 1 - g]];
     }
-    for (auto* s : ops) {
+    for (index_t* s : ops) {
       index_t t[loop_plan<R>::cap];
       for (int g = 0; g < ng; ++g) t[g] = s[ginner[ng - 1 - g]];
       for (int g = 0; g < ng; ++g) s[g] = t[g];
     }
   }
+  return p;
+}
+
+/// Coalesce the destination's and every leaf's strides over `dims`; leaves get their compacted strides,
+/// inner stride and access mode. Returns the plan the loops follow.
+template <int R, class Ev>
+loop_plan<R> make_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, Ev& ev) {
+  std::vector<index_t*> ops;  // every leaf's stride array
+  ev.visit([&](auto& leaf) { ops.push_back(leaf.s); });
+  const loop_plan<R> p = coalesce_plan<R>(dims, dst_strides, ops.data(), ops.size());
   ev.visit([&](auto& leaf) {
     leaf.sin = leaf.s[p.nd - 1];
     leaf.mode = leaf.sin == 0 ? 0 : leaf.sin == 1 ? 1 : 2;
