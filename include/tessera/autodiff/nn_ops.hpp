@@ -35,6 +35,13 @@ namespace tessera::ad {
 
 /// The activation a layer applies after its product (kernels/backend.hpp): ad::activation::relu and so on.
 using activation = tessera::activation;
+/// An activation known at compile time: activation_c<activation::relu>{} where an activation is taken.
+template <activation A>
+using activation_c = std::integral_constant<activation, A>;
+/// What linear and conv2d take as their activation: a run-time value or an activation_c.
+template <class A>
+concept activation_arg = std::is_same_v<A, activation> ||
+                         (std::is_same_v<typename A::value_type, activation> && requires { A::value; });
 
 namespace detail {
 
@@ -42,7 +49,16 @@ namespace detail {
 using tessera::detail::activation_backward;
 using tessera::detail::activation_derivative;
 
-/// y = act(e) for the activation chosen at run time (each branch is one fused assignment).
+/// y = act(e) for an activation known at compile time (a model's layers know theirs): one fused assignment compiled.
+template <class Dst, class E, activation A>
+void assign_activated(Dst& y, const E& e, std::integral_constant<activation, A>) {
+  if constexpr (A == activation::none) y = e;
+  else if constexpr (A == activation::relu) y = tessera::relu(e);
+  else if constexpr (A == activation::tanh) y = tessera::tanh(e);
+  else y = tessera::sigmoid(e);
+}
+
+/// y = act(e) for the activation chosen at run time (each branch is one fused assignment, all four compiled).
 template <class Dst, class E>
 void assign_activated(Dst& y, const E& e, activation act) {
   switch (act) {
@@ -55,8 +71,8 @@ void assign_activated(Dst& y, const E& e, activation act) {
 
 /// act(conv2d(x, w) + b) evaluated into a new tensor (one pass: bias and activation are the epilogue); geo gets the
 /// convolution's sizes.
-template <class T, class P>
-auto conv2d_forward(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt, activation act,
+template <class T, class P, class Act>
+auto conv2d_forward(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt, Act act,
                     tessera::detail::conv_geometry& geo) {
   auto node = tessera::conv2d(x.value(), w.value(), opt);  // checks the shapes
   geo = node.geometry();
@@ -90,24 +106,12 @@ tessera::detail::pool2d_geometry pool_geometry(const X& x, const O& out, const p
 }
 }  // namespace detail
 
-/// y = act(x W^T + b) for x [B, in], W [out, in] (PyTorch's layout), b [out] (may be an empty Var: no bias).
+namespace detail {
+/// linear's backward (one closure type per element type and policy).
 template <class T, class P>
-Var<T, 2, P> linear(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1, P>& b, activation act = activation::none) {
-  const auto& xd = x.dims();
-  const auto& wd = W.dims();
-  if (xd[1] != wd[1])
-    throw shape_error("tessera: linear: input " + tessera::detail::format_dims(xd) + " does not fit weights " +
-                      tessera::detail::format_dims(wd) + " (in_features must equal the input's last extent)");
-  const bool has_b = b.defined();
-  if (has_b && b.dims()[0] != wd[0])
-    throw shape_error("tessera: linear: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
-                      tessera::detail::format_dims(wd));
+auto linear_back(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1, P>& b, activation act) {
   using V = Var<T, 2, P>;
-  typename V::tensor y(xd[0], wd[0]);
-  auto prod = tessera::matmul(x.value(), tessera::transpose(W.value()));
-  if (has_b) detail::assign_activated(y, prod + b.value(), act);
-  else detail::assign_activated(y, prod, act);
-  auto back = [x, W, b, act](const auto& g, const auto& out) {
+  return [x, W, b, act](const auto& g, const auto& out) {
     const index_t B = out.dims()[0], O = out.dims()[1], I = x.dims()[1];
     bool acc_b;
     T* db = detail::grad_of(b, acc_b);
@@ -124,18 +128,41 @@ Var<T, 2, P> linear(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1
     if (T* gw = detail::grad_of(W, acc))  // dW (O x I) = dz^T (O x B: dz's row stride O is its column stride) x (B x I)
       backend<P>::gemm(tessera::detail::gemm_desc<T>{O, I, B, {dz, 1, O}, {x.value().data(), I, 1}, gw, I, acc});
   };
-  if (has_b) return V::make(std::move(y), back, x, W, b);
-  return V::make(std::move(y), back, x, W);
+}
+}  // namespace detail
+
+/// y = act(x W^T + b) for x [B, in], W [out, in] (PyTorch's layout), b [out] (may be an empty Var: no bias).
+/// `act_arg`: an ad::activation chosen at run time, or activation_c<A> known at compile time (as conv2d's).
+template <class T, class P, class Act = activation_c<activation::none>>
+  requires activation_arg<Act>
+Var<T, 2, P> linear(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1, P>& b, Act act_arg = {}) {
+  const activation act = act_arg;
+  const auto& xd = x.dims();
+  const auto& wd = W.dims();
+  if (xd[1] != wd[1])
+    throw shape_error("tessera: linear: input " + tessera::detail::format_dims(xd) + " does not fit weights " +
+                      tessera::detail::format_dims(wd) + " (in_features must equal the input's last extent)");
+  const bool has_b = b.defined();
+  if (has_b && b.dims()[0] != wd[0])
+    throw shape_error("tessera: linear: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
+                      tessera::detail::format_dims(wd));
+  using V = Var<T, 2, P>;
+  typename V::tensor y(xd[0], wd[0]);
+  auto prod = tessera::matmul(x.value(), tessera::transpose(W.value()));
+  if (has_b) detail::assign_activated(y, prod + b.value(), act_arg);
+  else detail::assign_activated(y, prod, act_arg);
+  if (has_b) return V::make(std::move(y), detail::linear_back<T, P>(x, W, b, act), x, W, b);
+  return V::make(std::move(y), detail::linear_back<T, P>(x, W, b, act), x, W);
 }
 
-/// y = act(conv2d(x, w, opt) + b) for x [N, C, H, W], w [K, C/groups, R, S], b [K] (may be empty: no bias).
+
+namespace detail {
+/// conv2d's backward (one closure type per element type and policy, whatever the activation's form).
 template <class T, class P>
-Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {},
-                    activation act = activation::none) {
+auto conv2d_back(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, activation act,
+                 const tessera::detail::conv_geometry& geo) {
   using V = Var<T, 4, P>;
-  tessera::detail::conv_geometry geo;
-  typename V::tensor y = detail::conv2d_forward(x, w, b, opt, act, geo);
-  auto back = [x, w, b, act, geo](const auto& g, const auto& out) {
+  return [x, w, b, act, geo](const auto& g, const auto& out) {
     bool acc_b;
     T* db = detail::grad_of(b, acc_b);
     const T* dz = g.data();
@@ -146,11 +173,25 @@ Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1
       dz = dz_buf.data();
       db = nullptr;
     }
-    detail::conv2d_backward_from_dz(geo, x, w, db, acc_b, dz);
+    conv2d_backward_from_dz(geo, x, w, db, acc_b, dz);
   };
-  if (b.defined()) return V::make(std::move(y), back, x, w, b);
-  return V::make(std::move(y), back, x, w);
 }
+}  // namespace detail
+
+/// y = act(conv2d(x, w, opt) + b) for x [N, C, H, W], w [K, C/groups, R, S], b [K] (may be empty: no bias).
+/// `act`: an ad::activation chosen at run time (every activation's forward is compiled), or
+/// std::integral_constant<activation, A> (ad::activation_c<A>) known at compile time (only its own).
+template <class T, class P, class Act = activation_c<activation::none>>
+  requires activation_arg<Act>
+Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {},
+                    Act act_arg = {}) {
+  using V = Var<T, 4, P>;
+  tessera::detail::conv_geometry geo;
+  typename V::tensor y = detail::conv2d_forward(x, w, b, opt, act_arg, geo);
+  if (b.defined()) return V::make(std::move(y), detail::conv2d_back<T, P>(x, w, b, activation(act_arg), geo), x, w, b);
+  return V::make(std::move(y), detail::conv2d_back<T, P>(x, w, b, activation(act_arg), geo), x, w);
+}
+
 
 /// max_pool2d<2>(relu(conv2d(x, w, opt) + b)) as one operation (Conv2d, ReLU, MaxPool2d<2> in a model): the
 /// forward is the convolution with bias and ReLU as its epilogue, then the pooling; the backward routes each
@@ -160,7 +201,7 @@ template <class T, class P>
 Var<T, 4, P> conv2d_relu_maxpool2(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {}) {
   using V = Var<T, 4, P>;
   tessera::detail::conv_geometry geo;
-  auto y = std::make_shared<typename V::tensor>(detail::conv2d_forward(x, w, b, opt, activation::relu, geo));
+  auto y = std::make_shared<typename V::tensor>(detail::conv2d_forward(x, w, b, opt, activation_c<activation::relu>{}, geo));
   typename V::tensor pooled(tessera::max_pool2d<2>(*y));
   auto back = [x, w, b, geo, y](const auto& g, const auto& out) {
     bool acc_b;

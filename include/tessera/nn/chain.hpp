@@ -119,7 +119,7 @@ class layer_chain {
       } else {
         constexpr std::size_t N = group::has_activation ? 2 : 1;  // the head and its epilogue
         auto y = in_layer<I, N>([&] {
-          if constexpr (group::has_activation) return head.forward(x, ctx, group::activation);
+          if constexpr (group::has_activation) return head.forward(x, ctx, ad::activation_c<group::activation>{});
           else return head.forward(x, ctx);
         });
         if constexpr (group::has_max_pool2) {  // no single float operation for this group: the pool runs after it

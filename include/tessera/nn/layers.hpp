@@ -105,7 +105,9 @@ struct Conv2d {
     }
     template <class F>
     void for_each_buffer(const std::string&, F&&) {}
-    ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context&, ad::activation act = ad::activation::none) const {
+    /// `act`: the activation that follows (an ad::activation_c<A> from the model, or a run-time ad::activation).
+    template <class Act = ad::activation_c<ad::activation::none>>
+    ad::Var<T, 4, P> forward(const ad::Var<T, 4, P>& x, context&, Act act = {}) const {
       return ad::conv2d(x, weight, bias, O, act);
     }
     /// This layer, a ReLU and a 2x2 max-pool as one operation.
@@ -127,9 +129,10 @@ struct last_extent_replaced<S, Last, std::index_sequence<I...>> {
 /// y = act(x W^T + b) over the last axis of x [*, In] -> [*, Out] (rank >= 3; PyTorch's Linear on any leading
 /// axes): the leading axes are the rows of the GEMM, read from x's contiguous storage and written into y's (no copy).
 /// The backward is ad::linear's on those rows.
-template <class T, int R, class P>
+template <class T, int R, class P, class Act>
 ad::Var<T, R, P> linear_leading_axes(const ad::Var<T, R, P>& x, const ad::Var<T, 2, P>& W, const ad::Var<T, 1, P>& b,
-                                     ad::activation act) {
+                                     Act act_arg) {
+  const ad::activation act = act_arg;
   static_assert(R >= 3, "tessera::nn::Linear: the leading-axes form takes rank 3 or more (rank 2 is ad::linear)");
   using V = ad::Var<T, R, P>;
   const auto& xd = x.dims();
@@ -149,8 +152,8 @@ ad::Var<T, R, P> linear_leading_axes(const ad::Var<T, R, P>& x, const ad::Var<T,
   View<const T, dyn_shape_t<2>, P> x2(x.value().data(), dims_t<2>{M, I}, dims_t<2>{I, 1});
   View<T, dyn_shape_t<2>, P> y2(y.data(), dims_t<2>{M, O}, dims_t<2>{O, 1});
   auto prod = tessera::matmul(x2, tessera::transpose(W.value()));
-  if (b.defined()) ad::detail::assign_activated(y2, prod + b.value(), act);
-  else ad::detail::assign_activated(y2, prod, act);
+  if (b.defined()) ad::detail::assign_activated(y2, prod + b.value(), act_arg);
+  else ad::detail::assign_activated(y2, prod, act_arg);
   auto back = [x, W, b, act, M, I, O](const auto& g, const auto& out) {
     bool acc_b;
     T* db = ad::detail::grad_of(b, acc_b);
@@ -200,13 +203,15 @@ struct Linear {
     }
     template <class F>
     void for_each_buffer(const std::string&, F&&) {}
-    ad::Var<T, 2, P> forward(const ad::Var<T, 2, P>& x, context&, ad::activation act = ad::activation::none) const {
+    /// `act`: the activation that follows (an ad::activation_c<A> from the model, or a run-time ad::activation).
+    template <class Act = ad::activation_c<ad::activation::none>>
+    ad::Var<T, 2, P> forward(const ad::Var<T, 2, P>& x, context&, Act act = {}) const {
       return ad::linear(x, weight, bias, act);
     }
     /// [*, In] -> [*, Out] for rank 3 or more: the leading axes flattened into the GEMM's rows.
-    template <int R>
+    template <int R, class Act = ad::activation_c<ad::activation::none>>
       requires(R >= 3)
-    ad::Var<T, R, P> forward(const ad::Var<T, R, P>& x, context&, ad::activation act = ad::activation::none) const {
+    ad::Var<T, R, P> forward(const ad::Var<T, R, P>& x, context&, Act act = {}) const {
       return detail::linear_leading_axes(x, weight, bias, act);
     }
   };
