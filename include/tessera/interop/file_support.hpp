@@ -27,6 +27,7 @@
 #include "tessera/core/tensor.hpp"
 #include "tessera/core/types.hpp"
 #include "tessera/io/atomic_file.hpp"
+#include "tessera/io/byte_order.hpp"
 #include "tessera/io/error.hpp"
 
 namespace tessera {
@@ -73,69 +74,9 @@ constexpr tensor_dtype tensor_dtype_of() {
 
 namespace detail::interop {
 
-template <class U>
-void put_le(unsigned char* p, U v) {
-  static_assert(std::is_unsigned_v<U>);
-  for (std::size_t i = 0; i < sizeof(U); ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-template <class U>
-U take_le(const unsigned char* p) {
-  U v = 0;
-  for (std::size_t i = 0; i < sizeof(U); ++i) v |= U(p[i]) << (8 * i);
-  return v;
-}
 
-/// n elements to little-endian bytes and back (memcpy on little-endian hosts).
-template <class T>
-void to_le(const T* src, std::size_t n, unsigned char* dst) {
-  if (n == 0) return;
-  std::memcpy(dst, src, n * sizeof(T));
-  if constexpr (sizeof(T) > 1 && std::endian::native == std::endian::big)
-    for (std::size_t i = 0; i < n; ++i) std::reverse(dst + i * sizeof(T), dst + (i + 1) * sizeof(T));
-}
-template <class T>
-void from_le(const unsigned char* src, std::size_t n, T* dst) {
-  if (n == 0) return;
-  std::memcpy(static_cast<void*>(dst), src, n * sizeof(T));
-  if constexpr (sizeof(T) > 1 && std::endian::native == std::endian::big)
-    for (std::size_t i = 0; i < n; ++i) {
-      auto* b = reinterpret_cast<unsigned char*>(dst + i);
-      std::reverse(b, b + sizeof(T));
-    }
-}
 
-/// f(offset, count, stride) for each innermost row of a strided view, in row-major order.
-template <std::size_t R, class F>
-void each_row(const dims_t<R>& dims, const dims_t<R>& strides, F&& f) {
-  if constexpr (R == 0) {
-    f(index_t(0), index_t(1), index_t(1));
-  } else {
-    for (auto d : dims)
-      if (d == 0) return;
-    std::array<index_t, R> idx{};
-    while (true) {
-      index_t off = 0;
-      for (std::size_t i = 0; i + 1 < R; ++i) off += idx[i] * strides[i];
-      f(off, dims[R - 1], strides[R - 1]);
-      int d = int(R) - 2;
-      for (; d >= 0; --d) {
-        if (++idx[d] < dims[d]) break;
-        idx[d] = 0;
-      }
-      if (d < 0) return;
-    }
-  }
-}
 
-inline std::string format_list(const std::vector<index_t>& d) {
-  std::string s = "[";
-  for (std::size_t i = 0; i != d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-template <std::size_t R>
-std::vector<index_t> dims_vector(const dims_t<R>& d) {
-  return std::vector<index_t>(d.begin(), d.end());
-}
 
 /// A tensor's elements (a cuda tensor's copied to the host first) as little-endian bytes, row-major.
 template <Element T, ShapeType S, Policy P>
@@ -145,9 +86,9 @@ std::vector<unsigned char> host_bytes(const Tensor<T, S, P>& t) {
   if constexpr (P::on_device) {
     static_assert(!std::is_same_v<T, bool>, "tessera: copy a cuda bool tensor to the host (tessera::to<cpu>) first");
     const auto host = t.to_vector();
-    to_le(host.data(), n, out.data());
+    elements_to_le(host.data(), n, out.data());
   } else {
-    to_le(t.data(), n, out.data());
+    elements_to_le(t.data(), n, out.data());
   }
   return out;
 }
@@ -158,11 +99,11 @@ std::vector<unsigned char> host_bytes(const View<T, S, P>& v) {
   using V = std::remove_const_t<T>;
   std::vector<unsigned char> out(std::size_t(v.size()) * sizeof(V));
   unsigned char* o = out.data();
-  each_row(v.dims(), v.strides(), [&](index_t off, index_t count, index_t stride) {
+  for_each_row(v.dims(), v.strides(), [&](index_t off, index_t count, index_t stride) {
     const V* p = v.data() + off;
-    if (stride == 1) to_le(p, std::size_t(count), o);
+    if (stride == 1) elements_to_le(p, std::size_t(count), o);
     else
-      for (index_t k = 0; k < count; ++k) to_le(p + k * stride, 1, o + k * sizeof(V));
+      for (index_t k = 0; k < count; ++k) elements_to_le(p + k * stride, 1, o + k * sizeof(V));
     o += std::size_t(count) * sizeof(V);
   });
   return out;
@@ -176,21 +117,21 @@ void bytes_into(const unsigned char* in, Tensor<T, S, P>& t) {
   if constexpr (P::on_device) {
     static_assert(!std::is_same_v<T, bool>, "tessera: read a cuda bool tensor on the host first");
     std::vector<T> host(n);
-    from_le(in, n, host.data());
+    elements_from_le(in, n, host.data());
     memory<P>::copy_to_device(t.data(), host.data(), n);
   } else {
-    from_le(in, n, t.data());
+    elements_from_le(in, n, t.data());
   }
 }
 template <class T, ShapeType S, Policy P>
 void bytes_into(const unsigned char* in, const View<T, S, P>& v) {
   static_assert(!std::is_const_v<T>, "tessera: cannot read into a read-only view");
   static_assert(!P::on_device, "tessera: read into a host tensor, then move it to the device");
-  each_row(v.dims(), v.strides(), [&](index_t off, index_t count, index_t stride) {
+  for_each_row(v.dims(), v.strides(), [&](index_t off, index_t count, index_t stride) {
     T* p = v.data() + off;
-    if (stride == 1) from_le(in, std::size_t(count), p);
+    if (stride == 1) elements_from_le(in, std::size_t(count), p);
     else
-      for (index_t k = 0; k < count; ++k) from_le(in + k * sizeof(T), 1, p + k * stride);
+      for (index_t k = 0; k < count; ++k) elements_from_le(in + k * sizeof(T), 1, p + k * stride);
     in += std::size_t(count) * sizeof(T);
   });
 }

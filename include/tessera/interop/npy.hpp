@@ -192,7 +192,7 @@ inline npy_header parse_npy(const std::vector<unsigned char>& b, const std::file
                        " is not supported (tessera reads 1.0, 2.0 and 3.0)");
   const std::size_t len_bytes = h.major == 1 ? 2 : 4;
   if (b.size() < 8 + len_bytes) npy_fail(path, "truncated inside the header length");
-  const std::uint64_t len = h.major == 1 ? take_le<std::uint16_t>(b.data() + 8) : take_le<std::uint32_t>(b.data() + 8);
+  const std::uint64_t len = h.major == 1 ? get_le<std::uint16_t>(b.data() + 8) : get_le<std::uint32_t>(b.data() + 8);
   h.data_offset = 8 + len_bytes;
   if (len > b.size() - h.data_offset)
     npy_fail(path, "truncated: the header length says " + std::to_string(len) + " bytes, " +
@@ -208,10 +208,10 @@ inline npy_header parse_npy(const std::vector<unsigned char>& b, const std::file
   const std::size_t elem = tensor_dtype_size(h.dtype);
   std::uint64_t count = 0;
   if (!element_count(h.shape, elem, count))
-    npy_fail(path, "shape " + format_list(h.shape) + " of '" + h.descr + "' is too large (more than 2^63 bytes)");
+    npy_fail(path, "shape " + format_index_list(h.shape) + " of '" + h.descr + "' is too large (more than 2^63 bytes)");
   const std::uint64_t have = b.size() - h.data_offset;
   if (have != count * elem)  // (element_count keeps count * elem below 2^63)
-    npy_fail(path, "shape " + format_list(h.shape) + " of '" + h.descr + "' needs " + std::to_string(count * elem) +
+    npy_fail(path, "shape " + format_index_list(h.shape) + " of '" + h.descr + "' needs " + std::to_string(count * elem) +
                        " bytes of data, the file has " + std::to_string(have) + (have < count * elem ? " (truncated)" : ""));
   if (h.dtype == tensor_dtype::boolean)
     for (std::uint64_t i = 0; i < count; ++i)
@@ -246,8 +246,8 @@ inline std::vector<unsigned char> npy_prefix(tensor_dtype d, const std::vector<i
   std::memcpy(out.data(), npy_magic, 6);
   out[6] = v2 ? 2 : 1;
   out[7] = 0;
-  if (v2) put_le<std::uint32_t>(out.data() + 8, std::uint32_t(dict.size()));
-  else put_le<std::uint16_t>(out.data() + 8, std::uint16_t(dict.size()));
+  if (v2) store_le<std::uint32_t>(out.data() + 8, std::uint32_t(dict.size()));
+  else store_le<std::uint16_t>(out.data() + 8, std::uint16_t(dict.size()));
   std::memcpy(out.data() + pre, dict.data(), dict.size());
   return out;
 }
@@ -256,10 +256,10 @@ template <class T>
 void npy_check_fit(const npy_header& h, const std::vector<index_t>& want, const std::filesystem::path& path,
                    const char* note = "") {
   if (h.dtype != tensor_dtype_of<T>())
-    npy_fail(path, "the file holds '" + h.descr + "' (" + tensor_dtype_name(h.dtype) + ") of shape " + format_list(h.shape) +
-                       " but the destination is " + type_name<T>() + " of shape " + format_list(want) + note);
+    npy_fail(path, "the file holds '" + h.descr + "' (" + tensor_dtype_name(h.dtype) + ") of shape " + format_index_list(h.shape) +
+                       " but the destination is " + type_name<T>() + " of shape " + format_index_list(want) + note);
   if (h.shape != want)
-    npy_fail(path, "the file holds shape " + format_list(h.shape) + " but the destination has shape " + format_list(want) + note);
+    npy_fail(path, "the file holds shape " + format_index_list(h.shape) + " but the destination has shape " + format_index_list(want) + note);
 }
 }  // namespace detail::interop
 
@@ -272,7 +272,7 @@ inline npy_header read_npy_header(const std::filesystem::path& path) {
 template <Element T, ShapeType S, Policy P>
 void save_npy(const std::filesystem::path& path, const Tensor<T, S, P>& t) {
   detail::interop::npy_check_type<T>();
-  auto out = detail::interop::npy_prefix(tensor_dtype_of<T>(), detail::interop::dims_vector(t.dims()));
+  auto out = detail::interop::npy_prefix(tensor_dtype_of<T>(), detail::to_index_vector(t.dims()));
   const auto data = detail::interop::host_bytes(t);
   out.insert(out.end(), data.begin(), data.end());
   detail::interop::write_atomically(path, out, "npy");
@@ -281,7 +281,7 @@ void save_npy(const std::filesystem::path& path, const Tensor<T, S, P>& t) {
 template <class T, ShapeType S, Policy P>
 void save_npy(const std::filesystem::path& path, const View<T, S, P>& v) {
   detail::interop::npy_check_type<T>();
-  auto out = detail::interop::npy_prefix(tensor_dtype_of<std::remove_const_t<T>>(), detail::interop::dims_vector(v.dims()));
+  auto out = detail::interop::npy_prefix(tensor_dtype_of<std::remove_const_t<T>>(), detail::to_index_vector(v.dims()));
   const auto data = detail::interop::host_bytes(v);
   out.insert(out.end(), data.begin(), data.end());
   detail::interop::write_atomically(path, out, "npy");
@@ -293,7 +293,7 @@ void load_npy_into(const std::filesystem::path& path, Tensor<T, S, P>& t) {
   detail::interop::npy_check_type<T>();
   const auto b = detail::interop::npy_file_bytes(path);
   const auto h = detail::interop::parse_npy(b, path);
-  detail::interop::npy_check_fit<T>(h, detail::interop::dims_vector(t.dims()), path);
+  detail::interop::npy_check_fit<T>(h, detail::to_index_vector(t.dims()), path);
   detail::interop::bytes_into(b.data() + h.data_offset, t);
 }
 template <class T, ShapeType S, Policy P>
@@ -301,7 +301,7 @@ void load_npy_into(const std::filesystem::path& path, const View<T, S, P>& v) {
   detail::interop::npy_check_type<T>();
   const auto b = detail::interop::npy_file_bytes(path);
   const auto h = detail::interop::parse_npy(b, path);
-  detail::interop::npy_check_fit<std::remove_const_t<T>>(h, detail::interop::dims_vector(v.dims()), path);
+  detail::interop::npy_check_fit<std::remove_const_t<T>>(h, detail::to_index_vector(v.dims()), path);
   detail::interop::bytes_into(b.data() + h.data_offset, v);
 }
 

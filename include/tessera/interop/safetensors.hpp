@@ -77,12 +77,12 @@ class safetensors_writer {
   /// A tensor of any element type the format carries (a cuda tensor is copied to the host).
   template <Element T, ShapeType S, Policy P>
   void add(std::string name, const Tensor<T, S, P>& t) {
-    push(std::move(name), tensor_dtype_of<T>(), detail::interop::dims_vector(t.dims()), detail::interop::host_bytes(t));
+    push(std::move(name), tensor_dtype_of<T>(), detail::to_index_vector(t.dims()), detail::interop::host_bytes(t));
   }
   /// A host view with any strides (stored row-major).
   template <class T, ShapeType S, Policy P>
   void add(std::string name, const View<T, S, P>& v) {
-    push(std::move(name), tensor_dtype_of<std::remove_const_t<T>>(), detail::interop::dims_vector(v.dims()),
+    push(std::move(name), tensor_dtype_of<std::remove_const_t<T>>(), detail::to_index_vector(v.dims()),
          detail::interop::host_bytes(v));
   }
   /// visit(f) calls f(name, tensor) for each tensor (an ad::Var's value is stored); each is stored as prefix + name.
@@ -136,7 +136,7 @@ class safetensors_writer {
       throw std::length_error("tessera: safetensors_writer: the header would take " + std::to_string(h.size()) +
                               " bytes, above the " + std::to_string(safetensors_max_header) + " readers accept");
     std::vector<unsigned char> out(8 + h.size() + offset);
-    detail::interop::put_le<std::uint64_t>(out.data(), h.size());
+    detail::store_le<std::uint64_t>(out.data(), h.size());
     std::memcpy(out.data() + 8, h.data(), h.size());
     unsigned char* p = out.data() + 8 + h.size();
     for (const auto& e : entries_) {
@@ -204,14 +204,14 @@ class safetensors_reader {
   template <Element T, ShapeType S, Policy P>
   void read_into(std::string_view name, Tensor<T, S, P>& t) const {
     const entry& e = find(name);
-    check<T>(e, detail::interop::dims_vector(t.dims()), "");
+    check<T>(e, detail::to_index_vector(t.dims()), "");
     detail::interop::bytes_into(data_of(e), t);
   }
   /// Tensor `name` into a host view of any strides (its extents must be the file's).
   template <class T, ShapeType S, Policy P>
   void read_into(std::string_view name, const View<T, S, P>& v) const {
     const entry& e = find(name);
-    check<std::remove_const_t<T>>(e, detail::interop::dims_vector(v.dims()), "");
+    check<std::remove_const_t<T>>(e, detail::to_index_vector(v.dims()), "");
     detail::interop::bytes_into(data_of(e), v);
   }
   /// Tensor `name` as a new tensor: element type T, rank S's, S's static extents.
@@ -237,11 +237,11 @@ class safetensors_reader {
     const entry& e = find(name);
     if (e.dtype != tensor_dtype_of<T>())
       fail("tensor " + e.name + ": the file holds " + safetensors_dtype_name(e.dtype) + " (" + tensor_dtype_name(e.dtype) +
-           ") of shape " + detail::interop::format_list(e.dims) + " but " + what + " is " + type_name<T>() + " of shape " +
-           detail::interop::format_list(want));
+           ") of shape " + detail::format_index_list(e.dims) + " but " + what + " is " + type_name<T>() + " of shape " +
+           detail::format_index_list(want));
     if (e.dims != want)
-      fail("tensor " + e.name + " has shape " + detail::interop::format_list(e.dims) + " in the file but " +
-           detail::interop::format_list(want) + " in " + what);
+      fail("tensor " + e.name + " has shape " + detail::format_index_list(e.dims) + " in the file but " +
+           detail::format_index_list(want) + " in " + what);
   }
   [[noreturn]] void fail(const std::string& what) const {
     throw io_error("tessera: safetensors " + path_.string() + ": " + what);
@@ -286,7 +286,7 @@ class safetensors_reader {
     using detail::interop::json;
     const std::uint64_t size = bytes_.size();
     if (size < 8) fail("truncated: " + std::to_string(size) + " bytes, fewer than the 8 of the header length");
-    const auto n = detail::interop::take_le<std::uint64_t>(bytes_.data());
+    const auto n = detail::get_le<std::uint64_t>(bytes_.data());
     if (n > safetensors_max_header)
       fail("the header length " + std::to_string(n) + " is above the limit of " + std::to_string(safetensors_max_header) +
            " bytes (not a safetensors file, or a hostile one)");
@@ -338,7 +338,7 @@ class safetensors_reader {
       const std::size_t elem = tensor_dtype_size(e.dtype);
       std::uint64_t count = 0;
       if (!detail::interop::element_count(e.dims, elem, count))
-        bad("shape " + detail::interop::format_list(e.dims) + " of " + dt->text + " is too large (more than 2^63 bytes)");
+        bad("shape " + detail::format_index_list(e.dims) + " of " + dt->text + " is too large (more than 2^63 bytes)");
       if (!off->is_array() || off->items.size() != 2 || !off->items[0].is_unsigned() || !off->items[1].is_unsigned())
         bad("data_offsets is not a pair of offsets >= 0");
       e.begin = off->items[0].magnitude;
@@ -349,7 +349,7 @@ class safetensors_reader {
         bad("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] run past the " +
             std::to_string(data_size) + " bytes of data (truncated?)");
       if (e.end - e.begin != count * elem)
-        bad(std::to_string(e.end - e.begin) + " bytes of data for shape " + detail::interop::format_list(e.dims) + " of " +
+        bad(std::to_string(e.end - e.begin) + " bytes of data for shape " + detail::format_index_list(e.dims) + " of " +
             dt->text + " (expected " + std::to_string(count * elem) + ")");
       if (e.dtype == tensor_dtype::boolean)  // any other byte read as a bool is undefined behaviour
         for (std::uint64_t i = 0; i < count; ++i)
@@ -455,7 +455,7 @@ std::size_t load_safetensors(const std::filesystem::path& path, Model& model, co
       r.fail("no tensor " + file_name + (file_name == name ? "" : " (the model's " + name + ")") + " in the file (it holds " +
              std::to_string(names.size()) + ": " + list + (names.size() > 12 ? ", ..." : "") + ")");
     }
-    r.check_compatible<T>(file_name, detail::interop::dims_vector(t.dims()),
+    r.check_compatible<T>(file_name, detail::to_index_vector(t.dims()),
                           "the model's " + name + (file_name == name ? "" : " (saved as " + file_name + ")"));
     seen.insert(file_name);
   });

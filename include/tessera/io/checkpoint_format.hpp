@@ -1,5 +1,6 @@
 // The checkpoint file format's building blocks (see tessera/io/checkpoint.hpp for the format itself): the element
-// type codes, the header constants, CRC32, little-endian numbers and elements, and row-major walks of strided views.
+// type codes, the header constants and CRC32 (little-endian numbers and elements and the row-major walks of strided
+// views come from io/byte_order.hpp, which the interchange formats of interop/ share).
 #pragma once
 
 #if !__has_include(<zlib.h>)
@@ -18,6 +19,7 @@
 
 #include "tessera/core/shape.hpp"
 #include "tessera/core/types.hpp"
+#include "tessera/io/byte_order.hpp"
 
 namespace tessera {
 
@@ -84,74 +86,6 @@ inline std::uint32_t crc32_update(std::uint32_t crc, const unsigned char* p, std
     n -= chunk;
   }
   return std::uint32_t(c);
-}
-
-template <class U>
-void store_le(unsigned char* p, U v) {
-  static_assert(std::is_unsigned_v<U>);
-  for (std::size_t i = 0; i < sizeof(U); ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-template <class U>
-U get_le(const unsigned char* p) {
-  U v = 0;
-  for (std::size_t i = 0; i < sizeof(U); ++i) v |= U(p[i]) << (8 * i);
-  return v;
-}
-
-/// Copy n elements to little-endian bytes (a memcpy on little-endian hosts).
-template <class T>
-void elements_to_le(const T* src, std::size_t n, unsigned char* dst) {
-  if (n == 0) return;
-  std::memcpy(dst, src, n * sizeof(T));
-  if constexpr (sizeof(T) > 1 && std::endian::native == std::endian::big)
-    for (std::size_t i = 0; i < n; ++i) std::reverse(dst + i * sizeof(T), dst + (i + 1) * sizeof(T));
-}
-template <class T>
-void elements_from_le(const unsigned char* src, std::size_t n, T* dst) {
-  if (n == 0) return;
-  std::memcpy(dst, src, n * sizeof(T));
-  if constexpr (sizeof(T) > 1 && std::endian::native == std::endian::big)
-    for (std::size_t i = 0; i < n; ++i) {
-      auto* b = reinterpret_cast<unsigned char*>(dst + i);
-      std::reverse(b, b + sizeof(T));
-    }
-}
-
-/// Call f(offset, count, stride) for each innermost row of a strided view, in row-major order.
-template <std::size_t R, class F>
-void for_each_row(const dims_t<R>& dims, const dims_t<R>& strides, F&& f) {
-  if constexpr (R == 0) {
-    f(index_t(0), index_t(1), index_t(1));
-  } else {
-    for (auto d : dims)
-      if (d == 0) return;
-    std::array<index_t, R> idx{};
-    while (true) {
-      index_t off = 0;
-      for (std::size_t i = 0; i + 1 < R; ++i) off += idx[i] * strides[i];
-      f(off, dims[R - 1], strides[R - 1]);
-      int d = int(R) - 2;
-      for (; d >= 0; --d) {
-        if (++idx[d] < dims[d]) break;
-        idx[d] = 0;
-      }
-      if (d < 0) return;
-    }
-  }
-}
-
-inline std::string format_index_list(const std::vector<index_t>& d) {
-  std::string s = "[";
-  for (std::size_t i = 0; i != d.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(d[i]);
-  }
-  return s + "]";
-}
-
-template <std::size_t R>
-std::vector<index_t> to_index_vector(const dims_t<R>& d) {
-  return std::vector<index_t>(d.begin(), d.end());
 }
 
 }  // namespace detail
