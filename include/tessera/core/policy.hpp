@@ -12,6 +12,7 @@
 #include <string>
 #include <type_traits>
 
+#include "tessera/core/cpu_load.hpp"
 #include "tessera/core/stats.hpp"
 
 #if defined(_OPENMP)
@@ -32,15 +33,22 @@ struct cpu_threads {
   /// Threads used by assignments under this policy: set_num_threads(n) if called, else OpenMP's default. 1 inside
   /// a parallel region where a nested one gets a single thread anyway (nesting is off by default), so that the
   /// kernels plan for the team they will get. (A kernel still works with any team smaller than it asked for.)
+  /// While other processes keep some of this process's CPUs busy, fewer: the adaptive team (core/cpu_load.hpp).
   static int num_threads() {
 #if defined(_OPENMP)
     if (omp_get_active_level() >= omp_get_max_active_levels()) return 1;
-    return requested() > 0 ? requested() : omp_get_max_threads();
+    return detail::adaptive_team::instance().cap(requested() > 0 ? requested() : omp_get_max_threads());
 #else
     return 1;
 #endif
   }
   static void set_num_threads(int n) { requested() = n; }
+  /// The adaptive team on (the default; TESSERA_ADAPTIVE_THREADS=0 in the environment starts it off) or off (always
+  /// the requested team).
+  static void set_adaptive(bool on) { detail::adaptive_team::instance().set_enabled(on); }
+  static bool adaptive() { return detail::adaptive_team::instance().enabled(); }
+  /// The cores the adaptive team currently counts as free for this process (all allowed CPUs on a quiet machine).
+  static int adaptive_cap() { return detail::adaptive_team::instance().cores(); }
 
  private:
   static int& requested() {
