@@ -95,3 +95,8 @@ BENCHMARK(BM_tessera_gemm_u8s8s32)->Apply([](auto* b) { sizes(b, true); });
 #if defined(TESSERA_HAVE_DNNL)
 BENCHMARK(BM_onednn_gemm_u8s8s32)->Apply([](auto* b) { sizes(b, false); });
 #endif
+
+// The int8 path this process's kernels take by default (the CPU's best, capped by TESSERA_INT8_ISA), in the output's
+// context as "int8_path": bench/compare's Machine table names it.
+static const bool int8_path_in_context [[maybe_unused]] =
+    (benchmark::AddCustomContext("int8_path", std::string(ts::int8_isa_name(ts::int8_isa_active()))), true);
