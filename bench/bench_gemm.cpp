@@ -100,6 +100,30 @@ void sizes(benchmark::internal::Benchmark* b) {
 }
 }  // namespace
 
+// Skinny and small products (a Linear at batch M: x[M x K] * W^T with W [N x K], and row-major B), 1 and 2 threads:
+// the thread-count rule says 2 threads are never slower than 1 (compare threads:1 with threads:2 of the same shape).
+template <bool TransposedB>
+void BM_tessera_sgemm_skinny(benchmark::State& st) {
+  ts::cpu_threads::set_num_threads(int(st.range(3)));
+  const ts::index_t M = st.range(0), K = st.range(1), N = st.range(2);
+  Mat<float> x(M, K), c(M, N), w(TransposedB ? N : K, TransposedB ? K : N);
+  fill(x, 1), fill(w, 2);
+  for (auto _ : st) {
+    if constexpr (TransposedB) c = ts::matmul(x, ts::transpose(w));
+    else c = ts::matmul(x, w);
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(2.0 * double(M) * double(N) * double(K) * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+void skinny_sizes(benchmark::internal::Benchmark* b) {
+  for (long m : {1L, 4L, 8L, 16L, 64L})
+    for (long kn : {128L, 512L, 1024L})
+      for (long t : {1L, 2L}) b->Args({m, kn, kn, t});
+  b->ArgNames({"M", "K", "N", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK(BM_tessera_sgemm_skinny<true>)->Name("BM_tessera_sgemm_linear")->Apply(skinny_sizes);
+BENCHMARK(BM_tessera_sgemm_skinny<false>)->Name("BM_tessera_sgemm_skinny")->Apply(skinny_sizes);
+
 BENCHMARK(BM_tessera_gemm<float>)->Name("BM_tessera_sgemm")->Apply(sizes);
 BENCHMARK(BM_tessera_gemm<double>)->Name("BM_tessera_dgemm")->Apply(sizes);
 #if defined(TESSERA_HAVE_OPENBLAS)

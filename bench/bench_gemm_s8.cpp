@@ -91,7 +91,30 @@ void sizes(benchmark::internal::Benchmark* b, bool with_paths) {
 
 }  // namespace
 
+/// Skinny products with B prepacked (an int8 Linear at batch M): M x K times K x N on the best path, 1 and 2 threads
+/// (the thread-count rule: 2 threads never slower than 1).
+void BM_tessera_gemm_u8s8s32_skinny(benchmark::State& st) {
+  const int M = int(st.range(0)), K = int(st.range(1)), N = int(st.range(2)), threads = int(st.range(3));
+  std::vector<std::uint8_t> a(std::size_t(M) * K, 3);
+  std::vector<std::int8_t> b(std::size_t(K) * N);
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = std::int8_t(i * 40503u >> 8);
+  std::vector<std::int32_t> c(std::size_t(M) * N);
+  const ts::packed_b_s8 pb(ts::detail::mat_ref<std::int8_t>{b.data(), N, 1}, K, N, threads);
+  for (auto _ : st) {
+    ts::detail::cpu_gemm_s8(M, N, K, a.data(), K, pb, c.data(), N, false, threads);
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.SetLabel(std::string(ts::int8_isa_name(ts::int8_isa_active())));
+  st.counters["OP/s"] = benchmark::Counter(2.0 * M * double(N) * K * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+
 BENCHMARK(BM_tessera_gemm_u8s8s32)->Apply([](auto* b) { sizes(b, true); });
+BENCHMARK(BM_tessera_gemm_u8s8s32_skinny)->Apply([](auto* b) {
+  for (long m : {1L, 4L, 8L, 16L, 64L})
+    for (long kn : {128L, 512L, 1024L})
+      for (long t : {1L, 2L}) b->Args({m, kn, kn, t});
+  b->ArgNames({"M", "K", "N", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+});
 #if defined(TESSERA_HAVE_DNNL)
 BENCHMARK(BM_onednn_gemm_u8s8s32)->Apply([](auto* b) { sizes(b, false); });
 #endif

@@ -4,7 +4,8 @@
 //   amx          Intel AMX tiles (tdpbusd): a 32 x 32 block of C in four tile registers, 16 x 64 byte tiles of A and B
 //   avx512_vnni  vpdpbusd (u8 x s8 quads into int32 lanes): an 8 x 32 register tile
 //   avx2         u8 and s8 widened to int16 and multiplied with vpmaddwd: no 16-bit saturation (vpmaddubsw would
-//                saturate 255*127 + 255*127)
+//                saturate 255*127 + 255*127). Blocks of 8 rows or more widen A and B once per 512 k into int16 pairs
+//                and run a 6 x 16 register tile of vpmaddwd + vpaddd (s8_multiply_avx2); fewer rows widen in the loop.
 //   portable     plain loops
 // All paths read the same packed operands:
 //   B (weights): panels of 16 columns, each [Kp/4][16][4] bytes (four consecutive k of one column side by side, the
@@ -315,6 +316,108 @@ __attribute__((target("avx2"))) inline void s8_tile_avx2(const std::uint8_t* pa,
   }
 }
 
+/// The AVX2 path for blocks of at least 8 rows: A and B widened to int16 once per K block of 512 (A: a block of rows,
+/// row-major pairs; B: one panel, [pair][16 columns][2]) so that the inner loop is only vpmaddwd + vpaddd on a 6 x 16
+/// register tile (12 accumulators): per pair of k, 2 B loads, 6 broadcast loads of A's pair, 12 vpmaddwd, 12 vpaddd,
+/// no widening and no horizontal sums (the in-loop widening of s8_tile_avx2 cost 7 more operations per 12 vpmaddwd).
+inline constexpr index_t s8_avx2_kc = 512;  ///< k per widened block: a B panel (16 KiB) in L1, 128 rows of A (128 KiB) in L2
+
+/// Rows [0, rows) of the packed groups at pa (group stride Kp * 16 bytes), k [k0, k0 + np * 2), into int16 pairs:
+/// row r's pair t at out + (r * np + t) * 2.
+__attribute__((target("avx2"))) inline void s8_widen_a_avx2(const std::uint8_t* pa, index_t Kp, index_t rows, index_t k0, index_t np,
+                                                           std::int16_t* out) {
+  for (index_t r = 0; r < rows; ++r) {
+    const std::uint8_t* g = pa + (r / s8_mg) * Kp * s8_mg + (r % s8_mg) * s8_kq;
+    std::int16_t* o = out + r * np * 2;
+    for (index_t k = 0; k < 2 * np; k += 16) {  // np * 2 is a multiple of 16 (K blocks are whole 64-k chunks, pairs rounded to 8)
+      const index_t kk = k0 + k;
+      const __m128i v = _mm_loadu_si128((const __m128i*)(g + (kk / s8_kq) * (s8_mg * s8_kq) + kk % s8_kq));
+      _mm256_storeu_si256((__m256i*)(o + k), _mm256_cvtepu8_epi16(v));
+    }
+  }
+}
+
+/// Quads [q0, q0 + np / 2) of a packed B panel into int16 pairs: pair t's 16 columns at out + t * 32 (column j's two k
+/// at 2 j, 2 j + 1).
+__attribute__((target("avx2"))) inline void s8_widen_b_avx2(const std::int8_t* panel, index_t q0, index_t np, std::int16_t* out) {
+  // within each 128-bit lane of 4 columns x 4 k: the (k0, k1) halves of the columns first, then the (k2, k3) halves
+  const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7,
+                                         10, 11, 14, 15);
+  for (index_t t = 0; t < np; t += 2) {
+    const std::int8_t* q = panel + (q0 + t / 2) * 64;
+    TS_UNROLL
+    for (int h = 0; h < 2; ++h) {  // columns 0..7, then 8..15
+      const __m256i s = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i*)(q + 32 * h)), split);
+      const __m256i m = _mm256_permute4x64_epi64(s, 0xd8);  // (k0 k1 of columns 8h .. 8h+7 | k2 k3 of them)
+      _mm256_storeu_si256((__m256i*)(out + t * 32 + 16 * h), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(m)));
+      _mm256_storeu_si256((__m256i*)(out + (t + 1) * 32 + 16 * h), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(m, 1)));
+    }
+  }
+}
+
+/// C[rows x cols] (rows <= MR, cols <= 16) (+)= A rows (widened, row stride np pairs) * B panel (widened) over np pairs.
+template <int MR>
+__attribute__((target("avx2"))) inline void s8_kernel_avx2(const std::int16_t* a, index_t np, const std::int16_t* b, int rows, int cols,
+                                                          std::int32_t* t, index_t ldt, bool load_c) {
+  __m256i acc[MR][2];
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  const std::int32_t* ap = reinterpret_cast<const std::int32_t*>(a);
+  for (index_t p = 0; p < np; ++p) {
+    const __m256i b0 = _mm256_loadu_si256((const __m256i*)(b + p * 32)), b1 = _mm256_loadu_si256((const __m256i*)(b + p * 32 + 16));
+    TS_UNROLL
+    for (int i = 0; i < MR; ++i) {
+      const __m256i av = _mm256_set1_epi32(ap[i * np + p]);
+      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(av, b0));
+      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, b1));
+    }
+  }
+  // (through a local tile: with stores of the accumulators straight to C under run-time conditions, GCC kept them
+  // in memory across the loop)
+  alignas(32) std::int32_t tile[MR][16];
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_si256((__m256i*)tile[i], acc[i][0]);
+    _mm256_store_si256((__m256i*)(tile[i] + 8), acc[i][1]);
+  }
+  if (cols == 16) {
+    for (int i = 0; i < rows; ++i)
+      for (int h = 0; h < 2; ++h) {
+        __m256i* o = (__m256i*)(t + i * ldt + 8 * h);
+        const __m256i v = _mm256_load_si256((const __m256i*)(tile[i] + 8 * h));
+        _mm256_storeu_si256(o, load_c ? _mm256_add_epi32(_mm256_loadu_si256(o), v) : v);
+      }
+  } else {
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j) t[i * ldt + j] = load_c ? t[i * ldt + j] + tile[i][j] : tile[i][j];
+  }
+}
+
+/// The widened AVX2 product of groups [gb, gb1) (packed at pa; rows [gb * 16, M)) by panels [jp0, jp1) of b over K
+/// chunks [kc0, kc1), into cb (row gb * 16 and column 16 jp0 at cb, row stride ldb), added to it when acc.
+inline void s8_multiply_avx2(const std::uint8_t* pa, index_t gb, index_t gb1, index_t M, const packed_b_s8& b, index_t jp0, index_t jp1,
+                             index_t kc0, index_t kc1, std::int32_t* cb, index_t ldb, bool acc) {
+  thread_local std::vector<std::int16_t> wa, wb;
+  const index_t rows = std::min(M, gb1 * s8_mg) - gb * s8_mg;
+  const index_t kend = std::min(kc1, (b.K + 15) / 16 * 16);  // past K only zeros: stop at K rounded up to 16
+  for (index_t k0 = kc0; k0 < kend; k0 += s8_avx2_kc) {
+    const index_t np = (std::min(kend, k0 + s8_avx2_kc) - k0) / 2;
+    wa.resize(std::size_t((rows + 5) / 6 * 6 * np * 2));  // the 6-row kernel reads whole tiles (rows past M unused)
+    wb.resize(std::size_t(np * 32));
+    s8_widen_a_avx2(pa, b.Kp, rows, k0, np, wa.data());
+    const bool load_c = acc || k0 > kc0;
+    for (index_t p = jp0; p < jp1; ++p) {
+      s8_widen_b_avx2(b.panel(p), k0 / 4, np, wb.data());
+      const int cols = int(std::min<index_t>(s8_np, b.N - p * s8_np));
+      std::int32_t* cp = cb + (p - jp0) * s8_np;
+      index_t i = 0;
+      for (; i + 6 <= rows; i += 6) s8_kernel_avx2<6>(wa.data() + i * np * 2, np, wb.data(), 6, cols, cp + i * ldb, ldb, load_c);
+      if (rows - i > 3) s8_kernel_avx2<6>(wa.data() + i * np * 2, np, wb.data(), int(rows - i), cols, cp + i * ldb, ldb, load_c);
+      else if (rows > i) s8_kernel_avx2<3>(wa.data() + i * np * 2, np, wb.data(), int(rows - i), cols, cp + i * ldb, ldb, load_c);
+    }
+  }
+}
+
 /// 8 rows x (npan <= 2) panels with AVX-512 VNNI: 16 accumulators, per quad 2 B loads, 8 broadcasts, 16 vpdpbusd.
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void s8_tile_vnni(const std::uint8_t* pa, int r0, int rows,
                                                                                const std::int8_t* pb, index_t pstride, int npan,
@@ -527,6 +630,12 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
 #endif
     auto multiply = [&](const std::uint8_t* pa, index_t gb, index_t gb1, index_t kc0, index_t kc1, std::int32_t* cb, index_t ldb,
                         bool acc) {  // groups [gb, gb1) (pa: group gb) into cb (row gb * 16, column j0t)
+#if TESSERA_INT8_X86
+      if (isa == int8_isa::avx2 && std::min(M, gb1 * s8_mg) - gb * s8_mg >= 8) {
+        s8_multiply_avx2(pa, gb, gb1, M, b, jp0, jp1, kc0, kc1, cb, ldb, acc);
+        return;
+      }
+#endif
       for (index_t p = jp0; p < jp1; p += 2) {
         const int npan = int(std::min<index_t>(2, jp1 - p));
         const index_t j0 = p * s8_np, cols = std::min<index_t>(npan * s8_np, b.N - j0);
