@@ -1,17 +1,122 @@
 # The report half of bench/compare: reads what the run left in its results folder (Google Benchmark JSON from the
-# C++ benchmarks and from bench/torch_peers.py, records.tsv from the training epochs, steps.tsv, notes, gpu.txt),
-# writes the tables and the gnuplot PNGs, and replaces the part of docs/performance.md between the markers below.
-# Every figure it writes comes from that folder. Standard library only (Debian's /usr/bin/python3).
-#   report.py --results DIR --build-dir DIR [--doc docs/performance.md] --img DIR   (without --doc: tables to stdout)
+# C++ benchmarks and from bench/torch_peers.py, records.tsv from the training epochs, steps.tsv, notes, gpu.txt,
+# cpuinfo, env), writes the tables and the gnuplot PNGs, and replaces the block of docs/performance.md that belongs
+# to the run's CPU kind (markers below; blocks of other kinds are left as they are, a new kind's block goes after the
+# last one). Every figure it writes comes from that folder. Standard library only (Debian's /usr/bin/python3).
+#   report.py --results DIR --build-dir DIR [--doc docs/performance.md] --img DIR   (without --doc: tables to stdout;
+#                                                 with it, the plots go to DIR/<kind>, e.g. docs/img/amd-zen-3)
+#   report.py --cpu-kind [CPUINFO]                the CPU kind's name ("AMD Zen 3") from /proc/cpuinfo or a copy
 #   report.py --arg-values FILE.json KEY          the values of one benchmark argument, comma-separated
 #   report.py --subset-idx SRC DST NTRAIN NTEST   the first images of Fashion-MNIST (quick mode's small epochs)
 # A table row is one line in summary_rows() (or a column in a detail table); a benchmark's name is parsed into its
 # family (before the first '/') and its named arguments (n:1024/threads:2), which is how rows find their figures.
 import argparse, gzip, json, os, re, shutil, statistics, struct, subprocess, sys
 
-BEGIN = "<!-- bench/compare begin -->"
-END = "<!-- bench/compare end -->"
+# A block per CPU kind: "<!-- bench/compare begin: AMD Zen 3 -->" ... "<!-- bench/compare end: AMD Zen 3 -->" (an
+# older unnamed pair, "<!-- bench/compare begin -->" ... "<!-- bench/compare end -->", is kept as it is). A marker is
+# a line of its own: the same text quoted inside a paragraph is not one.
+BEGIN_RE = re.compile(r"^<!-- bench/compare begin(?:: (.+?))? -->[ \t]*$", re.M)
+
+
+def begin_marker(kind):
+    return f"<!-- bench/compare begin: {kind} -->" if kind else "<!-- bench/compare begin -->"
+
+
+def end_marker(kind):
+    return f"<!-- bench/compare end: {kind} -->" if kind else "<!-- bench/compare end -->"
+
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")  # the repository (git, include/)
 UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+# ---- the CPU kind ---------------------------------------------------------------------------------------------------
+# Figures from different CPU kinds are not comparable (cores, vector units, the kernel paths that run), so every kind
+# has its own block in the document. The kind comes from the first processor of /proc/cpuinfo as the run saw it
+# (bench/compare copies it to the results folder as `cpuinfo`): vendor, family and model, named after Linux's tables
+# (arch/x86/kernel/cpu/amd.c for the Zen generations, intel-family.h for Intel's family 6); anything else is
+# "<vendor> family F model M (<vector ISA>)".
+AMD_ZEN = {  # family: [(first model, last model, name)]
+    0x17: [(0x00, 0x2f, "Zen"), (0x50, 0x5f, "Zen"), (0x30, 0x4f, "Zen 2"), (0x60, 0x7f, "Zen 2"), (0x90, 0x91, "Zen 2"),
+           (0xa0, 0xaf, "Zen 2")],
+    0x19: [(0x00, 0x0f, "Zen 3"), (0x20, 0x5f, "Zen 3"), (0x10, 0x1f, "Zen 4"), (0x60, 0xaf, "Zen 4")],
+    0x1a: [(0x00, 0x0f, "Zen 5"), (0x20, 0x2f, "Zen 5"), (0x40, 0x4f, "Zen 5"), (0x70, 0x7f, "Zen 5")],
+}
+INTEL_FAM6 = {0x3c: "Haswell", 0x45: "Haswell", 0x46: "Haswell", 0x3f: "Haswell-EP", 0x3d: "Broadwell", 0x47: "Broadwell",
+              0x4f: "Broadwell-EP", 0x56: "Broadwell-DE", 0x4e: "Skylake", 0x5e: "Skylake", 0x8e: "Kaby Lake",
+              0x9e: "Coffee Lake", 0xa5: "Comet Lake", 0xa6: "Comet Lake", 0x7d: "Ice Lake", 0x7e: "Ice Lake",
+              0x6a: "Ice Lake-SP", 0x6c: "Ice Lake-SP", 0x8c: "Tiger Lake", 0x8d: "Tiger Lake", 0xa7: "Rocket Lake",
+              0x97: "Alder Lake", 0x9a: "Alder Lake", 0xb7: "Raptor Lake", 0xba: "Raptor Lake", 0xbf: "Raptor Lake",
+              0xaa: "Meteor Lake", 0xac: "Meteor Lake", 0xc5: "Arrow Lake", 0xc6: "Arrow Lake", 0xbd: "Lunar Lake",
+              0x8f: "Sapphire Rapids", 0xcf: "Emerald Rapids", 0xad: "Granite Rapids", 0xae: "Granite Rapids",
+              0xaf: "Sierra Forest"}
+
+
+def cpuinfo_fields(text):
+    """The first processor's fields of a /proc/cpuinfo text (the lines up to the first blank one)."""
+    out = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break
+            continue
+        k, sep, v = line.partition(":")
+        if sep:
+            out.setdefault(k.strip(), v.strip())
+    return out
+
+
+def vector_isa(flags):
+    """The widest vector instruction set in a flags set, in words ("AVX-512 + AMX", "AVX2", ...)."""
+    if "avx512f" in flags:
+        return "AVX-512" + (" + AMX" if "amx_tile" in flags else "")
+    for flag, name in (("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"), ("sve", "SVE"), ("asimd", "NEON")):
+        if flag in flags:
+            return name
+    return "no vector flags"
+
+
+def cpu_kind(fields):
+    """The CPU kind's name ("AMD Zen 3", "Intel Sapphire Rapids", or the fallback) from cpuinfo_fields()."""
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    vendor_id = fields.get("vendor_id", "")
+    try:
+        fam, model = int(fields.get("cpu family", "")), int(fields.get("model", ""))
+    except ValueError:
+        fam = model = None
+    if vendor_id in ("AuthenticAMD", "HygonGenuine") or vendor_id == "GenuineIntel":
+        vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel", "HygonGenuine": "Hygon"}[vendor_id]
+        if vendor == "AMD" and fam is not None:
+            for lo, hi, name in AMD_ZEN.get(fam, []):
+                if lo <= model <= hi:
+                    return f"AMD {name}"
+        if vendor == "Intel" and fam == 6 and model in INTEL_FAM6:
+            return f"Intel {INTEL_FAM6[model]}"
+        if vendor == "Intel" and fam == 6 and model == 0x55:
+            return "Intel " + ("Cooper Lake" if "avx512_bf16" in flags else "Cascade Lake" if "avx512_vnni" in flags
+                               else "Skylake-SP")
+        return f"{vendor} family {fam} model {model} ({vector_isa(flags)})"
+    if "CPU implementer" in fields:  # Arm: no family/model, an implementer and a part number
+        return f"Arm implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')} ({vector_isa(flags)})"
+    return f"{vendor_id or os.uname().machine} family {fam if fam is not None else '?'} model " \
+           f"{model if model is not None else '?'} ({vector_isa(flags)})"
+
+
+def kind_slug(kind):
+    """A folder name for the kind's plots: "AMD Zen 3" -> "amd-zen-3"."""
+    return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-") or "cpu"
+
+
+def run_cpuinfo(results):
+    """The cpuinfo fields of the run: the copy bench/compare made in the results folder, else this machine's."""
+    for p in ((os.path.join(results, "cpuinfo"),) if results else ()) + ("/proc/cpuinfo",):
+        try:
+            f = cpuinfo_fields(open(p).read())
+        except OSError:
+            continue
+        if f:
+            return f
+    return {}
 
 
 # ---- loading --------------------------------------------------------------------------------------------------------
@@ -289,6 +394,13 @@ def summary_rows(db, torch_name):
         q, f = ours.counters["int8_inference_s"], ours.counters["float_inference_s"]
         rows.append(("row-LSTM int8 inference over the test set (int8 weights, dynamic activations)",
                      f"{test_images(db)}, 2 threads", fmt_time(q), "tessera float (same run)", fmt_time(f), ratio(f / q)))
+    quiet = db.get("BM_epoch_simplecnn_contended_quiet", threads=2)
+    for case, setting in CONTENDED[1:]:
+        e = db.get(f"BM_epoch_simplecnn_contended_{case}", threads=2)
+        if e and quiet:
+            rows.append(("SimpleCNN training epoch beside a busy loop on one CPU (contended)",
+                         f"Fashion-MNIST, {epoch_images(db)}, 2 threads; {setting}", fmt_images(e),
+                         "the same epoch on the quiet machine (same run)", fmt_images(quiet), ratio(quiet.time_s / e.time_s)))
     return rows
 
 
@@ -416,6 +528,31 @@ def epochs_table(db, torch_name):
                          f"{c['int8_accuracy']:.2f} %" if "int8_accuracy" in c else "—"))
     return table(["model", "who", "one training epoch", "inference over the test set", "test accuracy after it"],
                  rows) if rows else ""
+
+
+# the contended workload's cases: (record name suffix, what was set); the first is the quiet reference
+CONTENDED = (("quiet", "quiet machine, the library's defaults"),
+             ("busy", "the library's defaults (adaptive team on, OpenMP's default wait policy)"),
+             ("busy_fixed", "TESSERA_ADAPTIVE_THREADS=0 (the team stays at 2 threads)"),
+             ("busy_fixed_passive", "TESSERA_ADAPTIVE_THREADS=0 and OMP_WAIT_POLICY=passive"))
+CONTENDED_GOAL, CONTENDED_IDEAL = 0.4, 0.5  # of the quiet speed, beside one busy loop, with the library's defaults
+
+
+def fmt_images(e):
+    """An epoch's training speed: images/s as the program printed it, else its train time."""
+    v = e.counters.get("items_per_s") if e else None
+    return f"{v:.0f} images/s" if v else fmt_time(e.time_s if e else None)
+
+
+def contended_table(db):
+    quiet = db.get("BM_epoch_simplecnn_contended_quiet", threads=2)
+    rows = []
+    for case, setting in CONTENDED:
+        e = db.get(f"BM_epoch_simplecnn_contended_{case}", threads=2)
+        if e:
+            rows.append(("quiet" if case == "quiet" else "beside the busy loop", setting, f"{e.time_s:.1f} s", fmt_images(e),
+                         ratio(quiet.time_s / e.time_s) if quiet else "—"))
+    return table(["machine", "setting", "training epoch", "training speed", "speed / quiet"], rows) if rows else ""
 
 
 def int8_table(db):
@@ -604,19 +741,87 @@ def pkg(name):
     return v.split("+")[0].split("-")[0] if v else ""
 
 
+def compiler(build_dir):
+    cache = os.path.join(build_dir, "CMakeCache.txt")
+    m = re.search(r"^CMAKE_CXX_COMPILER:\w+=(.+)$", open(cache).read(), re.M) if os.path.exists(cache) else None
+    return m.group(1) if m else ""
+
+
+def int8_path(db, flags):
+    """The int8 GEMM path that ran, and who said so: bench_gemm_s8's context, else the line an example printed
+    ("int8 (kernels: X)"), else what the CPU flags imply (the rule of tessera's int8_isa_supported())."""
+    ctx = db.contexts.get("gemm_s8", {}).get("int8_path")
+    if ctx:
+        return f"{ctx} (bench_gemm_s8's default path)"
+    said = db.text("int8_kernels").split()
+    if said:
+        return f"{said[0]} (printed by {said[1] if len(said) > 1 else 'an example'})"
+    guess = ("amx" if {"amx_tile", "amx_int8", "avx512bw", "avx512_vnni"} <= flags else
+             "avx512_vnni" if {"avx512f", "avx512bw", "avx512_vnni"} <= flags else "avx2" if "avx2" in flags else "portable")
+    return f"{guess} (what the CPU flags imply; no int8 program ran)"
+
+
+def build_isa(build_dir):
+    """What -march the build used and the vector extensions it enables, from the build's compiler and cache."""
+    cache = os.path.join(build_dir, "CMakeCache.txt")
+    text = open(cache).read() if os.path.exists(cache) else ""
+    native = re.search(r"^TESSERA_NATIVE:\w+=(\w+)", text, re.M)
+    if native and native.group(1).upper() in ("OFF", "0", "FALSE", "NO"):
+        return "the compiler's default target (TESSERA_NATIVE=OFF: no -march)"
+    cxx = compiler(build_dir)
+    if not cxx:
+        return "-march=native (no CMake cache to ask the compiler)"
+    march = re.search(r"^\s*-march=\s*(\S+)", sh(cxx, "-march=native", "-Q", "--help=target"), re.M)
+    macros = set(re.findall(r"#define (__\w+__) 1", sh(cxx, "-march=native", "-dM", "-E", "-x", "c++", "/dev/null")))
+    names = [n for m, n in (("__AVX2__", "AVX2"), ("__FMA__", "FMA"), ("__AVX512F__", "AVX-512F"), ("__AVX512BW__", "BW"),
+                            ("__AVX512VNNI__", "VNNI"), ("__AVXVNNI__", "AVX-VNNI"), ("__AVX512BF16__", "AVX-512 BF16"),
+                            ("__AVX512FP16__", "AVX-512 FP16"), ("__AMX_INT8__", "AMX-INT8"), ("__AMX_BF16__", "AMX-BF16"))
+             if m in macros]
+    isa = ", ".join(names) + ("" if "AVX-512F" in names else "; no AVX-512") if names else "no AVX2"
+    return f"-march=native ({march.group(1) if march else '?'} to this compiler): {isa}"
+
+
+def bf16_path():
+    """tessera has no bf16 kernels yet (bfloat16 is a storage type): say so until a kernel header mentions bf16."""
+    root = os.path.join(REPO, "include", "tessera", "kernels")
+    found = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f.endswith((".hpp", ".cuh")) and re.search(r"bf16|bfloat16", open(os.path.join(d, f), errors="replace").read()):
+                found.append(os.path.relpath(os.path.join(d, f), REPO))
+    return f"kernels in {', '.join(sorted(found))} (report.py does not name their path yet)" if found else "none (no bf16 kernels yet)"
+
+
+def threads_setting(db):
+    """The OpenMP wait policy and the adaptive team of the run (bench/compare's copy of its environment)."""
+    env = dict(l.split("=", 1) for l in db.text("env").splitlines() if "=" in l)
+    wp = env.get("OMP_WAIT_POLICY")
+    out = [f"OMP_WAIT_POLICY={wp}" if wp else "OMP_WAIT_POLICY unset (libgomp: spin about 300k iterations, then sleep)"]
+    if env.get("GOMP_SPINCOUNT"):
+        out.append(f"GOMP_SPINCOUNT={env['GOMP_SPINCOUNT']}")
+    at = env.get("TESSERA_ADAPTIVE_THREADS")
+    out.append(f"TESSERA_ADAPTIVE_THREADS={at} (adaptive team {'off' if at == '0' else 'on'})" if at is not None
+               else "TESSERA_ADAPTIVE_THREADS unset (adaptive team on)")
+    if env.get("OMP_NUM_THREADS"):
+        out.append(f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}")
+    if "contended" in db.text("workloads").split():
+        out.append("the contended workload sets its own per case")
+    return ", ".join(out)
+
+
+def kernel_paths(db, build_dir, flags):
+    env = dict(l.split("=", 1) for l in db.text("env").splitlines() if "=" in l)
+    cap = f", capped by TESSERA_INT8_ISA={env['TESSERA_INT8_ISA']}" if env.get("TESSERA_INT8_ISA") else ""
+    return (f"int8 GEMM: {int8_path(db, flags)}{cap}; bf16: {bf16_path()}; build: {build_isa(build_dir)}; "
+            f"threads: {threads_setting(db)}")
+
+
 def machine(db, build_dir, peak):
     lscpu = {}
     for line in sh("lscpu").splitlines():
         k, _, v = line.partition(":")
         lscpu[k.strip()] = v.strip()
-    flags = set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = set(run_cpuinfo(db.results).get("flags", "").split())
     wanted = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx_vnni",
               "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"]
     mem = ""
@@ -630,12 +835,9 @@ def machine(db, build_dir, peak):
         osname = re.search(r'PRETTY_NAME="([^"]+)"', open("/etc/os-release").read()).group(1)
     except (OSError, AttributeError):
         pass
-    cxx = ""
-    cache = os.path.join(build_dir, "CMakeCache.txt")
-    if os.path.exists(cache):
-        m = re.search(r"^CMAKE_CXX_COMPILER:\w+=(.+)$", open(cache).read(), re.M)
-        if m:
-            cxx = sh(m.group(1), "--version").splitlines()[0] if sh(m.group(1), "--version") else ""
+    cxx, cxx_path = "", compiler(build_dir)
+    if cxx_path:
+        cxx = sh(cxx_path, "--version").splitlines()[0] if sh(cxx_path, "--version") else ""
     cpus = lscpu.get("CPU(s)", str(os.cpu_count()))
     topo = f"{lscpu.get('Socket(s)', '?')} socket × {lscpu.get('Core(s) per socket', '?')} cores × " \
            f"{lscpu.get('Thread(s) per core', '?')} thread(s) per core"
@@ -654,6 +856,7 @@ def machine(db, build_dir, peak):
     tv = db.text("have_torch")
     if tv:
         peers.append(f"PyTorch {tv} (Debian's python3-torch, /usr/bin/python3)")
+    rows.append(("kernel paths", kernel_paths(db, build_dir, flags)))
     rows.append(("peers", ", ".join(peers)))
     if peak:
         rows.append(("measured FMA peak (bench_peak)", ", ".join(f"{v / 1e9:.0f} GFLOP/s on {t} thread{'s' if t > 1 else ''}"
@@ -681,17 +884,24 @@ def build_block(db, build_dir, imgdir, img_rel):
         return f"![{alt}]({img_rel}/{imgs[key]})\n\n" if imgs.get(key) else ""
 
     secs = int(db.text("seconds") or 0)
-    commit = sh("git", "rev-parse", "--short", "HEAD")
+    commit = sh("git", "-C", REPO, "rev-parse", "--short", "HEAD")
     # (the plots this run has just written, and the page itself, do not count as changes to what was measured)
-    dirty = " plus uncommitted changes" if sh("git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+    dirty = " plus uncommitted changes" if sh("git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".",
                                               ":(exclude)docs/img", ":(exclude)docs/performance.md") else ""
-    L = [BEGIN, "<!-- Generated by bench/compare (bench/compare.d/report.py): edit those, not this block. -->", ""]
+    fields = run_cpuinfo(db.results)
+    kind = cpu_kind(fields)
+    ident = ", ".join(x for x in (fields.get("model name"), f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} "
+                                  f"model {fields.get('model', '?')}" if "cpu family" in fields else "",
+                                  vector_isa(set(fields.get("flags", "").split()))) if x)
+    L = [begin_marker(kind), "<!-- Generated by bench/compare (bench/compare.d/report.py) for this CPU kind: edit those, not "
+         "this block. A run on another CPU kind writes its own block. -->", "", f"## Measured by bench/compare on {kind}", ""]
     if mode == "quick":
         L += ["**Quick mode (`--quick`): few sizes, one short repetition, 3200-image epochs. This checks the pipeline; "
               "these are not figures to cite. The full run is `bench/compare`.**", ""]
-    L += [f"Measured by `{db.text('command')}` on {db.text('date')}, in {secs // 60} min {secs % 60} s, at commit "
-          f"{commit}{dirty}. Every figure below comes from that run; the ratios are the claim, absolute figures drift "
-          "between runs and machines.", "",
+    L += [f"CPU kind: **{kind}** ({ident}). Measured by `{db.text('command')}` on {db.text('date')}, in {secs // 60} min "
+          f"{secs % 60} s, at commit {commit}{dirty}. Every figure below comes from that run: read its ratios only against "
+          "figures of this block, not against another CPU kind's block (other cores, vector units and kernel paths); "
+          "absolute figures drift between runs.", "",
           "How: C++ benchmarks are Google Benchmark medians of "
           + ("3 repetitions of at least 0.2 s each" if mode == "full" else "one repetition of at least 0.02 s")
           + " (real time); the PyTorch peers (bench/torch_peers.py) are medians of single calls after one warm-up "
@@ -740,6 +950,22 @@ def build_block(db, build_dir, imgdir, img_rel):
     t = threads_table(db)
     if t:
         L += ["### Threads: 2 against 1", "", t, ""]
+    t = contended_table(db)
+    if t:
+        quiet, busy = db.get("BM_epoch_simplecnn_contended_quiet", threads=2), db.get("BM_epoch_simplecnn_contended_busy", threads=2)
+        verdict = ""
+        if quiet and busy:
+            r = quiet.time_s / busy.time_s
+            verdict = (f" With the library's defaults this run kept {r:.2f}× of the quiet speed: "
+                       + ("the goal is met" if r >= CONTENDED_GOAL else "below the goal")
+                       + (" (in quick mode's epochs of a second or two: a noisy sample)." if mode == "quick" else "."))
+        cpu = db.text("contended_cpu")
+        L += ["### Under contention", "", "The SimpleCNN training epoch (`examples/fashion_mnist`, 2 threads, "
+              f"{epoch_images(db)}) on the quiet machine, then beside a busy loop (`while :; do :; done`) pinned to "
+              f"CPU {cpu or '?'}, the last this run may use, with the library's defaults, with the adaptive team off, and "
+              f"with it off and OpenMP's passive wait policy. Goal: beside the loop with the defaults, at least "
+              f"{CONTENDED_GOAL}× the quiet speed; ideal {CONTENDED_IDEAL}× (one of the two cores left).{verdict}", "",
+              t, ""]
     gpu = db.text("gpu.txt")
     if "gpu" in ran:
         L += ["### GPU", ""]
@@ -807,20 +1033,51 @@ def build_block(db, build_dir, imgdir, img_rel):
     notes = db.text("notes")
     if notes:
         L += ["### Left out", ""] + [f"* {n}" for n in notes.splitlines()] + [""]
-    L.append(END)
+    L.append(end_marker(kind))
     return "\n".join(L) + "\n", pl.made
 
 
-def splice(doc_path, block):
+def blocks(text):
+    """[(kind or None, start, end)] of the generated blocks of a document, in order (end: just past the end marker)."""
+    out, pos = [], 0
+    while (m := BEGIN_RE.search(text, pos)) is not None:
+        end = re.compile(r"^" + re.escape(end_marker(m.group(1))) + r"[ \t]*$", re.M).search(text, m.end())
+        if end is None:
+            raise SystemExit(f"report: '{m.group(0)}' has no '{end_marker(m.group(1))}' line: fix the document by hand")
+        pos = end.end()
+        out.append((m.group(1), m.start(), pos))
+    return out
+
+
+def splice(doc_path, block, kind):
+    """Puts `block` in place of the document's block of the same CPU kind, else after its last generated block (else at
+    its end); the other kinds' blocks stay as they are. Returns the text of the block it replaced ("" if none)."""
     text = open(doc_path).read() if os.path.exists(doc_path) else "# Performance\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block.rstrip("\n") + tail
+    bs = blocks(text)
+    same = [b for b in bs if b[0] == kind]
+    old = ""
+    if same:
+        _, start, end = same[0]
+        old = text[start:end]
+        text = text[:start] + block.rstrip("\n") + text[end:]
+    elif bs:
+        end = bs[-1][2]
+        text = text[:end] + "\n\n" + block.rstrip("\n") + text[end:]
     else:
         text = text.rstrip("\n") + "\n\n" + block
     with open(doc_path, "w") as f:
         f.write(text)
+    return old
+
+
+def drop_unlinked_images(doc_path, old_block, imgroot):
+    """The plots the replaced block showed that no block of the document shows any more (under imgroot only)."""
+    docdir, text = os.path.dirname(os.path.abspath(doc_path)), open(doc_path).read()
+    root = os.path.abspath(imgroot)
+    for link in set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", old_block)):
+        path = os.path.abspath(os.path.join(docdir, link))
+        if path.startswith(root + os.sep) and f"]({link})" not in text and os.path.exists(path):
+            os.remove(path)
 
 
 # ---- helpers for bench/compare ----------------------------------------------------------------------------------------
@@ -850,6 +1107,7 @@ def subset_idx(src, dst, ntrain, ntest):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arg-values", nargs=2)
+    ap.add_argument("--cpu-kind", nargs="?", const="/proc/cpuinfo", metavar="CPUINFO")
     ap.add_argument("--subset-idx", nargs=4)
     ap.add_argument("--results")
     ap.add_argument("--build-dir", default="build-bench")
@@ -858,19 +1116,24 @@ def main():
     a = ap.parse_args()
     if a.arg_values:
         return arg_values(*a.arg_values)
+    if a.cpu_kind:
+        return print(cpu_kind(cpuinfo_fields(open(a.cpu_kind).read())))
     if a.subset_idx:
         return subset_idx(a.subset_idx[0], a.subset_idx[1], int(a.subset_idx[2]), int(a.subset_idx[3]))
     db = DB(a.results)
-    imgdir = a.img or os.path.join(a.results, "img")
+    kind = cpu_kind(run_cpuinfo(a.results))
+    imgroot = a.img or os.path.join(a.results, "img")
+    # in the document each CPU kind has its plots in a folder of its own (docs/img/amd-zen-3/...)
+    imgdir = os.path.join(imgroot, kind_slug(kind)) if a.doc else imgroot
     img_rel = os.path.relpath(imgdir, os.path.dirname(os.path.abspath(a.doc))) if a.doc else imgdir
     if a.doc:
-        # plots of an earlier run that this run did not draw would be stale: remove them
+        # plots of an earlier run of this kind that this run did not draw would be stale: remove them
         for old in os.listdir(imgdir) if os.path.isdir(imgdir) else []:
             if old.endswith(".png"):
                 os.remove(os.path.join(imgdir, old))
     block, made = build_block(db, a.build_dir, imgdir, img_rel)
     if a.doc:
-        splice(a.doc, block)
+        drop_unlinked_images(a.doc, splice(a.doc, block, kind), imgroot)
     else:
         sys.stdout.write(block)
 
