@@ -18,6 +18,9 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace tessera {
 
@@ -71,12 +74,18 @@ inline constexpr bool is_host_policy_v = std::is_same_v<P, cpu> || std::is_same_
 namespace detail {
 /// Freed host blocks of 256 KiB and more kept for reuse, by exact size (training allocates the same activation
 /// and gradient sizes every step; returning them to the system and faulting them in again costs more than the
-/// work on small models). At most 1 GiB is kept. Every block carries its size in a 64-byte header.
+/// work on small models). At most 1 GiB of blocks is kept, headers and rounding not counted (a 1 GiB tensor fits).
+/// Every block carries its size in a 64-byte header. Blocks of huge_bytes and more start on a 2 MiB boundary, span
+/// whole 2 MiB pages and are marked for transparent huge pages (Linux madvise): the first write to a fresh 1 GiB
+/// tensor then takes 512 page faults instead of 262144 (docs/performance-notes.md, "The large-array bandwidth
+/// anomaly").
 class host_block_cache {
  public:
   static constexpr std::size_t header = 64;
   static constexpr std::size_t min_bytes = std::size_t(1) << 18;
   static constexpr std::size_t max_cached = std::size_t(1) << 30;
+  static constexpr std::size_t huge_page = std::size_t(2) << 20;
+  static constexpr std::size_t huge_bytes = std::size_t(32) << 20;
   static host_block_cache& instance() {
     static host_block_cache* c = new host_block_cache;  // never destroyed: tensors may outlive static destruction
     return *c;
@@ -84,24 +93,29 @@ class host_block_cache {
   void* allocate(std::size_t bytes) {
     // aligned_alloc wants a size that is a multiple of the alignment (a strict allocator returns null otherwise):
     // round up, and refuse sizes whose rounding would wrap
-    if (bytes > ~std::size_t(0) - 2 * header) throw std::bad_alloc();
-    const std::size_t total = (bytes + 2 * header - 1) / header * header;
+    if (bytes > ~std::size_t(0) - 2 * header - huge_page) throw std::bad_alloc();
+    std::size_t total = (bytes + 2 * header - 1) / header * header;
+    const std::size_t align = total >= huge_bytes ? huge_page : header;
+    total = (total + align - 1) / align * align;
     if (total >= min_bytes) {
       std::lock_guard<std::mutex> lock(m_);
       auto it = blocks_.find(total);
       if (it != blocks_.end()) {
         void* p = it->second;
         blocks_.erase(it);
-        cached_ -= total;
+        cached_ -= counted(total);
         return static_cast<char*>(p) + header;
       }
     }
-    void* p = std::aligned_alloc(header, total);
+    void* p = std::aligned_alloc(align, total);
     if (!p) {
       release_all();  // cached blocks may be what is missing
-      p = std::aligned_alloc(header, total);
+      p = std::aligned_alloc(align, total);
       if (!p) throw std::bad_alloc();
     }
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == huge_page) ::madvise(p, total, MADV_HUGEPAGE);  // advice only: no huge pages is no error
+#endif
     *static_cast<std::size_t*>(p) = total;
     return static_cast<char*>(p) + header;
   }
@@ -111,9 +125,9 @@ class host_block_cache {
     const std::size_t total = *static_cast<std::size_t*>(p);
     if (total >= min_bytes) {
       std::lock_guard<std::mutex> lock(m_);
-      if (cached_ + total <= max_cached) {
+      if (cached_ + counted(total) <= max_cached) {
         blocks_.emplace(total, p);
-        cached_ += total;
+        cached_ += counted(total);
         return;
       }
     }
@@ -132,6 +146,8 @@ class host_block_cache {
   }
 
  private:
+  /// The bytes a block of `total` counts against max_cached: its size less its header and rounding.
+  static std::size_t counted(std::size_t total) { return total - (total >= huge_bytes ? huge_page : header); }
   std::mutex m_;
   std::multimap<std::size_t, void*> blocks_;
   std::size_t cached_ = 0;

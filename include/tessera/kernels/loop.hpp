@@ -78,11 +78,23 @@ loop_plan<R> coalesce_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, 
 
 /// Coalesce the destination's and every leaf's strides over `dims`; leaves get their compacted strides,
 /// inner stride and access mode. Returns the plan the loops follow.
+/// (The leaves' stride arrays are collected on the stack up to 16 leaves, on the heap beyond: no allocation in the
+/// fixed cost of a small assignment.)
 template <int R, class Ev>
 loop_plan<R> make_plan(const dims_t<R>& dims, const dims_t<R>& dst_strides, Ev& ev) {
-  std::vector<index_t*> ops;  // every leaf's stride array
-  ev.visit([&](auto& leaf) { ops.push_back(leaf.s); });
-  const loop_plan<R> p = coalesce_plan<R>(dims, dst_strides, ops.data(), ops.size());
+  std::size_t nleaves = 0;
+  ev.visit([&](auto&) { ++nleaves; });
+  constexpr std::size_t on_stack = 16;
+  index_t* local[on_stack];
+  std::vector<index_t*> heap;
+  index_t** ops = local;  // every leaf's stride array
+  if (nleaves > on_stack) {
+    heap.resize(nleaves);
+    ops = heap.data();
+  }
+  std::size_t k = 0;
+  ev.visit([&](auto& leaf) { ops[k++] = leaf.s; });
+  const loop_plan<R> p = coalesce_plan<R>(dims, dst_strides, ops, nleaves);
   ev.visit([&](auto& leaf) {
     leaf.sin = leaf.s[p.nd - 1];
     leaf.mode = leaf.sin == 0 ? 0 : leaf.sin == 1 ? 1 : 2;

@@ -77,7 +77,7 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
   template <class T, bool Packable, std::size_t MaxLane, int R, class Ev>
   static void elementwise(T* dst, const dims_t<R>& dims, const dims_t<R>& strides, Ev ev) {
     const auto plan = detail::make_plan<R>(dims, strides, ev);
-    detail::cpu_elementwise<T, Packable, MaxLane>(dst, plan, ev, P::num_threads());
+    detail::cpu_elementwise<T, Packable, MaxLane>(dst, plan, ev, &P::num_threads);
   }
   /// Several evaluators over one flat range of n elements in one pass (the gradients of a fused expression):
   /// evaluator k (of K, each over rank-1 dims {n}, every leaf contiguous) is added into dests[dest_of[k]] (-1: not
@@ -85,7 +85,7 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
   static constexpr bool multi_output = true;
   template <class T, std::size_t MaxLane, int K, class Evs>
   static void elementwise_multi(index_t n, const Evs& evs, const int* dest_of, T* const* dests, const bool* accumulate, int ndest) {
-    detail::cpu_elementwise_multi<T, MaxLane, K>(n, evs, dest_of, dests, accumulate, ndest, P::num_threads());
+    detail::cpu_elementwise_multi<T, MaxLane, K>(n, evs, dest_of, dests, accumulate, ndest, &P::num_threads);
   }
   /// out = Op-reduction of ev (planned over the source dims sd) into out, whose strides aligned to the source are
   /// os (0 along reduced axes); odims/ostrides/orank: out's own layout. scaled: then out *= scale (a mean).
