@@ -19,6 +19,9 @@ build_dir=${BUILD_DIR:-build}
 run_dir=${RUN_DIR:-runs/fashion_mnist-$(date +%Y%m%d-%H%M%S)}
 tessera_build_examples "$build_dir" quickstart fashion_mnist
 
+# idle OpenMP threads sleep instead of spinning (unless you chose otherwise): the demo often runs beside other work,
+# where spinning threads cost most of the speed (docs/performance-notes.md, "Under contention"); quiet, it costs nothing
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 echo "==> $build_dir/examples/quickstart"
 "$build_dir/examples/quickstart"
 echo
