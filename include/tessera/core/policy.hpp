@@ -75,10 +75,12 @@ namespace detail {
 /// Freed host blocks of 256 KiB and more kept for reuse, by exact size (training allocates the same activation
 /// and gradient sizes every step; returning them to the system and faulting them in again costs more than the
 /// work on small models). At most 1 GiB of blocks is kept, headers and rounding not counted (a 1 GiB tensor fits).
-/// Every block carries its size in a 64-byte header. Blocks of huge_bytes and more start on a 2 MiB boundary, span
-/// whole 2 MiB pages and are marked for transparent huge pages (Linux madvise): the first write to a fresh 1 GiB
-/// tensor then takes 512 page faults instead of 262144 (docs/performance-notes.md, "The large-array bandwidth
-/// anomaly").
+/// Every block carries its size in a 64-byte header. Blocks of huge_bytes and more start on a 2 MiB boundary and span
+/// whole 2 MiB pages (where the system gives transparent huge pages to all memory, they can be huge pages); with
+/// TESSERA_HUGE_PAGES=1 in the environment they are also marked for huge pages (Linux madvise): the first write to a
+/// fresh 1 GiB tensor then takes 512 page faults instead of 262144, but on a system whose free memory is fragmented
+/// that first write waits for the kernel to compact memory, which measured slower than the small pages' faults
+/// (docs/performance-notes.md, "The large-array bandwidth anomaly"), so it is not the default.
 class host_block_cache {
  public:
   static constexpr std::size_t header = 64;
@@ -114,7 +116,7 @@ class host_block_cache {
       if (!p) throw std::bad_alloc();
     }
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align == huge_page) ::madvise(p, total, MADV_HUGEPAGE);  // advice only: no huge pages is no error
+    if (align == huge_page && advise_huge_) ::madvise(p, total, MADV_HUGEPAGE);  // advice only: none is no error
 #endif
     *static_cast<std::size_t*>(p) = total;
     return static_cast<char*>(p) + header;
@@ -146,11 +148,16 @@ class host_block_cache {
   }
 
  private:
+  host_block_cache() {
+    const char* e = std::getenv("TESSERA_HUGE_PAGES");
+    advise_huge_ = e && e[0] == '1';
+  }
   /// The bytes a block of `total` counts against max_cached: its size less its header and rounding.
   static std::size_t counted(std::size_t total) { return total - (total >= huge_bytes ? huge_page : header); }
   std::mutex m_;
   std::multimap<std::size_t, void*> blocks_;
   std::size_t cached_ = 0;
+  bool advise_huge_ = false;
 };
 }  // namespace detail
 
