@@ -35,7 +35,7 @@ inline constexpr index_t chunk_elements = TESSERA_CHUNK_ELEMENTS;
 #endif
 inline constexpr index_t prefetch_distance = TESSERA_PREFETCH_DISTANCE;
 /// The least work (elements times their ew_cost, about 10 ps a unit) worth a team of threads: some 6 us of one
-/// thread's time, twice what starting and joining a team of 2 costs here (docs/performance-notes.md).
+/// thread's time, twice the measured break-even of a team of 2 on a Zen 3 guest (docs/performance-notes.md).
 #ifndef TESSERA_MIN_PARALLEL_WORK
 #define TESSERA_MIN_PARALLEL_WORK 655360
 #endif
