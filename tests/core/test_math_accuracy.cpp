@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "test_support.hpp"
@@ -111,15 +112,27 @@ struct sweep_result {
   float mismatch_x = 0;
 };
 
+// lane k of a packet, or the value itself where there are no packets (clang and TESSERA_NO_SIMD builds: P is float)
+template <class V>
+void set_lane(V& v, int k, float x) {
+  if constexpr (std::is_same_v<V, float>) (void)k, v = x;
+  else v[k] = x;
+}
+template <class V>
+float get_lane(const V& v, int k) {
+  if constexpr (std::is_same_v<V, float>) return (void)k, v;
+  else return v[k];
+}
+
 sweep_result run_sweep(fn f, const std::vector<float>& xs) {
   sweep_result res;
   for (std::size_t i = 0; i < xs.size(); i += L) {
     P v{};
-    for (int k = 0; k < L; ++k) v[k] = xs[std::min(i + k, xs.size() - 1)];
+    for (int k = 0; k < L; ++k) set_lane(v, k, xs[std::min(i + k, xs.size() - 1)]);
     const P out = apply<P>(f, v);
     for (int k = 0; k < L && i + k < xs.size(); ++k) {
       const float x = xs[i + k];
-      const float got = out[k];
+      const float got = get_lane(out, k);
       if (std::bit_cast<std::uint32_t>(got) != std::bit_cast<std::uint32_t>(scalar(f, x)))
         ++res.bit_mismatches, res.mismatch_x = x;
       const double r = reference(f, double(x));
@@ -167,7 +180,7 @@ TEST_CASE("math: special values (zeros, infinities, NaN, saturation, subnormals)
   CHECK(scalar(fn::tanh, kInf) == 1.0f);
   CHECK(scalar(fn::tanh, -kInf) == -1.0f);
   CHECK(scalar(fn::tanh, 1e30f) == 1.0f);
-  CHECK(scalar(fn::tanh, -9.0f) == -1.0f);
+  CHECK(std::fabs(scalar(fn::tanh, -9.0f) + 1.0f) <= 6e-8f);  // -1 or the float below it (libm's tanhf: 0.99999994)
   CHECK(scalar(fn::erf, kInf) == 1.0f);
   CHECK(scalar(fn::erf, -kInf) == -1.0f);
   CHECK(scalar(fn::erf, 1e30f) == 1.0f);
