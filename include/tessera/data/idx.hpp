@@ -36,6 +36,7 @@
 #include "tessera/core/shape.hpp"
 #include "tessera/core/tensor.hpp"
 #include "tessera/policy/planner.hpp"
+#include "tessera/io/byte_order.hpp"
 #include "tessera/io/error.hpp"
 
 namespace tessera {
@@ -110,15 +111,6 @@ inline std::string hex(std::uint32_t v, int digits) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "0x%0*X", digits, unsigned(v));
   return buf;
-}
-
-inline std::string format_index_vector(const std::vector<index_t>& d) {
-  std::string s = "[";
-  for (std::size_t i = 0; i != d.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(d[i]);
-  }
-  return s + "]";
 }
 
 /// Bytes of a file, read directly or through zlib when the file starts with gzip's magic (1f 8b).
@@ -246,7 +238,7 @@ inline std::pair<idx_header, std::size_t> read_idx_header(idx_byte_source& src) 
     zero = zero || h.dims[i] == 0;
     if (bytes > limit / d)
       src.fail("dimensions " +
-               format_index_vector(zero ? h.dims : std::vector<index_t>(h.dims.begin(), h.dims.begin() + std::ptrdiff_t(i + 1))) +
+               format_index_list(zero ? h.dims : std::vector<index_t>(h.dims.begin(), h.dims.begin() + std::ptrdiff_t(i + 1))) +
                (zero ? ": their nonzero extents describe more than 2^62 bytes of " : " describe more than 2^62 bytes of ") +
                idx_type_name(h.type) + " data (corrupt header?)");
     bytes *= d;
@@ -276,7 +268,7 @@ template <class T>
 std::vector<T> read_idx_data(idx_byte_source& src, const idx_header& h, std::size_t header_bytes) {
   const std::uint64_t count = std::uint64_t(h.size());
   const std::uint64_t need = count * sizeof(T);  // below 2^62: read_idx_header checked
-  const std::string what = "dims " + format_index_vector(h.dims) + " of " + idx_type_name(h.type);
+  const std::string what = "dims " + format_index_list(h.dims) + " of " + idx_type_name(h.type);
   if (auto size = src.plain_size()) {  // plain file: the size is known before reading anything
     const std::uint64_t have = *size >= header_bytes ? *size - header_bytes : 0;
     if (have < need)
@@ -331,7 +323,7 @@ inline index_t idx_header::size() const {
   index_t n = 1;
   for (auto d : dims)
     if (__builtin_mul_overflow(n, d, &n))
-      throw std::length_error("tessera: IDX dimensions " + detail::format_index_vector(dims) +
+      throw std::length_error("tessera: IDX dimensions " + detail::format_index_list(dims) +
                               ": their product overflows the element count (index_t)");
   return n;
 }
