@@ -94,6 +94,19 @@ def summary_rows(db, torch_name):
             r = ours.rate(key) / peer.rate(key)
         rows.append((workload, config, a, peer_name, b, ratio(r)))
 
+    def inference_rows(model, int8_note, peer_note, ours, peer):
+        """The test-set inference against the peer, and int8 against float; True when the int8 row was written."""
+        if ours and peer and "inference_s" in ours.counters and "inference_s" in peer.counters:
+            o, p = ours.counters["inference_s"], peer.counters["inference_s"]
+            rows.append((f"{model} inference over the test set", f"{test_images(db)}{peer_note}, 2 threads", fmt_time(o),
+                         torch_name, fmt_time(p), ratio(p / o)))
+        if not (ours and "int8_inference_s" in ours.counters and "float_inference_s" in ours.counters):
+            return False
+        q, f = ours.counters["int8_inference_s"], ours.counters["float_inference_s"]
+        rows.append((f"{model} int8 inference over the test set {int8_note}", f"{test_images(db)}, 2 threads",
+                     fmt_time(q), "tessera float (same run)", fmt_time(f), ratio(f / q)))
+        return True
+
     ns = db.values("BM_chain_fused", "n", threads=2)
     for n in sorted({16777216 if 16777216 in ns else (ns[-1] if ns else 0), ns[-1] if ns else 0} - {0}):
         c = f"{fmt_n(n)} floats, 2 threads"
@@ -158,14 +171,8 @@ def summary_rows(db, torch_name):
                      fmt_time(d1.time_s), f"{d1.time_s / (2 * d2.time_s):.2f}"))
     ours, peer = db.get("BM_epoch_simplecnn_tessera", threads=2), db.get("BM_epoch_simplecnn_torch", threads=2)
     row("SimpleCNN training epoch", f"Fashion-MNIST, {epoch_images(db)}, batch 64, 2 threads", ours, torch_name, peer)
-    if ours and peer and "inference_s" in ours.counters and "inference_s" in peer.counters:
-        o, p = ours.counters["inference_s"], peer.counters["inference_s"]
-        rows.append(("SimpleCNN inference over the test set", f"{test_images(db)} (tessera in batches of 500, PyTorch in one), 2 threads", fmt_time(o), torch_name,
-                     fmt_time(p), ratio(p / o)))
-    if ours and "int8_inference_s" in ours.counters and "float_inference_s" in ours.counters:
-        q, f = ours.counters["int8_inference_s"], ours.counters["float_inference_s"]
-        rows.append(("SimpleCNN int8 inference over the test set (quantized after the epoch)", f"{test_images(db)}, 2 threads",
-                     fmt_time(q), "tessera float (same run)", fmt_time(f), ratio(f / q)))
+    if inference_rows("SimpleCNN", "(quantized after the epoch)", " (tessera in batches of 500, PyTorch in one)", ours, peer):
+        q = ours.counters["int8_inference_s"]
         if peer and "inference_s" in peer.counters:
             rows.append(("SimpleCNN int8 inference over the test set", f"{test_images(db)}, 2 threads", fmt_time(q),
                          f"{torch_name} float", fmt_time(peer.counters["inference_s"]), ratio(peer.counters["inference_s"] / q)))
@@ -176,14 +183,7 @@ def summary_rows(db, torch_name):
                      f"{peer.counters['accuracy']:.2f} %" if peer and "accuracy" in peer.counters else "", ""))
     ours, peer = db.get("BM_epoch_row_lstm_tessera", threads=2), db.get("BM_epoch_row_lstm_torch", threads=2)
     row("row-LSTM training epoch", f"Fashion-MNIST, {epoch_images(db)}, batch 64, 2 threads", ours, torch_name, peer)
-    if ours and peer and "inference_s" in ours.counters and "inference_s" in peer.counters:
-        o, p = ours.counters["inference_s"], peer.counters["inference_s"]
-        rows.append(("row-LSTM inference over the test set", f"{test_images(db)}, 2 threads", fmt_time(o), torch_name,
-                     fmt_time(p), ratio(p / o)))
-    if ours and "int8_inference_s" in ours.counters and "float_inference_s" in ours.counters:
-        q, f = ours.counters["int8_inference_s"], ours.counters["float_inference_s"]
-        rows.append(("row-LSTM int8 inference over the test set (int8 weights, dynamic activations)",
-                     f"{test_images(db)}, 2 threads", fmt_time(q), "tessera float (same run)", fmt_time(f), ratio(f / q)))
+    inference_rows("row-LSTM", "(int8 weights, dynamic activations)", "", ours, peer)
     quiet = db.get("BM_epoch_simplecnn_contended_quiet", threads=2)
     for case, setting in CONTENDED[1:]:
         e = db.get(f"BM_epoch_simplecnn_contended_{case}", threads=2)
