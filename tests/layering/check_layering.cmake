@@ -11,9 +11,11 @@
 #   4  autodiff/ io/                Var and the gradients; checkpoints
 #   5  nn/ data/                    layers and models; the IDX reader and loaders (io/error.hpp)
 #   5  monitor/                     TensorBoard event files, CSV logs, progress bars (tensors and models as templates)
-#   6  optim/ quant/                optimizers; int8 models
+#   6  optim/ quant/                optimizers; int8 models and quantization-aware training
+#   6  prune/                       pruning masks, structured shrinking, sparse layers
 #   7  tessera.hpp                  everything
 #   7  dist/                        distributed training: process groups (MPI, NCCL), data_parallel, pipeline
+#   7  serve/                       serving: the dynamic batcher
 #   8  interop/                     bridges to other libraries (opt-in)
 # Also: every include of a tessera header comes before the file's first namespace (an include at the end of a
 # file is how a cycle gets closed), and the headers of one folder include each other without a cycle.
@@ -35,8 +37,10 @@ set(level_nn 5)
 set(level_monitor 5)
 set(level_optim 6)
 set(level_quant 6)
+set(level_prune 6)
 set(level_top 7)
 set(level_dist 7)
+set(level_serve 7)
 set(level_interop 8)
 
 function(folder_of header out)
