@@ -23,6 +23,7 @@ from machine import REPO, cpu_kind, cpuinfo_fields, kind_slug, machine, run_cpui
 from plots import (Plotter, plot_elementwise, plot_epochs, plot_gemm, plot_gpu, plot_inference,  # noqa: E402
                    plot_int8)
 from results import DB, load_gbench  # noqa: E402
+from tables_compress import compress_section  # noqa: E402
 from tables import (CONTENDED_GOAL, CONTENDED_IDEAL, contended_table, elementwise_table, epoch_images,  # noqa: E402
                     epochs_table, fmt_rate, fmt_time, gemm_table, inference_table, int8_table, ratio, summary_rows,
                     table, threads_table)
@@ -138,6 +139,7 @@ def build_block(db, build_dir, imgdir, img_rel):
               f"with it off and OpenMP's passive wait policy. Goal: beside the loop with the defaults, at least "
               f"{CONTENDED_GOAL}× the quiet speed; ideal {CONTENDED_IDEAL}× (one of the two cores left).{verdict}", "",
               t, ""]
+    L += compress_section(db)
     gpu = db.text("gpu.txt")
     if "gpu" in ran:
         L += ["### GPU", ""]
