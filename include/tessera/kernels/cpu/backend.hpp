@@ -1,6 +1,6 @@
 // backend<cpu> and backend<cpu_threads>: the host's side of the vocabulary of kernels/backend.hpp. One struct for
 // both host policies (P::num_threads() is the only difference); its parts live beside their kernels:
-//   here                 memory, elementwise, reduce, argmax, gemm, conv2d and pooling forward, int8 GEMM
+//   here                 memory, elementwise, reduce, argmax, gemm, conv2d and pooling forward, int8 GEMM, bf16 GEMM
 //   kernels/cpu/nn.hpp   host_nn_ops<P>: the layer operations' kernels (activation backward, conv2d gradients, ...)
 //   kernels/cpu/rnn.hpp  host_rnn_ops<P>: the LSTM step
 //   kernels/cpu/optim.hpp host_optim_ops<P>: the optimizer updates
@@ -17,6 +17,7 @@
 #include "tessera/kernels/cpu/embedding.hpp"
 #include "tessera/kernels/cpu/conv.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
+#include "tessera/kernels/cpu/gemm_bf16.hpp"
 #include "tessera/kernels/cpu/gemm_s8.hpp"
 #include "tessera/kernels/cpu/pool.hpp"
 #include "tessera/kernels/cpu/reduce.hpp"
@@ -153,6 +154,15 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
   static void gemm_s8_rows(index_t M, index_t N, index_t K, const PackGroup& pack_group, bool a_signed,
                            const packed_b_s8& b, std::int32_t* c, index_t ldc, bool accumulate, const Epi& epi = {}) {
     detail::cpu_gemm_s8_rows(M, N, K, pack_group, a_signed, b, c, ldc, accumulate, P::num_threads(), epi);
+  }
+
+  // ---- bf16 GEMM (kernels/cpu/gemm_bf16.hpp: AVX512-BF16, fp32 after widening, or plain loops, chosen at run time) ----
+  /// C (fp32, row stride ldc) (+)= A B with A (M x K) and B (K x N) bfloat16 read through strides, accumulated in fp32;
+  /// epi(i0, j0, rows, cols) on each finished tile of C.
+  template <class Epi = detail::no_epilogue>
+  static void gemm_bf16(index_t M, index_t N, index_t K, detail::mat_ref<bfloat16> a, detail::mat_ref<bfloat16> b, float* c,
+                        index_t ldc, bool accumulate, const Epi& epi = {}) {
+    detail::cpu_gemm_bf16(M, N, K, a, b, c, ldc, accumulate, P::num_threads(), epi);
   }
 
   // ---- convolution and pooling forward ----

@@ -1,0 +1,301 @@
+// bf16 GEMM: C[M x N] (fp32) (+)= A[M x K] (bfloat16) * B[K x N] (bfloat16), accumulated in fp32. A and B are read
+// through strides (a Linear's weight W [N, K] is B = W^T with no copy); C is row-major (row stride ldc).
+//
+//   detail::cpu_gemm_bf16(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)
+//       accumulate: C += A B (else C = A B); epi(i0, j0, rows, cols) runs on every tile of C once it is final, as in
+//       gemm.hpp (the planner's fused bias and activation); the same threads and blocking rules as cpu_gemm.
+//   backend<cpu>::gemm_bf16 / backend<cpu_threads>::gemm_bf16 (kernels/cpu/backend.hpp) call it.
+//
+// Paths, chosen at run time (kernels/cpu/gemm_bf16_pack.hpp: bf16_isa_active(), capped by TESSERA_BF16_ISA):
+//   avx512_bf16  A and B packed as pairs of bf16 along K (a 32-bit word per row or column and pair); vdpbf16ps adds
+//                a_even b_even + a_odd b_odd into 16 fp32 lanes; a 14 x 32 register tile (28 zmm accumulators, 2 B
+//                loads and 14 broadcasts of A's pairs per pair of k). The instruction treats bf16 denormals as zero
+//                and flushes fp32 denormal results (DAZ, FTZ: Intel's definition of VDPBF16PS).
+//   avx2         A and B widened to fp32 while packing (bits << 16, exact), then gemm.hpp's fp32 micro-kernel: the
+//                speed of our fp32 GEMM less the packing of A (the fp32 GEMM reads row-major A in place); what runs
+//                on CPUs without AVX512-BF16 (Zen 3, this project's test machine).
+//   portable     plain loops in fp32 (rows split between threads).
+// Guarantees: every product of two bf16 is exact in fp32; the only rounding is fp32 accumulation (in an order that
+// depends on the path and the blocking), so against a double reference the error is within about K * 2^-24 times
+// sum_k |a_ik b_kj| (in practice sqrt(K) times that). NaN and infinity propagate as in fp32 arithmetic (except that
+// the avx512_bf16 path flushes denormals, above).
+// Not here: AMX-BF16 tiles (bf16_isa::amx_bf16 is reserved; AMX machines take avx512_bf16), a skinny-M path (a
+// Linear at batch 1 packs all of B for one row), a prepacked B.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "tessera/core/error.hpp"
+#include "tessera/core/stats.hpp"
+#include "tessera/core/types.hpp"
+#include "tessera/kernels/backend.hpp"
+#include "tessera/kernels/cpu/gemm.hpp"
+#include "tessera/kernels/cpu/gemm_bf16_pack.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#ifndef TESSERA_BF16_KC
+#define TESSERA_BF16_KC 512  // k per block (avx512_bf16): a B panel of 32 columns (32 KiB) stays in L1
+#endif
+#ifndef TESSERA_BF16_MC
+#define TESSERA_BF16_MC 256  // rows of A per block at KC 512 (256 KiB of bf16: in L2)
+#endif
+#ifndef TESSERA_BF16_NC
+#define TESSERA_BF16_NC 4096  // columns per B block (KC x NC: 4 MiB, in L3)
+#endif
+
+namespace tessera::detail {
+
+#if TESSERA_BF16_X86
+/// C[MR x 32] (+)= A panel (np pairs x MR rows) * B panel (np pairs x 32 columns) with vdpbf16ps.
+template <int MR>
+__attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx512dq"))) inline void bf16_tile_avx512(
+    index_t np, const std::uint32_t* __restrict a, const std::uint32_t* __restrict b, float* c, index_t ldc, bool accumulate) {
+  __m512 acc0[MR], acc1[MR];
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+  for (index_t p = 0; p < np; ++p) {
+    __builtin_prefetch(b + (p + 8) * 32, 0, 3);
+    __builtin_prefetch(b + (p + 8) * 32 + 16, 0, 3);
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * 32), b1 = (__m512bh)_mm512_loadu_si512(b + p * 32 + 16);
+    // (compile-time indices only, so that the accumulators stay in registers)
+    TS_UNROLL
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a[p * MR + i]));
+      acc0[i] = _mm512_dpbf16_ps(acc0[i], av, b0);
+      acc1[i] = _mm512_dpbf16_ps(acc1[i], av, b1);
+    }
+  }
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i) {
+    float* o = c + i * ldc;
+    const __m512 old0 = accumulate ? _mm512_loadu_ps(o) : _mm512_setzero_ps();
+    const __m512 old1 = accumulate ? _mm512_loadu_ps(o + 16) : _mm512_setzero_ps();
+    _mm512_storeu_ps(o, _mm512_add_ps(old0, acc0[i]));
+    _mm512_storeu_ps(o + 16, _mm512_add_ps(old1, acc1[i]));
+  }
+}
+#endif
+
+/// K block for a product with K rows of B: blocks of equal size, at most about cap; even when the path packs pairs
+/// (so that every block but the last starts and ends on a pair).
+inline index_t bf16_kc(index_t K, index_t cap, bool pairs) {
+  const index_t kblocks = std::max<index_t>(1, (K + cap - 1) / cap);
+  index_t kc = std::max<index_t>(1, (K + kblocks - 1) / kblocks);
+  if (pairs) kc = (kc + 1) / 2 * 2;
+  return kc;
+}
+
+/// Rows of A per block: at most cap_elems / kc (a multiple of MR), in blocks of equal size (as gemm_mc).
+inline index_t bf16_mc(index_t M, index_t kc, index_t MR, index_t cap_elems) {
+  const index_t cap = std::max<index_t>(MR, cap_elems / std::max<index_t>(kc, 1) / MR * MR);
+  if (4 * M <= 5 * cap) return (M + MR - 1) / MR * MR;
+  const index_t mblocks = (M + cap - 1) / cap;
+  return std::min<index_t>(cap, ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR);
+}
+
+/// The widening path: fp32 panels in gemm.hpp's layouts and its micro-kernel.
+struct bf16_path_widen {
+  using elem = float;
+  static constexpr int mr = gemm_blocking<float>::mr, nr = gemm_blocking<float>::nr;
+  static constexpr bool pairs = false;
+  static index_t kc_cap() { return gemm_blocking<float>::kc; }
+  static index_t steps(index_t kc) { return kc; }  ///< packed k steps in a block of kc
+  static index_t mc(index_t M, index_t kc) { return gemm_mc<float>(M, kc); }
+  static void pack_a(mat_ref<bfloat16> a, index_t i0, index_t p0, index_t rows, index_t kc, float* out) {
+    bf16_pack_a_widen<mr>(a, i0, p0, rows, kc, out);
+  }
+  static void pack_b(mat_ref<bfloat16> b, index_t p0, index_t j0, index_t kc, index_t cols, float* out) {
+    bf16_pack_b_widen<nr>(b, p0, j0, kc, cols, out);
+  }
+  static void tile(index_t kc, const float* a, const float* b, float* c, index_t ldc, bool acc) {
+    micro_kernel<float>(kc, a, b, c, ldc, acc);
+  }
+};
+
+#if TESSERA_BF16_X86
+/// The AVX512-BF16 path: pairs of bf16 and vdpbf16ps.
+struct bf16_path_avx512 {
+  using elem = std::uint32_t;
+  static constexpr int mr = 14, nr = 32;
+  static constexpr bool pairs = true;
+  static index_t kc_cap() { return TESSERA_BF16_KC; }
+  static index_t steps(index_t kc) { return (kc + 1) / 2; }
+  static index_t mc(index_t M, index_t kc) { return bf16_mc(M, kc, mr, index_t(TESSERA_BF16_MC) * TESSERA_BF16_KC); }
+  static void pack_a(mat_ref<bfloat16> a, index_t i0, index_t p0, index_t rows, index_t kc, std::uint32_t* out) {
+    bf16_pack_a_pairs<mr>(a, i0, p0, rows, kc, out);
+  }
+  static void pack_b(mat_ref<bfloat16> b, index_t p0, index_t j0, index_t kc, index_t cols, std::uint32_t* out) {
+    bf16_pack_b_pairs<nr>(b, p0, j0, kc, cols, out, true);
+  }
+  static void tile(index_t kc, const std::uint32_t* a, const std::uint32_t* b, float* c, index_t ldc, bool acc) {
+    bf16_tile_avx512<mr>(steps(kc), a, b, c, ldc, acc);
+  }
+};
+#endif
+
+/// Packing space kept by each thread between products (its own, not the fp32 GEMM's).
+struct bf16_workspace {
+  pack_buffers<float> widen;
+  pack_buffers<std::uint32_t> pairs;
+  template <class E>
+  pack_buffers<E>& get() {
+    if constexpr (std::is_same_v<E, float>) return widen;
+    else return pairs;
+  }
+  static bf16_workspace& of_this_thread() {
+    thread_local bf16_workspace w;
+    return w;
+  }
+};
+
+/// The packed driver (both SIMD paths), the loop structure of cpu_gemm with A always packed: for each N block and K
+/// block, each thread packs the B panels it will compute with (no barrier: the same static schedule hands it the same
+/// panels), then for each M block the threads pack A's panels together (a barrier) and compute their panels' tiles.
+/// Edge tiles are computed into a local tile whose valid part is stored (or added). The epilogue runs on each tile
+/// of the K block that completes it.
+template <class Path, class Epi>
+void bf16_gemm_packed(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_ref<bfloat16> b, float* c, index_t ldc,
+                      bool accumulate, int nt, const Epi& epi) {
+  using E = typename Path::elem;
+  constexpr int MR = Path::mr, NR = Path::nr;
+  constexpr index_t NC = std::max<index_t>(NR, index_t(TESSERA_BF16_NC) / NR * NR);
+  const index_t KC = bf16_kc(K, Path::kc_cap(), Path::pairs), KS = Path::steps(KC);
+  const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
+  const index_t MC = Path::mc(M, KC);
+  auto& ws = bf16_workspace::of_this_thread().template get<E>();
+  E* const bpk = pack_buffers<E>::grow(ws.b, ws.b_size, std::size_t(KS) * std::size_t(ncap));
+  E* const apk = pack_buffers<E>::grow(ws.a, ws.a_size, std::size_t(KS) * std::size_t(MC + MR));
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+  {
+    alignas(64) float tile[MR * NR];
+    for (index_t jc = 0; jc < N; jc += NC) {
+      const index_t nc = std::min<index_t>(NC, N - jc);
+      for (index_t pc = 0; pc < K; pc += KC) {
+        const index_t kc = std::min<index_t>(KC, K - pc), ks = Path::steps(kc);
+        const bool acc = accumulate || pc > 0, last = pc + kc == K;
+        // B panels KS * NR apart whatever this block's kc: a thread packing the next (shorter) K block never writes
+        // into a panel another thread still reads (it only ever reads its own)
+#if defined(_OPENMP)
+#pragma omp for schedule(static) nowait
+#endif
+        for (index_t jr = 0; jr < nc; jr += NR)
+          Path::pack_b(b, pc, jc + jr, kc, std::min<index_t>(NR, nc - jr), bpk + (jr / NR) * KS * NR);
+        for (index_t ic = 0; ic < M; ic += MC) {
+          const index_t mc = std::min<index_t>(MC, M - ic);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+          for (index_t ir = 0; ir < mc; ir += MR)
+            Path::pack_a(a, ic + ir, pc, std::min<index_t>(MR, mc - ir), kc, apk + (ir / MR) * ks * MR);
+#if defined(_OPENMP)
+#pragma omp for schedule(static) nowait
+#endif
+          for (index_t jr = 0; jr < nc; jr += NR) {
+            const index_t cols = std::min<index_t>(NR, nc - jr);
+            const E* bp = bpk + (jr / NR) * KS * NR;
+            for (index_t ir = 0; ir < mc; ir += MR) {
+              const index_t rows = std::min<index_t>(MR, mc - ir);
+              const E* ap = apk + (ir / MR) * ks * MR;
+              float* cp = c + (ic + ir) * ldc + jc + jr;
+              if (rows == MR && cols == NR) {
+                Path::tile(kc, ap, bp, cp, ldc, acc);
+              } else {
+                Path::tile(kc, ap, bp, tile, NR, false);
+                for (index_t i = 0; i < rows; ++i)
+                  for (index_t j = 0; j < cols; ++j) cp[i * ldc + j] = acc ? cp[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+              }
+              if constexpr (Epi::active)
+                if (last) epi(ic + ir, jc + jr, rows, cols);
+            }
+          }
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
+        }
+      }
+    }
+  }
+}
+
+/// Plain loops: C's rows split between the threads, each row summed in fp32 (k outer, j inner) and then stored or
+/// added; the epilogue runs on each thread's rows.
+template <class Epi>
+void bf16_gemm_portable(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_ref<bfloat16> b, float* c, index_t ldc,
+                        bool accumulate, int nt, const Epi& epi) {
+  auto rows = [&](index_t i0, index_t i1) {
+    if (i0 >= i1) return;
+    std::vector<float> sum(static_cast<std::size_t>(N));
+    for (index_t i = i0; i < i1; ++i) {
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (index_t k = 0; k < K; ++k) {
+        const float av = bf16_widen(a(i, k));
+        for (index_t j = 0; j < N; ++j) sum[std::size_t(j)] += av * bf16_widen(b(k, j));
+      }
+      float* ci = c + i * ldc;
+      for (index_t j = 0; j < N; ++j) ci[j] = accumulate ? ci[j] + sum[std::size_t(j)] : sum[std::size_t(j)];
+    }
+    if constexpr (Epi::active) epi(i0, 0, i1 - i0, N);
+  };
+#if defined(_OPENMP)
+  if (nt > 1 && M > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const index_t t = omp_get_thread_num(), n = omp_get_num_threads();
+      rows(M * t / n, M * (t + 1) / n);
+    }
+    return;
+  }
+#endif
+  (void)nt;
+  rows(0, M);
+}
+
+/// The path a product takes: the active one (amx_bf16 is not implemented: avx512_bf16).
+inline bf16_isa bf16_isa_for(index_t /*M*/, index_t /*N*/, index_t /*K*/) {
+  return bf16_isa(std::min(int(bf16_isa_active()), int(bf16::implemented)));
+}
+
+/// C = A * B (or C += A * B with accumulate): A M x K and B K x N bfloat16 through strides, C fp32 with row stride
+/// ldc (unit column stride), fp32 accumulation. An active epilogue is called as epi(i0, j0, rows, cols) on every
+/// tile of C once it is final (a single call with the whole of C when K is 0). Threads: up to nthreads, one for
+/// products under 2e6 flops.
+/// (Active epilogues of any type reach the body as one epilogue_ref: one instantiation of the kernel for them all.)
+template <class Epi = no_epilogue>
+void cpu_gemm_bf16(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_ref<bfloat16> b, float* c, index_t ldc,
+                   bool accumulate, int nthreads, const Epi& epi = {}) {
+  if constexpr (Epi::active && !is_epilogue_ref<Epi>) {
+    cpu_gemm_bf16(M, N, K, a, b, c, ldc, accumulate, nthreads, erase_epilogue<index_t, index_t, index_t, index_t>(epi));
+  } else {
+    if (M < 0 || N < 0 || K < 0 || ldc < N)
+      throw shape_error("bf16 GEMM: C [" + std::to_string(M) + ", " + std::to_string(N) + "] = A [" + std::to_string(M) + ", " +
+                        std::to_string(K) + "] * B [" + std::to_string(K) + ", " + std::to_string(N) + "] with ldc " +
+                        std::to_string(ldc) + ": extents must be >= 0 and ldc >= N");
+    if (M == 0 || N == 0) return;
+    stats::count_pass();
+    if (K == 0) {
+      if (!accumulate)
+        for (index_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, 0.0f);
+      if constexpr (Epi::active) epi(0, 0, M, N);
+      return;
+    }
+    const double flops = 2.0 * double(M) * double(N) * double(K);
+    const int nt = flops < 2e6 ? 1 : std::max(1, nthreads);
+    switch (bf16_isa_for(M, N, K)) {
+#if TESSERA_BF16_X86
+      case bf16_isa::amx_bf16:
+      case bf16_isa::avx512_bf16: return bf16_gemm_packed<bf16_path_avx512>(M, N, K, a, b, c, ldc, accumulate, nt, epi);
+#endif
+      case bf16_isa::portable: return bf16_gemm_portable(M, N, K, a, b, c, ldc, accumulate, nt, epi);
+      default: return bf16_gemm_packed<bf16_path_widen>(M, N, K, a, b, c, ldc, accumulate, nt, epi);
+    }
+  }
+}
+
+}  // namespace tessera::detail
