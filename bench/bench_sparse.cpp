@@ -1,0 +1,79 @@
+// Sparse Linear (kernels/cpu/sparse.hpp through prune::sparse_linear) against the dense fused Linear in the same
+// binary: 1024 -> 1024 at batch 64, bias + ReLU, 1 and 2 threads, weights 70 / 80 / 90 / 95 % zero (uniformly at
+// random, fixed seed). The dense side is the library's own Linear at inference: y = relu(matmul(x, W^T) + b), one GEMM
+// with bias and ReLU as its epilogue (what ad::linear runs for nn::Linear). Both write into a preallocated y.
+// Counters: dense_FLOP/s counts the dense-equivalent 2 B In Out per call on both sides (so the rates compare as
+// times do); nnz_FLOP/s counts the products actually done by the sparse kernel, 2 B nnz.
+// Issue 20's goal: BM_sparse_linear/sparsity:90 >= 2.5x BM_dense_linear (same thread count, same run).
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+
+#include <tessera/prune/sparse_linear.hpp>
+#include <tessera/tessera.hpp>
+
+namespace ts = tessera;
+
+namespace {
+constexpr ts::index_t kBatch = 64, kIn = 1024, kOut = 1024;
+using Mat = ts::Tensor<float, ts::Shape<ts::dyn, ts::dyn>, ts::cpu_threads>;
+using Vec = ts::Tensor<float, ts::Shape<ts::dyn>, ts::cpu_threads>;
+
+void fill(Mat& m, std::uint64_t seed) {
+  ts::Rng rng(seed);
+  for (ts::index_t i = 0; i < m.size(); ++i) m.data()[i] = float(rng.uniform()) - 0.5f;
+}
+
+/// W [kOut, kIn] with `percent_zero` % of its entries zero (each independently), the rest uniform in [-0.5, 0.5).
+Mat weight(int percent_zero) {
+  Mat w(kOut, kIn);
+  ts::Rng rng(7);
+  for (ts::index_t i = 0; i < w.size(); ++i) {
+    const double keep = rng.uniform();
+    const float v = float(rng.uniform()) - 0.5f;
+    w.data()[i] = keep * 100.0 < double(percent_zero) ? 0.0f : v;
+  }
+  return w;
+}
+
+void counters(benchmark::State& st, double nnz) {
+  st.counters["dense_FLOP/s"] =
+      benchmark::Counter(2.0 * double(kBatch) * double(kIn) * double(kOut) * double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["nnz_FLOP/s"] = benchmark::Counter(2.0 * double(kBatch) * nnz * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+
+void BM_dense_linear(benchmark::State& st) {
+  ts::cpu_threads::set_num_threads(int(st.range(0)));
+  Mat x(kBatch, kIn), w = weight(90), y(kBatch, kOut);
+  Vec bias(kOut);
+  fill(x, 1);
+  bias = 0.1f;
+  for (auto _ : st) {
+    y = ts::relu(ts::matmul(x, ts::transpose(w)) + bias);
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(st, double(kIn) * double(kOut));
+}
+
+void BM_sparse_linear(benchmark::State& st) {
+  ts::cpu_threads::set_num_threads(int(st.range(1)));
+  Mat x(kBatch, kIn), w = weight(int(st.range(0))), y(kBatch, kOut);
+  Vec bias(kOut);
+  fill(x, 1);
+  bias = 0.1f;
+  const ts::prune::sparse_linear<float, ts::cpu_threads> layer(w, bias, ts::activation::relu);
+  for (auto _ : st) {
+    layer.forward_into(x, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(st, double(layer.nnz()));
+  st.counters["density"] = layer.density();
+}
+}  // namespace
+
+BENCHMARK(BM_dense_linear)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_sparse_linear)
+    ->ArgsProduct({{70, 80, 90, 95}, {1, 2}})
+    ->ArgNames({"sparsity", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
