@@ -146,9 +146,13 @@ class int8_sequential {
   const layer_types& layers() const { return layers_; }
   template <std::size_t G>
   const auto& layer() const { return std::get<G>(layers_); }
- private:
+
+  /// Converts `model` with quantization parameters measured elsewhere (quant/qat.hpp's observers): c.range, c.dims
+  /// and c.per_channel as calibrate fills them.
   template <class M>
   int8_sequential(M& model, conversion c) : input_qp_(c.range[0]), layers_(convert(model, c, std::make_index_sequence<plan::count>{})) {}
+
+ private:
 
   /// Runs the float model over the calibration images with an observer on every activation.
   template <class M, class S, class PC>
