@@ -41,9 +41,10 @@ std::vector<ts::bf16_isa> paths() {
   }
   return v;
 }
-struct isa_scope {
+struct isa_scope {  // sets the cap, and puts back the one before (TESSERA_BF16_ISA's) afterwards
+  int before = ts::detail::bf16::limit().load();
   explicit isa_scope(ts::bf16_isa i) { ts::set_bf16_isa_limit(i); }
-  ~isa_scope() { ts::set_bf16_isa_limit(ts::bf16_isa::amx_bf16); }
+  ~isa_scope() { ts::set_bf16_isa_limit(ts::bf16_isa(before)); }
 };
 
 /// A matrix of bf16 values in [-1, 1) (rounded from floats), rows x cols at row stride ld and column stride cs.
