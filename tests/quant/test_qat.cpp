@@ -301,3 +301,54 @@ TEST_CASE("qat_model::convert before any forward is refused", "[quant][qat]") {
   q::qat_model<SmallCNN> qat(net);
   CHECK_THROWS_AS(qat.convert(), std::logic_error);
 }
+
+TEST_CASE("the folding operations' and the integer epilogue's gradients against finite differences", "[quant][qat]") {
+  // h(w, b, gamma, beta) = sum(c1 * unscale(conv(x, w * sf(gamma)) , sf, b)) + sum(c2 * fold_bias(b, beta, sf, rm))
+  //                        + sum(c3 * dequant_bias_act(conv(x, w), s, b))
+  ts::Tensor<float, ts::Shape<dyn, dyn, dyn, dyn>> x(2, 3, 5, 4), w(5, 3, 3, 3), c1(2, 5, 3, 2), c3(2, 5, 3, 2);
+  ts::Tensor<float, ts::Shape<dyn>> b(5), gamma(5), beta(5), rm(5), rv(5), c2(5);
+  fill(x, -1.0f, 1.0f, 1);
+  fill(w, -0.5f, 0.5f, 2);
+  fill(c1, -1.0f, 1.0f, 3);
+  fill(c3, -1.0f, 1.0f, 4);
+  fill(b, -0.3f, 0.3f, 5);
+  fill(gamma, 0.5f, 1.5f, 6);
+  fill(beta, -0.2f, 0.2f, 7);
+  fill(rm, -0.1f, 0.1f, 8);
+  fill(rv, 0.5f, 2.0f, 9);
+  fill(c2, -1.0f, 1.0f, 10);
+  const std::vector<float> s = {0.7f, 1.3f, 0.9f, 1.1f, 0.6f};
+  auto h = [&](ad::Var<float, 4, ts::cpu>& wv, ad::Var<float, 1, ts::cpu>& bv, ad::Var<float, 1, ts::cpu>& gv,
+               ad::Var<float, 1, ts::cpu>& betav) {
+    const ad::Var<float, 1, ts::cpu> none;
+    const auto sf = q::fold_scale(gv, rv);
+    const auto xv = ad::constant(x);
+    auto y1 = q::unscale_channels(ad::conv2d(xv, q::scale_channels(wv, sf), none), sf, bv);
+    auto y2 = q::fold_bias(bv, betav, sf, rm);
+    auto y3 = q::detail::dequant_bias_act(ad::conv2d(xv, wv, none), s, bv, false);
+    return ad::sum(y1 * ad::constant(c1)) + ad::sum(y2 * ad::constant(c2)) + ad::sum(y3 * ad::constant(c3));
+  };
+  ad::Var<float, 4, ts::cpu> wv(w, true);
+  ad::Var<float, 1, ts::cpu> bv(b, true), gv(gamma, true), betav(beta, true);
+  h(wv, bv, gv, betav).backward();
+  auto check = [&](auto& t, const auto& grad, const char* name) {
+    for (index_t i = 0; i < t.size(); i += 1 + t.size() / 9) {
+      const float keep = t.data()[i], step = 1e-2f;
+      t.data()[i] = keep + step;
+      ad::Var<float, 4, ts::cpu> w1(w, false);
+      ad::Var<float, 1, ts::cpu> b1(b, false), g1(gamma, false), e1(beta, false);
+      const double up = h(w1, b1, g1, e1).item();
+      t.data()[i] = keep - step;
+      ad::Var<float, 4, ts::cpu> w2(w, false);
+      ad::Var<float, 1, ts::cpu> b2(b, false), g2(gamma, false), e2(beta, false);
+      const double down = h(w2, b2, g2, e2).item();
+      t.data()[i] = keep;
+      INFO(name << "[" << i << "]");
+      CHECK(grad.data()[i] == Approx((up - down) / (2 * step)).epsilon(2e-2).margin(2e-3));
+    }
+  };
+  check(w, wv.grad(), "w");
+  check(b, bv.grad(), "b");
+  check(gamma, gv.grad(), "gamma");
+  check(beta, betav.grad(), "beta");
+}
