@@ -39,11 +39,11 @@ static_assert(prune::prunable_layers_v<SimpleCNN> == 3);
 using BNCNN = nn::Sequential<ts::Shape<dyn, 3, 12, 12>,
     nn::Conv2d<3, 8, 3, ts::conv2d_options{.padding = 1}>, nn::BatchNorm2d<8>, nn::ReLU, nn::MaxPool2d<2>,
     nn::Conv2d<8, 12, 3, ts::conv2d_options{.padding = 1}>, nn::BatchNorm2d<12>, nn::ReLU, nn::AvgPool2d<2>,
-    nn::Flatten, nn::Linear<12 * 3 * 3, 20>, nn::BatchNorm1d<20>, nn::ReLU, nn::Dropout<0.25>, nn::Linear<20, 5>>;
+    nn::Flatten, nn::Linear<12 * 3 * 3, 20>, nn::BatchNorm1d<20>, nn::ReLU, nn::GELU, nn::Linear<20, 5>>;
 using BNSmall = nn::Sequential<ts::Shape<dyn, 3, 12, 12>,
     nn::Conv2d<3, 5, 3, ts::conv2d_options{.padding = 1}>, nn::BatchNorm2d<5>, nn::ReLU, nn::MaxPool2d<2>,
     nn::Conv2d<5, 6, 3, ts::conv2d_options{.padding = 1}>, nn::BatchNorm2d<6>, nn::ReLU, nn::AvgPool2d<2>,
-    nn::Flatten, nn::Linear<6 * 3 * 3, 11>, nn::BatchNorm1d<11>, nn::ReLU, nn::Dropout<0.25>, nn::Linear<11, 5>>;
+    nn::Flatten, nn::Linear<6 * 3 * 3, 11>, nn::BatchNorm1d<11>, nn::ReLU, nn::GELU, nn::Linear<11, 5>>;
 static_assert(std::is_same_v<prune::with_widths_t<BNCNN, 5, 6, 11>, BNSmall>);
 
 using MLP = nn::Sequential<ts::Shape<dyn, 4, 5>, nn::Flatten, nn::Linear<20, 16>, nn::ReLU, nn::Linear<16, 12>, nn::Tanh,

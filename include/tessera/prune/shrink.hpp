@@ -311,7 +311,7 @@ void prune_channels(pruning<T>& p, Model& net, const std::vector<amount>& amount
     } else if constexpr (detail::bn_of<L>::value) {
       if (!rows.empty()) {
         const index_t block = index_t(detail::bn_of<L>::channels) / index_t(rows.size());
-        std::vector<T> m(std::size_t(detail::bn_of<L>::channels));
+        std::vector<T> m(static_cast<std::size_t>(detail::bn_of<L>::channels));
         for (std::size_t f = 0; f < m.size(); ++f) m[f] = rows[f / std::size_t(block)];
         p.custom_from_mask(net, at + "weight", m);
         p.custom_from_mask(net, at + "bias", m);
