@@ -151,18 +151,22 @@ TEST_CASE("sparse kernel: each activation with and without bias, batches ending 
   const auto w = make_weight(out, in, pattern::random90, 5);
   const auto csr = ts::detail::csr_from_dense<float>({w.data(), in, 1}, out, in);
   const auto bias = values(out, 6);
-  for (index_t B : {1, 8, 9, 63, 64, 104, 129, 200})
+  std::vector<float> y1;
+  for (index_t B : {1, 8, 9, 63, 64, 104, 129, 200, 300, 517})  // from 256 rows 2 threads split the batch
     for (ts::activation a : all_acts)
       for (bool with_bias : {false, true})
-        for (int nt : {1, 2}) {
+        for (int nt : {1, 2}) {  // 1 first
           const auto x = values(B * in, 7);
           std::vector<double> ref, scale;
           reference(w, out, in, x.data(), B, in, 1, with_bias ? bias.data() : nullptr, a, ref, scale);
           std::vector<float> y(std::size_t(B * out));
           ts::detail::cpu_sparse_linear<float>(csr, B, {x.data(), in, 1}, with_bias ? bias.data() : nullptr, a, y.data(), out, nt, 0.0);
-          check_close(y.data(), out, B, out, ref, scale,
-                      "B " + std::to_string(B) + ", act " + std::to_string(int(a)) + (with_bias ? ", bias" : "") + ", threads " +
-                          std::to_string(nt));
+          const std::string what = "B " + std::to_string(B) + ", act " + std::to_string(int(a)) + (with_bias ? ", bias" : "") +
+                                   ", threads " + std::to_string(nt);
+          check_close(y.data(), out, B, out, ref, scale, what);
+          if (nt == 1) y1 = y;
+          INFO(what);
+          CHECK(std::memcmp(y1.data(), y.data(), y.size() * sizeof(float)) == 0);  // 2 threads: the same bits as 1
         }
 }
 

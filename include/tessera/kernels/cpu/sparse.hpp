@@ -7,17 +7,23 @@
 //
 // Scheme (measured on the 2-core AMD EPYC Zen 3 guest, AVX2 + FMA): x is transposed once per call into blocks of
 // `width` batch rows (64 floats with AVX2 or AVX-512: a row k of a block, x[b0 .. b0+64, k], is 8 AVX2 vectors in a
-// row of memory); then every output row o runs over its nonzeros (k, w) doing acc[0 .. width) += w * xT[k][..]:
-// the accumulators stay in registers for the whole row (one broadcast, 8 loads and 8 FMAs per nonzero with AVX2), so
-// the work is proportional to the nonzeros, not to In. Bias and activation are applied to the accumulators, the row
-// is stored into a 16-row tile and the tile is written to y transposed (16 consecutive outputs of each batch row).
-// A batch that is not a multiple of the width ends in narrower blocks (halving the vectors: 64 + 32 + 8 for B = 104),
-// so at most one vector's lanes are wasted. The block of x (In x 64 floats: 256 KiB at In = 1024) is read from L2.
+// row of memory; 8 x 8 register transposes); then every output row o runs over its nonzeros (k, w) doing
+// acc[0 .. width) += w * xT[k][..]: the accumulators stay in registers for the whole row (one broadcast, 8 loads and
+// 8 FMAs per nonzero with AVX2; the rows of xT 8 nonzeros ahead prefetched), so the work is proportional to the
+// nonzeros, not to In. Bias and activation are applied to the accumulators, the row is stored into a 16-row tile and
+// the tile is written to y transposed (16 consecutive outputs of each batch row). A batch that is not a multiple of
+// the width ends in narrower blocks (halving the vectors: 64 + 32 + 8 for B = 104), so at most one vector's lanes are
+// wasted. The block of x (In x 64 floats: 256 KiB at In = 1024) is read from L2: at batch 64, 1024 -> 1024, a
+// nonzero costs about 3 ns on one thread (L2-bound; the transpositions add about 50 us).
+// Small batches gain less: below 8 rows a vector still holds 8 lanes, and the dense GEMM's skinny path is fast there
+// (batch 1 needs about 90 % zeros to win).
 //
-// Threads (OpenMP, nthreads as cpu_gemm takes them, e.g. cpu_threads::num_threads()): the transposition is shared,
-// then each thread takes a run of 16-row strips holding about the same number of nonzeros (plus a per-row cost), so a
-// layer whose rows are unevenly pruned still splits evenly; a product of under 2 MFLOP (2 B nnz) runs on one thread.
-// Results do not depend on the thread count (each output is summed by one thread in one fixed order).
+// Threads (OpenMP, nthreads as cpu_gemm takes them, e.g. cpu_threads::num_threads()): from 128 batch rows per thread
+// the threads split the batch in whole 64-row blocks; below, they split the output rows in runs of 16-row strips
+// holding about the same number of nonzeros (plus a per-row cost: unevenly pruned rows still split evenly), each
+// thread transposing x for itself. No barrier, nothing one thread writes is read by another. A product of under
+// 0.2 MFLOP (2 B nnz) runs on one thread. Every output is summed by one thread in the same order whatever the thread
+// count (rows fall into blocks of the same widths), so results do not depend on it.
 //
 // Guarantees: x is read through any row and column strides (a slice, a transposed view); y has unit column stride
 // and row stride ldy; y must not overlap x. An empty row gives act(bias). Dropping zeros changes one thing against the
@@ -32,6 +38,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tessera/core/ops.hpp"
@@ -42,6 +49,9 @@
 
 #if defined(_OPENMP)
 #include <omp.h>
+#endif
+#if TESSERA_SIMD && defined(__AVX__)
+#include <immintrin.h>
 #endif
 
 namespace tessera::detail {
@@ -227,60 +237,146 @@ void sparse_strip_nv(int nv, const index_t* rp, const std::int32_t* ci, const T*
   else if constexpr (NV > 1) sparse_strip_nv<T, NV / 2>(nv, rp, ci, cv, o0, rows, xt, bias, act, tile);
 }
 
+/// dst[c * ldd + r] = src[r * lds + c] for r < R, c < C: 8 x 8 tiles in AVX registers for floats, the rest by scalars.
+template <class T>
+void sparse_transpose_into(const T* __restrict src, index_t lds, index_t R, index_t C, T* __restrict dst, index_t ldd) {
+  index_t r0 = 0;
+#if TESSERA_SIMD && defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; r0 + 8 <= R; r0 += 8) {
+      index_t c0 = 0;
+      for (; c0 + 8 <= C; c0 += 8) {
+        const float* s0 = src + r0 * lds + c0;
+        __m256 r[8], t[8];
+        TS_UNROLL
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s0 + i * lds);
+        TS_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        TS_UNROLL
+        for (int h = 0; h < 2; ++h) {  // rows 4h .. 4h+3: their 4 x 4 transposes in each 128-bit half
+          r[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+          r[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+          r[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+          r[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        float* d0 = dst + c0 * ldd + r0;
+        TS_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          _mm256_storeu_ps(d0 + i * ldd, _mm256_permute2f128_ps(r[i], r[4 + i], 0x20));
+          _mm256_storeu_ps(d0 + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[4 + i], 0x31));
+        }
+      }
+      for (; c0 < C; ++c0)
+        for (index_t i = r0; i < r0 + 8; ++i) dst[c0 * ldd + i] = src[i * lds + c0];
+    }
+  }
+#endif
+  for (; r0 < R; ++r0)
+    for (index_t c = 0; c < C; ++c) dst[c * ldd + r0] = src[r0 * lds + c];
+}
+
 /// The block's transposed x, rows [k0, k1): xt[k * W + j] = x[b0 + j, k] (0 for j >= valid), W = nv * lanes.
 template <class T>
 void sparse_transpose(mat_ref<T> x, const sparse_batch_block& blk, index_t k0, index_t k1, T* xt) {
   const index_t W = index_t(blk.nv) * sparse_blocking<T>::lanes;
-  constexpr index_t KB = 16;  // 16 columns of x at a time: 16 rows of xt written, each a run of W
-  for (index_t kb = k0; kb < k1; kb += KB) {
-    const index_t ke = std::min(k1, kb + KB);
-    for (index_t j = 0; j < blk.valid; ++j) {
-      const T* src = x.p + (blk.b0 + j) * x.rs;
-      if (x.cs == 1)
-        for (index_t k = kb; k < ke; ++k) xt[k * W + j] = src[k];
-      else
+  if (x.cs == 1) {
+    sparse_transpose_into<T>(x.p + blk.b0 * x.rs + k0, x.rs, blk.valid, k1 - k0, xt + k0 * W, W);
+  } else {
+    constexpr index_t KB = 16;  // 16 columns of x at a time: 16 rows of xt written, each a run of W
+    for (index_t kb = k0; kb < k1; kb += KB) {
+      const index_t ke = std::min(k1, kb + KB);
+      for (index_t j = 0; j < blk.valid; ++j) {
+        const T* src = x.p + (blk.b0 + j) * x.rs;
         for (index_t k = kb; k < ke; ++k) xt[k * W + j] = src[k * x.cs];
+      }
     }
-    for (index_t k = kb; k < ke; ++k) std::fill(xt + k * W + blk.valid, xt + (k + 1) * W, T(0));
+  }
+  if (blk.valid < W)
+    for (index_t k = k0; k < k1; ++k) std::fill(xt + k * W + blk.valid, xt + (k + 1) * W, T(0));
+}
+
+#ifndef TESSERA_SPARSE_SPLIT
+#define TESSERA_SPARSE_SPLIT 0  // threads split: 0 chosen per call, 1 the batch, 2 the output rows (for measurements)
+#endif
+
+/// One thread's part of cpu_sparse_linear: batch rows [bb, be) against output rows [o0, o1) (o0 a multiple of the strip).
+/// Its rows of x are transposed into this thread's own buffer (nothing shared, no barrier), then every batch block
+/// runs over every strip (blocks outer: a block's transposed x, In x 64 floats, stays in L2 while the weights stream).
+template <class T>
+void sparse_linear_part(const csr_matrix<T>& w, index_t bb, index_t be, index_t o0, index_t o1, mat_ref<T> x, const T* bias,
+                        activation act, T* y, index_t ldy) {
+  using BL = sparse_blocking<T>;
+  constexpr int L = BL::lanes, NVF = BL::nv, STRIP = BL::strip;
+  const index_t In = w.cols;
+  if (bb >= be || o0 >= o1) return;
+  // the batch blocks: full ones, then the rest in halving widths (q vectors left: q's binary digits)
+  sparse_batch_block blocks[64];
+  int nblocks = 0;
+  auto add = [&](index_t b0, index_t valid, int nv) {
+    if (nblocks == 64) return false;
+    blocks[nblocks++] = {b0, valid, nv};
+    return true;
+  };
+  T* xt = nullptr;
+  alignas(64) T tile[STRIP * BL::width];
+  for (index_t c0 = bb; c0 < be;) {  // chunks of up to 64 blocks (xt: In x 64 x 64 at most)
+    nblocks = 0;
+    index_t b0 = c0;
+    for (; be - b0 >= BL::width && add(b0, BL::width, NVF); b0 += BL::width) {
+    }
+    if (nblocks < 64 && b0 < be) {
+      const index_t q = (be - b0 + L - 1) / L;
+      for (int nv = NVF; nv >= 1; nv /= 2)  // q <= NVF: one full-width block when q is NVF
+        if ((q & nv) && add(b0, std::min<index_t>(index_t(nv) * L, be - b0), nv)) b0 += index_t(nv) * L;
+    }
+    const sparse_batch_block& last = blocks[nblocks - 1];
+    const index_t padded = last.b0 + index_t(last.nv) * L - c0;
+    xt = sparse_buffers<T>::of_this_thread().grow(std::size_t(std::max<index_t>(padded * In, 1)));
+    for (int i = 0; i < nblocks; ++i) sparse_transpose<T>(x, blocks[i], 0, In, xt + (blocks[i].b0 - c0) * In);
+    for (int i = 0; i < nblocks; ++i) {
+      const auto& blk = blocks[i];
+      const T* xb = xt + (blk.b0 - c0) * In;
+      const index_t W = index_t(blk.nv) * L;
+      for (index_t s = o0; s < o1; s += STRIP) {
+        const index_t rows = std::min<index_t>(STRIP, o1 - s);
+        sparse_strip_nv<T, NVF>(blk.nv, w.row_ptr.data(), w.col.data(), w.val.data(), s, rows, xb, bias, act, tile);
+        sparse_transpose_into<T>(tile, W, rows, blk.valid, y + blk.b0 * ldy + s, ldy);  // the tile's columns: rows of y
+      }
+    }
+    c0 = std::min(be, last.b0 + last.valid);
   }
 }
 
 /// y[B, Out] = act(x[B, In] w^T + bias) for the CSR weight w [Out, In]; bias has Out elements or is null; y row stride
-/// ldy, unit column stride, not overlapping x. Threads: up to nthreads, one below min_parallel_flops (2 B nnz; the
-/// tests pass 0 to split even tiny products).
+/// ldy, unit column stride, not overlapping x. Threads: up to nthreads, one below min_parallel_flops (2 B nnz; at
+/// 0.1 MFLOP 2 threads measured level with 1; the tests pass 0 to split even tiny products). With two full blocks (128 rows) or more per thread the threads split the
+/// batch in whole blocks (each transposes and computes its own rows); otherwise they split the output rows in 16-row
+/// strips of about equal cost (nonzeros plus 4 per row), each transposing all of x for itself. Either way no barrier
+/// and nothing written by one thread is read by another (a transposition shared through a barrier made each thread
+/// read half of it from the other core's cache: at 99 % zeros, batch 64, 2 threads took 123 us against 1 thread's 83).
 template <class T>
 void cpu_sparse_linear(const csr_matrix<T>& w, index_t B, mat_ref<T> x, const T* bias, activation act, T* y, index_t ldy,
-                       int nthreads, double min_parallel_flops = 2e6) {
+                       int nthreads, double min_parallel_flops = 2e5) {
   using BL = sparse_blocking<T>;
-  constexpr int L = BL::lanes, NVF = BL::nv, STRIP = BL::strip;
-  const index_t Out = w.rows, In = w.cols;
+  constexpr int STRIP = BL::strip;
+  const index_t Out = w.rows;
   if (B == 0 || Out == 0) return;
   stats::count_pass();
-  // the batch blocks: full ones, then the rest in halving widths (q vectors left: q's binary digits)
-  std::vector<sparse_batch_block> blocks;
-  index_t b0 = 0;
-  for (; B - b0 >= BL::width; b0 += BL::width) blocks.push_back({b0, BL::width, NVF});
-  if (b0 < B) {
-    const index_t q = (B - b0 + L - 1) / L;
-    for (int nv = NVF; nv >= 1; nv /= 2)  // q <= NVF: one full-width block when q is NVF
-      if (q & nv) {
-        blocks.push_back({b0, std::min<index_t>(index_t(nv) * L, B - b0), nv});
-        b0 += index_t(nv) * L;
-      }
-  }
-  const index_t nblocks = index_t(blocks.size());
-  const index_t padded = blocks.back().b0 + index_t(blocks.back().nv) * L;
-  T* const xt = sparse_buffers<T>::of_this_thread().grow(std::size_t(std::max<index_t>(padded * In, 1)));
   const index_t strips = (Out + STRIP - 1) / STRIP;
   const double flops = 2.0 * double(w.nnz()) * double(B);
-  const int nt = int(std::min<index_t>(flops < min_parallel_flops ? 1 : std::max(1, nthreads), strips));
+  int nt = flops < min_parallel_flops ? 1 : std::max(1, nthreads);
+  const bool batch_split = TESSERA_SPARSE_SPLIT == 1 || (TESSERA_SPARSE_SPLIT == 0 && B >= index_t(nt) * 2 * BL::width);
+  nt = int(std::min<index_t>(nt, batch_split ? std::max<index_t>(1, B / BL::width) : strips));
   const index_t* rp = w.row_ptr.data();
   // strip s's cost from the start: its nonzeros plus 4 per row (the epilogue and the write), monotone in s
   auto cost_before = [&](index_t s) {
     const index_t o = std::min(Out, s * STRIP);
     return double(rp[o]) + 4.0 * double(o);
   };
-  auto first_strip = [&](int t, int n) {  // the first strip of thread t of n: equal shares of the cost
+  auto first_row = [&](int t, int n) {  // the first output row of thread t of n: equal shares of the cost, whole strips
     const double target = cost_before(strips) * double(t) / double(n);
     index_t lo = 0, hi = strips;
     while (lo < hi) {
@@ -288,44 +384,23 @@ void cpu_sparse_linear(const csr_matrix<T>& w, index_t B, mat_ref<T> x, const T*
       if (cost_before(mid) < target) lo = mid + 1;
       else hi = mid;
     }
-    return lo;
+    return std::min(Out, lo * STRIP);
   };
-  constexpr index_t KCH = 64;  // transposition work items: 64 rows of one block's xt
-  const index_t kchunks = (In + KCH - 1) / KCH;
-  auto transpose_item = [&](index_t item) {
-    const auto& blk = blocks[std::size_t(item / kchunks)];
-    const index_t k0 = (item % kchunks) * KCH;
-    sparse_transpose<T>(x, blk, k0, std::min(In, k0 + KCH), xt + blk.b0 * In);
-  };
-  auto compute = [&](int t, int n) {
-    alignas(64) T tile[STRIP * BL::width];
-    const index_t s1 = first_strip(t + 1, n);
-    for (index_t s = first_strip(t, n); s < s1; ++s) {
-      const index_t o0 = s * STRIP, rows = std::min<index_t>(STRIP, Out - o0);
-      for (const auto& blk : blocks) {
-        const T* xb = xt + blk.b0 * In;
-        sparse_strip_nv<T, NVF>(blk.nv, rp, w.col.data(), w.val.data(), o0, rows, xb, bias, act, tile);
-        const index_t W = index_t(blk.nv) * L;
-        for (index_t j = 0; j < blk.valid; ++j) {  // the tile's columns are batch rows of y
-          T* yr = y + (blk.b0 + j) * ldy + o0;
-          for (index_t i = 0; i < rows; ++i) yr[i] = tile[i * W + j];
-        }
-      }
-    }
+  // the first batch row of thread t of n: whole full-width blocks, the rest to the last thread, so that every row falls
+  // in a block of the same width as on one thread (the same sums, bit for bit)
+  auto first_batch_row = [&](int t, int n) { return t == n ? B : B / BL::width * t / n * BL::width; };
+  auto part = [&](int t, int n) {
+    if (batch_split) sparse_linear_part<T>(w, first_batch_row(t, n), first_batch_row(t + 1, n), 0, Out, x, bias, act, y, ldy);
+    else sparse_linear_part<T>(w, 0, B, first_row(t, n), first_row(t + 1, n), x, bias, act, y, ldy);
   };
 #if defined(_OPENMP)
   if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-    {
-#pragma omp for schedule(static)
-      for (index_t item = 0; item < nblocks * kchunks; ++item) transpose_item(item);
-      compute(omp_get_thread_num(), omp_get_num_threads());
-    }
+    part(omp_get_thread_num(), omp_get_num_threads());
     return;
   }
 #endif
-  for (index_t item = 0; item < nblocks * kchunks; ++item) transpose_item(item);
-  compute(0, 1);
+  part(0, 1);
 }
 
 }  // namespace tessera::detail
