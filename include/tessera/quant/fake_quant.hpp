@@ -107,10 +107,15 @@ ad::Var<float, R, P> fake_quantize(const ad::Var<float, R, P>& x, qparams qp, in
     if (!dx) return;
     const float* gp = g.data();
     const std::uint8_t* m = mask->data();
+    const int nt = detail::loop_threads<P>(n);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
     for (index_t i = 0; i < n; ++i) {
       const float v = m[i] ? gp[i] : 0.0f;
       dx[i] = acc ? dx[i] + v : v;
     }
+    (void)nt;
   }, x);
 }
 
@@ -179,7 +184,13 @@ ad::Var<float, R, P> to_grid(const ad::Var<float, R, P>& x, qparams qp) {
     bool acc = false;
     float* dx = ad::detail::grad_of(x, acc);
     if (!dx) return;
-    for (index_t i = 0; i < n; ++i) dx[i] = acc ? dx[i] + g.data()[i] * inv : g.data()[i] * inv;
+    const float* gp = g.data();
+    const int nt = loop_threads<P>(n);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (index_t i = 0; i < n; ++i) dx[i] = acc ? dx[i] + gp[i] * inv : gp[i] * inv;
+    (void)nt;
   }, x);
 }
 
@@ -242,17 +253,29 @@ ad::Var<float, R, P> dequant_bias_act(const ad::Var<float, R, P>& y0, std::vecto
     bool acc_x = false, acc_b = false;
     float* dx = ad::detail::grad_of(y0, acc_x);
     float* db = ad::detail::grad_of(bias, acc_b);
-    if (db && !acc_b) std::fill(db, db + C, 0.0f);
+    std::vector<double> row_sum(std::size_t(N * C));  // per (image, channel), summed over the images after
+    const float* gp = g.data();
+    const float* op = out.data();
+    const int nt = loop_threads<P>(N * C * inner);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
     for (index_t r = 0; r < N * C; ++r) {
-      const index_t c = r % C;
-      const float s = (*sc)[std::size_t(c)];
+      const float s = (*sc)[std::size_t(r % C)];
       double sum = 0;
       for (index_t i = r * inner; i < (r + 1) * inner; ++i) {
-        const float gi = (!relu || out.data()[i] > 0.0f) ? g.data()[i] : 0.0f;
+        const float gi = (!relu || op[i] > 0.0f) ? gp[i] : 0.0f;
         if (dx) dx[i] = acc_x ? dx[i] + gi * s : gi * s;
         sum += gi;
       }
-      if (db) db[c] += float(sum);
+      row_sum[std::size_t(r)] = sum;
+    }
+    (void)nt;
+    if (!db) return;
+    for (index_t c = 0; c < C; ++c) {
+      double sum = 0;
+      for (index_t nn = 0; nn < N; ++nn) sum += row_sum[std::size_t(nn * C + c)];
+      db[c] = acc_b ? db[c] + float(sum) : float(sum);
     }
   };
   if (has_b) return V::make(std::move(y), std::move(back), y0, bias);
