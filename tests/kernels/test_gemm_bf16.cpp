@@ -1,7 +1,7 @@
 // The bf16 GEMM (kernels/cpu/gemm_bf16.hpp): C (fp32) = A (bf16) * B (bf16) on every path this CPU has, against a
 // reference summed in double from the same bf16 values (so the only error allowed is fp32 accumulation: 1e-5 times
-// sum_k |a_ik b_kj|). Paths the CPU lacks are reported and skipped; the avx512_bf16 path's packing of pairs along K
-// and its blocking run here through the same driver with a scalar stand-in for vdpbf16ps.
+// sum_k |a_ik b_kj|). Paths the CPU lacks are reported and skipped; the avx512_bf16 and amx_bf16 paths' layouts
+// (packing, blocking, tile shapes) run everywhere through the same driver with scalar stand-ins for their instructions.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -35,7 +35,7 @@ std::vector<ts::bf16_isa> paths() {
       if (!told[i]) {
         told[i] = true;
         std::printf("test_gemm_bf16: SKIPPED path %s: %s\n", std::string(ts::bf16_isa_name(ts::bf16_isa(i))).c_str(),
-                    i == int(ts::bf16_isa::amx_bf16) ? "not implemented (AMX machines take avx512_bf16)" : "not on this CPU");
+                    "not on this CPU (its layout and blocking run below with a scalar tile)");
       }
     }
   }
@@ -219,27 +219,15 @@ TEST_CASE("bf16 GEMM: NaN and infinity propagate", "[gemm_bf16]") {
 }
 
 namespace {
-/// The avx512_bf16 path's layout with a scalar stand-in for vdpbf16ps (lane j += a_even b_even + a_odd b_odd from
-/// the pairs), run through the same driver and blocking: what the real path does except the instruction itself and
-/// the AVX-512 interleaving of row-major B panels (bf16_pack_b_pairs_avx512).
-struct pairs_emulated {
-  using elem = std::uint32_t;
-  static constexpr int mr = 14, nr = 32;
-  static constexpr bool pairs = true;
-  static index_t kc_cap() { return TESSERA_BF16_KC; }
-  static index_t steps(index_t kc) { return (kc + 1) / 2; }
-  static index_t mc(index_t M, index_t kc) { return ts::detail::bf16_mc(M, kc, mr, index_t(TESSERA_BF16_MC) * TESSERA_BF16_KC); }
-  static void pack_a(ts::detail::mat_ref<bfloat16> a, index_t i0, index_t p0, index_t rows, index_t kc, std::uint32_t* out) {
-    ts::detail::bf16_pack_a_pairs<mr>(a, i0, p0, rows, kc, out);
-  }
-  static void pack_b(ts::detail::mat_ref<bfloat16> b, index_t p0, index_t j0, index_t kc, index_t cols, std::uint32_t* out) {
-    ts::detail::bf16_pack_b_pairs<nr>(b, p0, j0, kc, cols, out, false);
-  }
-  static float half(std::uint32_t w, int h) {
-    bfloat16 x;
-    x.bits = std::uint16_t(w >> (16 * h));
-    return float(x);
-  }
+float half(std::uint32_t w, int h) {
+  bfloat16 x;
+  x.bits = std::uint16_t(w >> (16 * h));
+  return float(x);
+}
+/// The avx512_bf16 path's layout (packing, blocking, tile shape) with a scalar stand-in for vdpbf16ps (lane j +=
+/// a_odd b_odd, then a_even b_even, from the pairs), run through the same driver: what the real path does except
+/// the instruction itself and the AVX-512 interleaving of row-major B panels (bf16_pack_b_pairs_avx512).
+struct pairs_emulated : ts::detail::bf16_pairs_layout<false> {
   static void tile(index_t kc, const std::uint32_t* a, const std::uint32_t* b, float* c, index_t ldc, bool acc) {
     for (int i = 0; i < mr; ++i)
       for (int j = 0; j < nr; ++j) {
@@ -253,27 +241,73 @@ struct pairs_emulated {
       }
   }
 };
-}  // namespace
+/// The amx_bf16 path's layout with a scalar stand-in for its four tdpbf16ps tiles: A row i's pair t at
+/// a[((t / 16) * 32 + i) * 16 + t % 16], B's at b[t * 32 + j], over the block's pairs rounded up to 16.
+struct amx_emulated : ts::detail::bf16_amx_layout<false> {
+  static void tile(index_t kc, const std::uint32_t* a, const std::uint32_t* b, float* c, index_t ldc, bool acc) {
+    for (int i = 0; i < mr; ++i)
+      for (int j = 0; j < nr; ++j) {
+        float s = acc ? c[i * ldc + j] : 0.0f;  // the tiles start from C (tileloadd) or from zero
+        for (index_t t = 0; t < steps(kc); ++t) {
+          const std::uint32_t x = a[((t / 16) * mr + i) * 16 + t % 16], y = b[t * nr + j];
+          s += half(x, 1) * half(y, 1);
+          s += half(x, 0) * half(y, 0);
+        }
+        c[i * ldc + j] = s;
+      }
+  }
+  static inline std::atomic<int> begun{0}, ended{0};
+  static void begin() { begun.fetch_add(1); }
+  static void end() { ended.fetch_add(1); }
+};
 
-TEST_CASE("bf16 GEMM: the pairs layout (avx512_bf16's packing and blocking) with a scalar vdpbf16ps", "[gemm_bf16]") {
-  std::mt19937 rng(24);
+template <class Path>
+void check_layout(const char* name, std::mt19937& rng) {
   struct shape {
     index_t M, N, K;
     bool bt;
   };
   for (const shape s : {shape{1, 1, 1, false}, {7, 33, 7, true}, {33, 65, 65, false}, {15, 31, 127, true}, {29, 40, 1025, false},
-                        {40, 29, 1025, true}, {400, 33, 700, false}})
+                        {40, 29, 1025, true}, {400, 33, 700, false}, {70, 20, 2100, true}})
     for (int threads : {1, 2}) {
       const bmat a(s.M, s.K, s.K + 1, 1, rng);
       const bmat b = s.bt ? bmat(s.K, s.N, 1, s.K, rng) : bmat(s.K, s.N, s.N, 1, rng);
       std::vector<double> want, mag;
       reference(a, b, want, mag);
       std::vector<float> c(std::size_t(s.M * s.N), -1.0f);
-      ts::detail::bf16_gemm_packed<pairs_emulated>(s.M, s.N, s.K, a.ref(), b.ref(), c.data(), s.N, false, threads,
-                                                   ts::detail::no_epilogue{});
-      INFO("M " << s.M << " N " << s.N << " K " << s.K << (s.bt ? " B = W^T" : "") << ", threads " << threads);
+      ts::detail::bf16_gemm_packed<Path>(s.M, s.N, s.K, a.ref(), b.ref(), c.data(), s.N, false, threads, ts::detail::no_epilogue{});
+      INFO(name << ": M " << s.M << " N " << s.N << " K " << s.K << (s.bt ? " B = W^T" : "") << ", threads " << threads);
       CHECK(mismatches(c.data(), s.N, s.M, s.N, want, mag) == 0);
+      std::vector<float> c2(std::size_t(s.M * s.N), 0.5f);
+      ts::detail::bf16_gemm_packed<Path>(s.M, s.N, s.K, a.ref(), b.ref(), c2.data(), s.N, true, threads, ts::detail::no_epilogue{});
+      CHECK(mismatches(c2.data(), s.N, s.M, s.N, want, mag, 0.5) == 0);
     }
+}
+}  // namespace
+
+TEST_CASE("bf16 GEMM: the amx_bf16 path's layout, blocking and tile hooks with a scalar tdpbf16ps", "[gemm_bf16]") {
+  std::mt19937 rng(26);
+  check_layout<amx_emulated>("AMX layout", rng);
+  CHECK(amx_emulated::begun.load() > 0);
+  CHECK(amx_emulated::begun.load() == amx_emulated::ended.load());  // every thread that configured the tiles released them
+  // the packed A words: row i's pair t at ((t / 16) * 32 + i) * 16 + t % 16, zero past K, past the rows and up to 16 pairs
+  const bmat a(3, 37, 37, 1, rng);
+  std::vector<std::uint32_t> pa(2 * 32 * 16, 0xdeadbeefu);
+  ts::detail::bf16_pack_a_amx<32>(a.ref(), 0, 0, 3, 37, 32, pa.data());
+  for (index_t t = 0; t < 32; ++t)
+    for (index_t i = 0; i < 32; ++i) {
+      std::uint32_t w = 0;
+      if (i < 3 && 2 * t < 37) w = std::uint32_t(a.v[std::size_t(i * 37 + 2 * t)].bits);
+      if (i < 3 && 2 * t + 1 < 37) w |= std::uint32_t(a.v[std::size_t(i * 37 + 2 * t + 1)].bits) << 16;
+      CHECK(pa[std::size_t(((t / 16) * 32 + i) * 16 + t % 16)] == w);
+    }
+  CHECK(ts::detail::bf16_kc(1100, 1024, 32) == 576);  // two blocks of whole 16-pair chunks, the last one short
+  CHECK(ts::detail::bf16_kc(1025, 512, 2) == 342);
+}
+
+TEST_CASE("bf16 GEMM: the pairs layout (avx512_bf16's packing and blocking) with a scalar vdpbf16ps", "[gemm_bf16]") {
+  std::mt19937 rng(24);
+  check_layout<pairs_emulated>("pairs layout", rng);
   // the packed words themselves: pair t of row / column x is (x[2t], x[2t+1]), 0 past K, zero rows and columns
   const bmat a(3, 5, 5, 1, rng), b(5, 3, 3, 1, rng);
   std::vector<std::uint32_t> pa(3 * 14), pb(3 * 32);
@@ -298,7 +332,6 @@ TEST_CASE("bf16 GEMM: the path choice, its names and its cap", "[gemm_bf16]") {
   CHECK(ts::bf16_isa_name(ts::bf16_isa::avx512_bf16) == "avx512_bf16");
   CHECK(ts::bf16_isa_name(ts::bf16_isa::amx_bf16) == "amx_bf16");
   CHECK(int(ts::bf16_isa_supported()) >= int(ts::bf16_isa::avx2));  // the widening path runs wherever the program does
-  CHECK(int(ts::bf16_isa_supported()) <= int(ts::bf16_isa::avx512_bf16));
   const char* env = std::getenv("TESSERA_BF16_ISA");
   std::printf("test_gemm_bf16: CPU offers %s, TESSERA_BF16_ISA=%s, path taken %s\n",
               std::string(ts::bf16_isa_name(ts::bf16_isa_supported())).c_str(), env ? env : "(unset)",
@@ -311,7 +344,8 @@ TEST_CASE("bf16 GEMM: the path choice, its names and its cap", "[gemm_bf16]") {
     CHECK(ts::bf16_isa_active() == ts::bf16_isa::portable);
     CHECK(ts::detail::bf16_isa_for(64, 64, 64) == ts::bf16_isa::portable);
   }
-  CHECK(int(ts::detail::bf16_isa_for(64, 64, 64)) <= int(ts::bf16_isa::avx512_bf16));
+  CHECK(ts::detail::bf16_isa_for(4, 64, 64) != ts::bf16_isa::amx_bf16);  // AMX wants 8 rows and 32 k at least
+  CHECK(ts::detail::bf16_isa_for(64, 64, 16) != ts::bf16_isa::amx_bf16);
 }
 
 TEST_CASE("bf16 GEMM through backend<cpu> and backend<cpu_threads>", "[gemm_bf16]") {

@@ -7,6 +7,9 @@
 //   backend<cpu>::gemm_bf16 / backend<cpu_threads>::gemm_bf16 (kernels/cpu/backend.hpp) call it.
 //
 // Paths, chosen at run time (kernels/cpu/gemm_bf16_pack.hpp: bf16_isa_active(), capped by TESSERA_BF16_ISA):
+//   amx_bf16     AMX tiles: a 32 x 32 block of C in four 16 x 16 fp32 tiles, A in two 16-row tiles of 16 pairs (64
+//                bytes a row), B in two tiles of 16 pairs x 16 columns; tdpbf16ps, K padded to 32 per block (zero
+//                pairs). Taken for products with at least 8 rows and 32 k (else avx512_bf16). DAZ/FTZ as below.
 //   avx512_bf16  A and B packed as pairs of bf16 along K (a 32-bit word per row or column and pair); vdpbf16ps adds
 //                a_even b_even + a_odd b_odd into 16 fp32 lanes; a 14 x 32 register tile (28 zmm accumulators, 2 B
 //                loads and 14 broadcasts of A's pairs per pair of k). The instruction treats bf16 denormals as zero
@@ -19,8 +22,7 @@
 // depends on the path and the blocking), so against a double reference the error is within about K * 2^-24 times
 // sum_k |a_ik b_kj| (in practice sqrt(K) times that). NaN and infinity propagate as in fp32 arithmetic (except that
 // the avx512_bf16 path flushes denormals, above).
-// Not here: AMX-BF16 tiles (bf16_isa::amx_bf16 is reserved; AMX machines take avx512_bf16), a skinny-M path (a
-// Linear at batch 1 packs all of B for one row), a prepacked B.
+// Not here: a skinny-M path (a Linear at batch 1 packs all of B for one row), a prepacked B.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -43,6 +45,9 @@
 #endif
 #ifndef TESSERA_BF16_MC
 #define TESSERA_BF16_MC 256  // rows of A per block at KC 512 (256 KiB of bf16: in L2)
+#endif
+#ifndef TESSERA_BF16_AMX_KC
+#define TESSERA_BF16_AMX_KC 1024  // k per block (amx_bf16): a multiple of 32
 #endif
 #ifndef TESSERA_BF16_NC
 #define TESSERA_BF16_NC 4096  // columns per B block (KC x NC: 4 MiB, in L3)
@@ -79,15 +84,64 @@ __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx512dq"))) inline 
     _mm512_storeu_ps(o + 16, _mm512_add_ps(old1, acc1[i]));
   }
 }
+
+/// Every tile 16 rows x 64 bytes (palette 1).
+struct alignas(64) bf16_amx_config {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+  bf16_amx_config() {
+    for (int i = 0; i < 8; ++i) colsb[i] = 64, rows[i] = 16;
+  }
+};
+__attribute__((target("amx-tile"))) inline void bf16_amx_begin() {
+  static const bf16_amx_config cfg;
+  _tile_loadconfig(&cfg);
+}
+__attribute__((target("amx-tile"))) inline void bf16_amx_end() { _tile_release(); }
+
+/// C[32 x 32] (+)= A (chunks of 16 pairs, bf16_pack_a_amx's layout, 32 rows) * B (pairs x 32 columns) with tdpbf16ps:
+/// tiles 0..3 hold C (rows 0-15 / 16-31 x columns 0-15 / 16-31), 4..5 A's two row halves, 6..7 B's two column halves.
+__attribute__((target("amx-tile,amx-bf16"))) inline void bf16_block_amx(index_t chunks, const std::uint32_t* a, const std::uint32_t* b,
+                                                                       float* c, index_t ldc, bool accumulate) {
+  const index_t sc = ldc * index_t(sizeof(float));
+  float* c10 = c + 16 * ldc;
+  if (accumulate) {
+    _tile_loadd(0, c, sc);
+    _tile_loadd(1, c + 16, sc);
+    _tile_loadd(2, c10, sc);
+    _tile_loadd(3, c10 + 16, sc);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (index_t q = 0; q < chunks; ++q) {
+    const std::uint32_t* aq = a + q * 32 * 16;  // 32 rows x 16 pairs
+    const std::uint32_t* bq = b + q * 16 * 32;  // 16 pairs x 32 columns (rows 128 bytes apart)
+    _tile_loadd(4, aq, 64);
+    _tile_loadd(6, bq, 128);
+    _tile_loadd(7, bq + 16, 128);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, aq + 16 * 16, 64);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, sc);
+  _tile_stored(1, c + 16, sc);
+  _tile_stored(2, c10, sc);
+  _tile_stored(3, c10 + 16, sc);
+}
 #endif
 
-/// K block for a product with K rows of B: blocks of equal size, at most about cap; even when the path packs pairs
-/// (so that every block but the last starts and ends on a pair).
-inline index_t bf16_kc(index_t K, index_t cap, bool pairs) {
+/// K block for a product with K rows of B: blocks of equal size, at most about cap, rounded up to a multiple of align
+/// (2 when the path packs pairs, 32 for AMX's 16 pairs a tile row: every block but the last is whole pairs / chunks).
+inline index_t bf16_kc(index_t K, index_t cap, index_t align) {
   const index_t kblocks = std::max<index_t>(1, (K + cap - 1) / cap);
-  index_t kc = std::max<index_t>(1, (K + kblocks - 1) / kblocks);
-  if (pairs) kc = (kc + 1) / 2 * 2;
-  return kc;
+  const index_t kc = std::max<index_t>(1, (K + kblocks - 1) / kblocks);
+  return (kc + align - 1) / align * align;
 }
 
 /// Rows of A per block: at most cap_elems / kc (a multiple of MR), in blocks of equal size (as gemm_mc).
@@ -102,7 +156,7 @@ inline index_t bf16_mc(index_t M, index_t kc, index_t MR, index_t cap_elems) {
 struct bf16_path_widen {
   using elem = float;
   static constexpr int mr = gemm_blocking<float>::mr, nr = gemm_blocking<float>::nr;
-  static constexpr bool pairs = false;
+  static constexpr index_t kc_align = 1;
   static index_t kc_cap() { return gemm_blocking<float>::kc; }
   static index_t steps(index_t kc) { return kc; }  ///< packed k steps in a block of kc
   static index_t mc(index_t M, index_t kc) { return gemm_mc<float>(M, kc); }
@@ -117,12 +171,13 @@ struct bf16_path_widen {
   }
 };
 
-#if TESSERA_BF16_X86
-/// The AVX512-BF16 path: pairs of bf16 and vdpbf16ps.
-struct bf16_path_avx512 {
+/// The layout of the avx512_bf16 path: pairs of bf16 along K, 14 x 32 tiles (Avx512: the CPU has AVX-512 BW for the
+/// interleaving of row-major B; the tests run this layout with a scalar tile where it has not).
+template <bool Avx512>
+struct bf16_pairs_layout {
   using elem = std::uint32_t;
   static constexpr int mr = 14, nr = 32;
-  static constexpr bool pairs = true;
+  static constexpr index_t kc_align = 2;
   static index_t kc_cap() { return TESSERA_BF16_KC; }
   static index_t steps(index_t kc) { return (kc + 1) / 2; }
   static index_t mc(index_t M, index_t kc) { return bf16_mc(M, kc, mr, index_t(TESSERA_BF16_MC) * TESSERA_BF16_KC); }
@@ -130,11 +185,44 @@ struct bf16_path_avx512 {
     bf16_pack_a_pairs<mr>(a, i0, p0, rows, kc, out);
   }
   static void pack_b(mat_ref<bfloat16> b, index_t p0, index_t j0, index_t kc, index_t cols, std::uint32_t* out) {
-    bf16_pack_b_pairs<nr>(b, p0, j0, kc, cols, out, true);
+    bf16_pack_b_pairs<nr>(b, p0, j0, kc, cols, out, Avx512);
   }
+};
+
+/// The layout of the amx_bf16 path: A in tile rows of 16 pairs, B pairs padded to whole chunks of 16, 32 x 32 blocks.
+template <bool Avx512>
+struct bf16_amx_layout {
+  using elem = std::uint32_t;
+  static constexpr int mr = 32, nr = 32;
+  static constexpr index_t kc_align = 32;
+  static index_t kc_cap() { return TESSERA_BF16_AMX_KC; }
+  static index_t steps(index_t kc) { return ((kc + 1) / 2 + 15) / 16 * 16; }  ///< pairs, rounded up to 16
+  static index_t mc(index_t M, index_t kc) { return bf16_mc(M, kc, mr, index_t(TESSERA_BF16_MC) * TESSERA_BF16_KC); }
+  static void pack_a(mat_ref<bfloat16> a, index_t i0, index_t p0, index_t rows, index_t kc, std::uint32_t* out) {
+    bf16_pack_a_amx<mr>(a, i0, p0, rows, kc, steps(kc), out);
+  }
+  static void pack_b(mat_ref<bfloat16> b, index_t p0, index_t j0, index_t kc, index_t cols, std::uint32_t* out) {
+    bf16_pack_b_pairs<nr>(b, p0, j0, kc, cols, out, Avx512);
+    const index_t np = (kc + 1) / 2;
+    std::memset(out + np * nr, 0, std::size_t(steps(kc) - np) * nr * sizeof(std::uint32_t));  // whole chunks
+  }
+};
+
+#if TESSERA_BF16_X86
+/// The AVX512-BF16 path: vdpbf16ps on the pairs layout.
+struct bf16_path_avx512 : bf16_pairs_layout<true> {
   static void tile(index_t kc, const std::uint32_t* a, const std::uint32_t* b, float* c, index_t ldc, bool acc) {
     bf16_tile_avx512<mr>(steps(kc), a, b, c, ldc, acc);
   }
+};
+
+/// The AMX-BF16 path: tdpbf16ps on the AMX layout; each thread loads the tile configuration before its first block.
+struct bf16_path_amx : bf16_amx_layout<true> {
+  static void tile(index_t kc, const std::uint32_t* a, const std::uint32_t* b, float* c, index_t ldc, bool acc) {
+    bf16_block_amx(steps(kc) / 16, a, b, c, ldc, acc);
+  }
+  static void begin() { bf16_amx_begin(); }
+  static void end() { bf16_amx_end(); }
 };
 #endif
 
@@ -164,7 +252,7 @@ void bf16_gemm_packed(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_
   using E = typename Path::elem;
   constexpr int MR = Path::mr, NR = Path::nr;
   constexpr index_t NC = std::max<index_t>(NR, index_t(TESSERA_BF16_NC) / NR * NR);
-  const index_t KC = bf16_kc(K, Path::kc_cap(), Path::pairs), KS = Path::steps(KC);
+  const index_t KC = bf16_kc(K, Path::kc_cap(), Path::kc_align), KS = Path::steps(KC);
   const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
   const index_t MC = Path::mc(M, KC);
   auto& ws = bf16_workspace::of_this_thread().template get<E>();
@@ -175,6 +263,7 @@ void bf16_gemm_packed(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_
 #endif
   {
     alignas(64) float tile[MR * NR];
+    if constexpr (requires { Path::begin(); }) Path::begin();
     for (index_t jc = 0; jc < N; jc += NC) {
       const index_t nc = std::min<index_t>(NC, N - jc);
       for (index_t pc = 0; pc < K; pc += KC) {
@@ -221,6 +310,7 @@ void bf16_gemm_packed(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_
         }
       }
     }
+    if constexpr (requires { Path::end(); }) Path::end();
   }
 }
 
@@ -257,9 +347,11 @@ void bf16_gemm_portable(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, ma
   rows(0, M);
 }
 
-/// The path a product takes: the active one (amx_bf16 is not implemented: avx512_bf16).
-inline bf16_isa bf16_isa_for(index_t /*M*/, index_t /*N*/, index_t /*K*/) {
-  return bf16_isa(std::min(int(bf16_isa_active()), int(bf16::implemented)));
+/// The path a product takes: the active one, except that AMX needs rows and k to fill its tiles (16 x 32).
+inline bf16_isa bf16_isa_for(index_t M, index_t /*N*/, index_t K) {
+  const bf16_isa isa = bf16_isa_active();
+  if (isa == bf16_isa::amx_bf16 && (M < 8 || K < 32)) return bf16_isa::avx512_bf16;
+  return isa;
 }
 
 /// C = A * B (or C += A * B with accumulate): A M x K and B K x N bfloat16 through strides, C fp32 with row stride
@@ -289,7 +381,7 @@ void cpu_gemm_bf16(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_ref
     const int nt = flops < 2e6 ? 1 : std::max(1, nthreads);
     switch (bf16_isa_for(M, N, K)) {
 #if TESSERA_BF16_X86
-      case bf16_isa::amx_bf16:
+      case bf16_isa::amx_bf16: return bf16_gemm_packed<bf16_path_amx>(M, N, K, a, b, c, ldc, accumulate, nt, epi);
       case bf16_isa::avx512_bf16: return bf16_gemm_packed<bf16_path_avx512>(M, N, K, a, b, c, ldc, accumulate, nt, epi);
 #endif
       case bf16_isa::portable: return bf16_gemm_portable(M, N, K, a, b, c, ldc, accumulate, nt, epi);

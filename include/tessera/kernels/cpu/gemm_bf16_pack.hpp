@@ -3,6 +3,7 @@
 //   bf16_isa, bf16_isa_name/supported/active, set_bf16_isa_limit   the run-time choice (TESSERA_BF16_ISA caps it)
 //   detail::bf16_widen                                              a bfloat16 as the float it is (exact)
 //   detail::bf16_pack_a_pairs, bf16_pack_b_pairs                    bf16 pairs along K (the avx512_bf16 path)
+//   detail::bf16_pack_a_amx                                         A's pairs in AMX tile rows (the amx_bf16 path)
 //   detail::bf16_pack_a_widen, bf16_pack_b_widen                    fp32 panels in gemm.hpp's layouts (the avx2 path)
 // Guarantees: packing is exact (pairs are copies of the bits; widening a bf16 to fp32 is exact); padding (rows past
 // M, columns past N, the second half of the last pair when K is odd) is zero, so it contributes nothing.
@@ -22,6 +23,10 @@
 #define TESSERA_BF16_X86 1
 #include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #else
 #define TESSERA_BF16_X86 0
 #endif
@@ -33,7 +38,7 @@ namespace tessera {
 ///   avx2         bf16 widened to fp32 while packing, then gemm.hpp's fp32 micro-kernel as this build compiles it
 ///                (6 x 16 AVX2 FMA under -march=x86-64-v3 / znver3; every build has this path)
 ///   avx512_bf16  vdpbf16ps on pairs of bf16 along K, a 14 x 32 fp32 register tile (Zen 4, Sapphire Rapids, ...)
-///   amx_bf16     reserved for Intel AMX tiles (tdpbf16ps); not implemented: a CPU with AMX takes avx512_bf16
+///   amx_bf16     Intel AMX tiles (tdpbf16ps): a 32 x 32 block of C in four 16 x 16 tiles (Sapphire Rapids, ...)
 enum class bf16_isa : int { portable = 0, avx2 = 1, avx512_bf16 = 2, amx_bf16 = 3 };
 
 inline constexpr std::string_view bf16_isa_name(bf16_isa i) {
@@ -48,12 +53,24 @@ inline constexpr std::string_view bf16_isa_name(bf16_isa i) {
 
 namespace detail::bf16 {
 
-/// The best path implemented here (amx_bf16 is not).
-inline constexpr bf16_isa implemented = bf16_isa::avx512_bf16;
+/// The best path implemented here.
+inline constexpr bf16_isa implemented = bf16_isa::amx_bf16;
 
 #if TESSERA_BF16_X86
+/// Linux 5.16+ hands out the AMX tile data state only on request (once per process); false: no AMX.
+inline bool os_grants_amx() {
+#if defined(__linux__)
+  constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+  return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 /// What the CPU and the OS offer: AVX512-BF16 is CPUID.(EAX=7,ECX=1):EAX bit 5, with AVX-512 F/BW/VL/DQ and the OS
-/// saving the ZMM state (XCR0 bits 1, 2, 5, 6, 7); the widening path needs nothing beyond what this build runs on.
+/// saving the ZMM state (XCR0 bits 1, 2, 5, 6, 7); AMX-BF16 is CPUID.(7,0):EDX bit 22 with AMX-TILE (bit 24), the OS
+/// saving the tile state (XCR0 bits 17, 18) and granting it (arch_prctl), on top of AVX512-BF16 (its packing uses
+/// AVX-512); the widening path needs nothing beyond what this build runs on.
 inline bf16_isa detect() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(1, 0, &a, &b, &c, &d)) return bf16_isa::avx2;
@@ -64,10 +81,12 @@ inline bf16_isa detect() {
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return bf16_isa::avx2;
   const unsigned max_subleaf = a;
   const bool avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+  const bool amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1, os_amx = ((lo >> 17) & 3) == 3;
   bool avx512bf16 = false;
   if (max_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512bf16 = (a >> 5) & 1;
-  if (avx512f && avx512dq && avx512bw && avx512vl && avx512bf16 && os_avx512) return bf16_isa::avx512_bf16;
-  return bf16_isa::avx2;
+  if (!(avx512f && avx512dq && avx512bw && avx512vl && avx512bf16 && os_avx512)) return bf16_isa::avx2;
+  if (amx_bf16 && amx_tile && os_amx && os_grants_amx()) return bf16_isa::amx_bf16;
+  return bf16_isa::avx512_bf16;
 }
 #else
 inline bf16_isa detect() { return bf16_isa::avx2; }
@@ -125,6 +144,26 @@ void bf16_pack_a_pairs(mat_ref<bfloat16> a, index_t i0, index_t p0, index_t rows
   }
   for (index_t i = rows; i < MR; ++i)
     for (index_t t = 0; t < np; ++t) out[t * MR + i] = 0;
+}
+
+/// A[i0 .. i0+rows) x [p0 .. p0+kc) as AMX A tiles: pairs in chunks of 16 (an AMX tile row: 64 bytes), pair t of
+/// row i at out[((t / 16) * MR + i) * 16 + t % 16]; np16 = pairs rounded up to 16. Rows past `rows` and pairs past
+/// the block's are zero.
+template <int MR>
+void bf16_pack_a_amx(mat_ref<bfloat16> a, index_t i0, index_t p0, index_t rows, index_t kc, index_t np16, std::uint32_t* out) {
+  const index_t np = (kc + 1) / 2, full = kc / 2;
+  auto at = [&](index_t i, index_t t) -> std::uint32_t& { return out[((t / 16) * MR + i) * 16 + t % 16]; };
+  for (index_t i = 0; i < rows; ++i) {
+    const bfloat16* r = a.p + (i0 + i) * a.rs + p0 * a.cs;
+    if (a.cs == 1)
+      for (index_t t = 0; t < full; ++t) std::memcpy(&at(i, t), r + 2 * t, 4);
+    else
+      for (index_t t = 0; t < full; ++t) at(i, t) = bf16_pair(r[2 * t * a.cs], r[(2 * t + 1) * a.cs]);
+    if (full < np) at(i, full) = bf16_pair(r[2 * full * a.cs], bfloat16{});
+    for (index_t t = np; t < np16; ++t) at(i, t) = 0;
+  }
+  for (index_t i = rows; i < MR; ++i)
+    for (index_t t = 0; t < np16; ++t) at(i, t) = 0;
 }
 
 #if TESSERA_BF16_X86
