@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <tessera/nn/layers.hpp>
+#include <tessera/nn/sequential.hpp>
 #include <tessera/prune/sparse_linear.hpp>
 
 #include "../test_support.hpp"
@@ -292,4 +293,78 @@ TEST_CASE("dense_density and worth_sparse", "[prune][sparse]") {
   CHECK_FALSE(pr::worth_sparse(w));
   Mat empty(0, 3);
   CHECK(pr::dense_density(empty) == 0.0);
+}
+
+namespace {
+/// Zero every weight of v whose draw falls below `zero` (uniform draws from seed).
+template <class V>
+void prune_var(V& v, double zero, std::uint64_t seed) {
+  ts::Rng rng(seed);
+  auto& t = v.mutable_value();
+  for (index_t i = 0; i < t.size(); ++i)
+    if (rng.uniform() < zero) t.data()[i] = 0.0f;
+}
+/// max |a - b| <= tol (|b| + 1) over every element.
+template <class A, class Bt>
+void check_same(const A& a, const Bt& b, double tol) {
+  REQUIRE(a.dims() == b.dims());
+  index_t bad = 0;
+  for (index_t i = 0; i < a.size(); ++i)
+    bad += !(std::fabs(double(a.data()[i]) - double(b.data()[i])) <= tol * (std::fabs(double(b.data()[i])) + 1.0));
+  CHECK(bad == 0);
+}
+}  // namespace
+
+TEST_CASE("sparse_inference: a model's pruned Linear layers run sparse, the output is the model's", "[prune][sparse]") {
+  namespace nn = ts::nn;
+  namespace pr = ts::prune;
+  using MLP = nn::Sequential<ts::Shape<ts::dyn, 33>, nn::Linear<33, 127>, nn::ReLU, nn::Linear<127, 65>, nn::Tanh,
+                             nn::Linear<65, 7, false>, nn::Sigmoid, nn::Linear<7, 5>>;
+  MLP net(4);
+  prune_var(net.layer<0>().weight, 0.9, 1);   // sparse, ReLU fused
+  prune_var(net.layer<2>().weight, 0.75, 2);  // sparse, Tanh fused
+  prune_var(net.layer<4>().weight, 0.95, 3);  // sparse, no bias, Sigmoid fused
+  prune_var(net.layer<6>().weight, 0.5, 4);   // stays dense
+  net.eval();
+  for (int nt : {1, 2}) {
+    ts::cpu_threads::set_num_threads(nt);
+    pr::sparse_inference fast(net);
+    CHECK(fast.num_sparse() == 3);
+    CHECK(fast.is_sparse(0));
+    CHECK(fast.is_sparse(2));
+    CHECK(fast.is_sparse(4));
+    CHECK_FALSE(fast.is_sparse(6));
+    CHECK_FALSE(fast.is_sparse(1));
+    for (index_t B : {1, 7, 65}) {
+      ts::Tensor<float, ts::Shape<ts::dyn, 33>, ts::cpu_threads> x(values(B * 33, std::uint64_t(B)), {B, 33});
+      check_same(fast.predict(x), net.predict(x), 1e-5);
+    }
+    pr::sparse_inference strict(net, 0.92);  // only the 95 % layer reaches 92 % zeros
+    CHECK(strict.num_sparse() == 1);
+    CHECK(strict.is_sparse(4));
+    // weights changed after building: rebuild() picks them up
+    auto& w0 = net.layer<0>().weight.mutable_value();
+    const float saved = w0.data()[5];
+    w0.data()[5] = saved == 0.0f ? 0.5f : 2.0f * saved;
+    ts::Tensor<float, ts::Shape<ts::dyn, 33>, ts::cpu_threads> x(values(7 * 33, 9), {7, 33});
+    fast.rebuild();
+    check_same(fast.predict(x), net.predict(x), 1e-5);
+    w0.data()[5] = saved;
+  }
+  ts::cpu_threads::set_num_threads(0);
+}
+
+TEST_CASE("sparse_inference: convolution groups run as the model runs them", "[prune][sparse]") {
+  namespace nn = ts::nn;
+  namespace pr = ts::prune;
+  using CNN = nn::Sequential<ts::Shape<ts::dyn, 1, 8, 8>, nn::Conv2d<1, 4, 3, {.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
+                             nn::Flatten, nn::Linear<64, 33>, nn::ReLU, nn::Linear<33, 5>>;
+  CNN net(2);
+  prune_var(net.layer<4>().weight, 0.85, 5);
+  net.eval();
+  pr::sparse_inference fast(net);
+  CHECK(fast.num_sparse() == 1);
+  CHECK(fast.is_sparse(4));
+  ts::Tensor<float, ts::Shape<ts::dyn, 1, 8, 8>, ts::cpu_threads> x(values(9 * 64, 3), {9, 1, 8, 8});
+  check_same(fast.predict(x), net.predict(x), 1e-5);
 }

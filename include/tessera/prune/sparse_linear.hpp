@@ -7,6 +7,8 @@
 //     auto y = fc(x);                                                // x [B, In] (Tensor, View or Var) -> y [B, Out]
 //     fc.forward_into(x, y.view());                                  // or into a [B, Out] destination
 //   }
+//   prune::sparse_inference fast(net);                              // a whole model: its Linear layers >= 70 % zero
+//   auto logits = fast.predict(images);                              // run sparse, the rest as the model runs it
 //
 // sparse_linear<T, P> is built once from a dense weight [Out, In] (a host Tensor or View of any strides, or an
 // ad::Var such as an nn::Linear's `weight`) and an optional bias [Out] (an undefined Var or an empty tensor: none);
@@ -22,7 +24,10 @@
 // accumulators), the same on 1 and 2 threads. A Var's forward records no gradient (inference only: the returned Var
 // does not require one). Host policies only.
 #pragma once
+#include <array>
+#include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -33,6 +38,9 @@
 #include "tessera/core/tensor.hpp"
 #include "tessera/kernels/backend.hpp"
 #include "tessera/kernels/cpu/sparse.hpp"
+#include "tessera/nn/fusion.hpp"
+#include "tessera/nn/layers.hpp"
+#include "tessera/nn/sequential.hpp"
 
 namespace tessera::prune {
 
@@ -210,5 +218,96 @@ class sparse_linear {
                                           ldy, P::num_threads());
   }
 };
+
+namespace detail {
+template <class L>
+inline constexpr bool is_linear = false;
+template <int In, int Out, bool Bias>
+inline constexpr bool is_linear<nn::Linear<In, Out, Bias>> = true;
+}  // namespace detail
+
+/// Inference through a model whose pruned Linear layers run sparse: every top-level nn::Linear of the model (on
+/// rank-2 input) whose weight is at least `threshold` zero (default sparse_threshold, 70 %) runs as a sparse_linear
+/// with the activation that follows it fused, built when this object is made; every other layer runs as the model
+/// runs it (the same fusion groups, nn/fusion.hpp). The model is held by reference and must outlive this object;
+/// after its weights change (fine-tuning), call rebuild(). Linear layers inside compositions (nn::Residual, Seq) and
+/// on rank-3 input stay dense.
+///   prune::sparse_inference fast(model);           // after pruning: which Linear layers are sparse enough
+///   auto logits = fast.predict(images);            // as model.predict(images), nothing recorded
+template <class T, class P, class In, class... Layers>
+class sparse_inference {
+  using model_type = nn::basic_sequential<T, P, In, Layers...>;
+  using plan = nn::fusion_plan<Layers...>;
+  static constexpr std::size_t num_layers = sizeof...(Layers);
+
+ public:
+  explicit sparse_inference(model_type& model, double threshold = sparse_threshold) : m_(&model), threshold_(threshold) {
+    rebuild();
+  }
+  /// Rebuild the sparse layers from the model's current weights.
+  void rebuild() { build<0>(); }
+  /// Does the layer at this position (the model's numbering) run sparse?
+  bool is_sparse(std::size_t layer) const { return layer < num_layers && sparse_[layer].has_value(); }
+  std::size_t num_sparse() const {
+    std::size_t n = 0;
+    for (const auto& l : sparse_) n += l.has_value();
+    return n;
+  }
+  /// The model's output for x (a host tensor of the model's input shape), nothing recorded.
+  template <class S>
+  auto predict(const Tensor<T, S, P>& x) {
+    static_assert(shapes_compatible_v<In, S>, "tessera::prune::sparse_inference: the input's static shape differs from the model's input shape");
+    ad::no_grad ng;
+    nn::context ctx{false, &m_->rng(), nullptr};
+    return run<0>(ad::Var<T, In::rank, P>(x, false), ctx).value();
+  }
+
+ private:
+  model_type* m_;
+  double threshold_;
+  std::array<std::optional<sparse_linear<T, P>>, num_layers> sparse_;
+
+  template <std::size_t G>
+  void build() {
+    if constexpr (G < plan::count) {
+      constexpr std::size_t I = plan::template first<G>;
+      using group = typename plan::template group<G>;
+      if constexpr (detail::is_linear<typename group::head>) {
+        auto& lin = m_->template layer<I>();
+        sparse_[I].reset();
+        if (1.0 - dense_density(lin.weight) >= threshold_) sparse_[I].emplace(lin.weight, lin.bias, group::activation);
+      }
+      build<G + 1>();
+    }
+  }
+
+  template <std::size_t G, class X>
+  auto run(const X& x, nn::context& ctx) {
+    if constexpr (G == plan::count) {
+      return x;
+    } else {
+      constexpr std::size_t I = plan::template first<G>;
+      using group = typename plan::template group<G>;
+      auto& head = m_->template layer<I>();
+      if constexpr (group::has_max_pool2 && group::activation == activation::relu) {  // one operation, as the model runs it
+        return run<G + 1>(head.forward_relu_maxpool2(x, ctx), ctx);
+      } else {
+        constexpr std::size_t N = group::has_activation ? 2 : 1;
+        auto y = [&] {
+          if constexpr (detail::is_linear<typename group::head> && X::rank == 2)
+            if (sparse_[I]) return sparse_[I]->forward(x);
+          if constexpr (group::has_activation) return head.forward(x, ctx, ad::activation_c<group::activation>{});
+          else return head.forward(x, ctx);
+        }();
+        if constexpr (group::has_max_pool2) return run<G + 1>(m_->template layer<I + N>().forward(y, ctx), ctx);
+        else return run<G + 1>(y, ctx);
+      }
+    }
+  }
+};
+template <class T, class P, class In, class... Layers>
+sparse_inference(nn::basic_sequential<T, P, In, Layers...>&) -> sparse_inference<T, P, In, Layers...>;
+template <class T, class P, class In, class... Layers>
+sparse_inference(nn::basic_sequential<T, P, In, Layers...>&, double) -> sparse_inference<T, P, In, Layers...>;
 
 }  // namespace tessera::prune
