@@ -255,6 +255,7 @@ void bf16_gemm_packed(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_
   const index_t KC = bf16_kc(K, Path::kc_cap(), Path::kc_align), KS = Path::steps(KC);
   const index_t ncap = std::min<index_t>(NC, (N + NR - 1) / NR * NR);
   const index_t MC = Path::mc(M, KC);
+  (void)nt;  // (without OpenMP)
   auto& ws = bf16_workspace::of_this_thread().template get<E>();
   E* const bpk = pack_buffers<E>::grow(ws.b, ws.b_size, std::size_t(KS) * std::size_t(ncap));
   E* const apk = pack_buffers<E>::grow(ws.a, ws.a_size, std::size_t(KS) * std::size_t(MC + MR));
