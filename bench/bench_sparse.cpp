@@ -5,6 +5,8 @@
 // Counters: dense_FLOP/s counts the dense-equivalent 2 B In Out per call on both sides (so the rates compare as
 // times do); nnz_FLOP/s counts the products actually done by the sparse kernel, 2 B nnz.
 // Issue 20's goal: BM_sparse_linear/sparsity:90 >= 2.5x BM_dense_linear (same thread count, same run).
+// BM_{sparse,dense}_linear_batch: the same layer at 90 % zeros for batches 1, 8 and 256 (where the sparse kernel gains
+// less, and where the threads split the batch).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -36,15 +38,15 @@ Mat weight(int percent_zero) {
   return w;
 }
 
-void counters(benchmark::State& st, double nnz) {
+void counters(benchmark::State& st, ts::index_t batch, double nnz) {
   st.counters["dense_FLOP/s"] =
-      benchmark::Counter(2.0 * double(kBatch) * double(kIn) * double(kOut) * double(st.iterations()), benchmark::Counter::kIsRate);
-  st.counters["nnz_FLOP/s"] = benchmark::Counter(2.0 * double(kBatch) * nnz * double(st.iterations()), benchmark::Counter::kIsRate);
+      benchmark::Counter(2.0 * double(batch) * double(kIn) * double(kOut) * double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["nnz_FLOP/s"] = benchmark::Counter(2.0 * double(batch) * nnz * double(st.iterations()), benchmark::Counter::kIsRate);
 }
 
-void BM_dense_linear(benchmark::State& st) {
-  ts::cpu_threads::set_num_threads(int(st.range(0)));
-  Mat x(kBatch, kIn), w = weight(90), y(kBatch, kOut);
+void dense_linear(benchmark::State& st, int threads, ts::index_t batch) {
+  ts::cpu_threads::set_num_threads(threads);
+  Mat x(batch, kIn), w = weight(90), y(batch, kOut);
   Vec bias(kOut);
   fill(x, 1);
   bias = 0.1f;
@@ -52,12 +54,12 @@ void BM_dense_linear(benchmark::State& st) {
     y = ts::relu(ts::matmul(x, ts::transpose(w)) + bias);
     benchmark::DoNotOptimize(y.data());
   }
-  counters(st, double(kIn) * double(kOut));
+  counters(st, batch, double(kIn) * double(kOut));
 }
 
-void BM_sparse_linear(benchmark::State& st) {
-  ts::cpu_threads::set_num_threads(int(st.range(1)));
-  Mat x(kBatch, kIn), w = weight(int(st.range(0))), y(kBatch, kOut);
+void sparse_linear(benchmark::State& st, int percent_zero, int threads, ts::index_t batch) {
+  ts::cpu_threads::set_num_threads(threads);
+  Mat x(batch, kIn), w = weight(percent_zero), y(batch, kOut);
   Vec bias(kOut);
   fill(x, 1);
   bias = 0.1f;
@@ -66,14 +68,24 @@ void BM_sparse_linear(benchmark::State& st) {
     layer.forward_into(x, y);
     benchmark::DoNotOptimize(y.data());
   }
-  counters(st, double(layer.nnz()));
+  counters(st, batch, double(layer.nnz()));
   st.counters["density"] = layer.density();
 }
+void BM_dense_linear(benchmark::State& st) { dense_linear(st, int(st.range(0)), kBatch); }
+void BM_sparse_linear(benchmark::State& st) { sparse_linear(st, int(st.range(0)), int(st.range(1)), kBatch); }
+void BM_dense_linear_batch(benchmark::State& st) { dense_linear(st, int(st.range(0)), st.range(1)); }
+void BM_sparse_linear_batch(benchmark::State& st) { sparse_linear(st, int(st.range(0)), int(st.range(1)), st.range(2)); }
 }  // namespace
 
 BENCHMARK(BM_dense_linear)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_sparse_linear)
     ->ArgsProduct({{70, 80, 90, 95}, {1, 2}})
     ->ArgNames({"sparsity", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_dense_linear_batch)->ArgsProduct({{1, 2}, {1, 8, 256}})->ArgNames({"threads", "batch"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_sparse_linear_batch)
+    ->ArgsProduct({{90}, {1, 2}, {1, 8, 256}})
+    ->ArgNames({"sparsity", "threads", "batch"})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
