@@ -417,11 +417,12 @@ void sparse_linear_part(const csr_matrix<T>& w, index_t bb, index_t be, index_t 
 
 /// y[B, Out] = act(x[B, In] w^T + bias) for the CSR weight w [Out, In]; bias has Out elements or is null; y row stride
 /// ldy, unit column stride, not overlapping x. Threads: up to nthreads, one below min_parallel_flops (2 B nnz; at
-/// 0.1 MFLOP 2 threads measured level with 1; the tests pass 0 to split even tiny products). With two full blocks (128 rows) or more per thread the threads split the
-/// batch in whole blocks (each transposes and computes its own rows); otherwise they split the output rows in 16-row
-/// strips of about equal cost (nonzeros plus 4 per row), each transposing all of x for itself. Either way no barrier
-/// and nothing written by one thread is read by another (a transposition shared through a barrier made each thread
-/// read half of it from the other core's cache: at 99 % zeros, batch 64, 2 threads took 123 us against 1 thread's 83).
+/// 0.1 MFLOP 2 threads measured level with 1; the tests pass 0 to split even tiny products). With two full blocks
+/// (128 rows) or more per thread the threads split the batch in whole blocks (each transposes and computes its own
+/// rows); otherwise they split the output rows in 16-row strips of about equal cost (nonzeros plus 4 per row), each
+/// transposing all of x for itself. Either way no barrier and nothing written by one thread is read by another (a
+/// transposition shared through a barrier made each thread read half of it from the other core's cache: at 99 %
+/// zeros, batch 64, 2 threads took 123 us against 1 thread's 83).
 template <class T>
 void cpu_sparse_linear(const csr_matrix<T>& w, index_t B, mat_ref<T> x, const T* bias, activation act, T* y, index_t ldy,
                        int nthreads, double min_parallel_flops = 2e5) {
