@@ -174,6 +174,15 @@ TEST_CASE("bf16 GEMM: several K, M and N blocks", "[gemm_bf16]") {
   check_all(bmat(3, 5, 5, 1, rng), bmat(5, 4200, 4200, 1, rng), "two N blocks");
 }
 
+TEST_CASE("bf16 GEMM: the skinny path (up to 16 rows, no packing) over column strips and threads", "[gemm_bf16]") {
+  std::mt19937 rng(27);
+  for (index_t M : {1, 4, 8, 13, 16, 17})
+    for (index_t K : {3, 9, 203}) {
+      check_all(bmat(M, K, K, 1, rng), bmat(K, 130, 1, K + 2, rng), "B = W^T (dot products)");
+      check_all(bmat(M, K, K + 1, 1, rng), bmat(K, 130, 131, 1, rng), "B row-major (sums of rows)");
+    }
+}
+
 TEST_CASE("bf16 GEMM: K = 0 and empty products", "[gemm_bf16]") {
   for (const auto isa : paths()) {
     isa_scope scope(isa);

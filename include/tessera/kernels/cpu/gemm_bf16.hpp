@@ -22,7 +22,10 @@
 // depends on the path and the blocking), so against a double reference the error is within about K * 2^-24 times
 // sum_k |a_ik b_kj| (in practice sqrt(K) times that). NaN and infinity propagate as in fp32 arithmetic (except that
 // the avx512_bf16 path flushes denormals, above).
-// Not here: a skinny-M path (a Linear at batch 1 packs all of B for one row), a prepacked B.
+// Products with at most 8 rows (16 with B = W^T) and contiguous rows of A and rows or columns of B (a Linear at batch 1
+// to 16) take a
+// skinny path on every SIMD path instead: bf16 widened in registers, no packing (bf16_gemm_skinny).
+// Not here: a prepacked B (weights packed once).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "tessera/core/error.hpp"
+#include "tessera/core/simd.hpp"
 #include "tessera/core/stats.hpp"
 #include "tessera/core/types.hpp"
 #include "tessera/kernels/backend.hpp"
@@ -348,6 +352,148 @@ void bf16_gemm_portable(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, ma
   rows(0, M);
 }
 
+#if TESSERA_SIMD
+/// L bfloat16 at p as L floats (zero-extended to 32 bits, shifted into the upper half: exact).
+template <int L>
+TS_INLINE simd::vec<float, L> bf16_widen_vec(const bfloat16* p) {
+  // (GCC 12 made __builtin_convertvector of 8 lanes two 128-bit vpmovzxwd and a vinserti128: the AVX2 and AVX-512
+  // forms are spelled out)
+#if defined(__AVX512F__)
+  if constexpr (L == 16)
+    return (simd::vec<float, L>)_mm512_maskz_slli_epi32(  // (the unmasked forms warn, GCC 12: their undefined passthrough)
+        __mmask16(0xffff), _mm512_maskz_cvtepu16_epi32(__mmask16(0xffff), _mm256_loadu_si256((const __m256i*)p)), 16);
+#endif
+#if defined(__AVX2__)
+  if constexpr (L == 8) return (simd::vec<float, L>)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16);
+#endif
+  simd::vec<std::uint16_t, L> h;
+  std::memcpy(&h, p, sizeof(h));
+  const simd::vec<std::uint32_t, L> w = __builtin_convertvector(h, simd::vec<std::uint32_t, L>) << 16;
+  simd::vec<float, L> f;
+  std::memcpy(&f, &w, sizeof(f));
+  return f;
+}
+#endif
+
+/// Products with at most 8 rows of A (row-major; 16 when B's columns are contiguous) and B's rows or columns contiguous
+/// (a Linear at batch 1 to 16): no
+/// packing (packing all of B for a few rows cost 10x the fp32 GEMM's time at 1 x 1024 x 1024), bf16 widened in
+/// registers. B's columns contiguous (W^T): each element of C is a dot product along K, 4 columns x 4 rows at a
+/// time; B's rows contiguous: C's rows are sums of B's rows scaled by A's elements, 4 rows x 2 vectors of C held in
+/// registers. Threads split the columns in strips of 64; the epilogue runs on each strip. Returns false when the
+/// product is not of that kind (the fp32 GEMM's skinny_gemm, in bf16).
+template <class Epi>
+bool bf16_gemm_skinny(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_ref<bfloat16> b, float* c, index_t ldc,
+                      bool accumulate, int nthreads, const Epi& epi) {
+  constexpr index_t MS = 4;
+  const bool dots = b.rs == 1 && b.cs != 1;
+  if (M > (dots ? 4 : 2) * MS || K < 1 || a.cs != 1 || (b.rs != 1 && b.cs != 1)) return false;
+  const int nt = 2.0 * double(M) * double(N) * double(K) < 4e5 ? 1 : std::max(1, nthreads);
+  auto store = [&](index_t i, index_t j, float v) {
+    float& out = c[i * ldc + j];
+    out = accumulate ? out + v : v;
+  };
+  auto strip = [&](index_t j0, index_t j1) {
+    index_t j = j0;
+    if (dots) {
+#if TESSERA_SIMD
+      constexpr int L = simd::lanes_for<sizeof(float)>;
+      using V = simd::vec<float, L>;
+      for (; j + 4 <= j1; j += 4)
+        for (index_t i0 = 0; i0 < M; i0 += MS) {
+          const index_t mr = std::min(MS, M - i0);
+          V acc[MS][4] = {};
+          index_t k = 0;
+          for (; k + L <= K; k += L) {
+            V bv[4];
+            TS_UNROLL
+            for (int q = 0; q < 4; ++q) bv[q] = bf16_widen_vec<L>(b.p + (j + q) * b.cs + k);
+            TS_UNROLL
+            for (int i = 0; i < int(MS); ++i) {
+              if (i >= mr) break;
+              const V av = bf16_widen_vec<L>(a.p + (i0 + i) * a.rs + k);
+              TS_UNROLL
+              for (int q = 0; q < 4; ++q) acc[i][q] += av * bv[q];
+            }
+          }
+          TS_UNROLL
+          for (int i = 0; i < int(MS); ++i) {
+            if (i >= mr) break;
+            TS_UNROLL
+            for (int q = 0; q < 4; ++q) {
+              float v = simd::reduce_add<float, L>(acc[i][q]);
+              for (index_t kk = k; kk < K; ++kk) v += bf16_widen(a.p[(i0 + i) * a.rs + kk]) * bf16_widen(b.p[(j + q) * b.cs + kk]);
+              store(i0 + i, j + q, v);
+            }
+          }
+        }
+#endif
+      for (; j < j1; ++j)
+        for (index_t i = 0; i < M; ++i) {
+          float v = 0.0f;
+          for (index_t k = 0; k < K; ++k) v += bf16_widen(a.p[i * a.rs + k]) * bf16_widen(b.p[j * b.cs + k]);
+          store(i, j, v);
+        }
+    } else {
+#if TESSERA_SIMD
+      constexpr int L = simd::lanes_for<sizeof(float)>;
+      using V = simd::vec<float, L>;
+      for (; j + 2 * L <= j1; j += 2 * L)
+        for (index_t i0 = 0; i0 < M; i0 += MS) {
+          const index_t mr = std::min(MS, M - i0);
+          V acc[MS][2] = {};
+          for (index_t k = 0; k < K; ++k) {
+            const V b0 = bf16_widen_vec<L>(b.p + k * b.rs + j), b1 = bf16_widen_vec<L>(b.p + k * b.rs + j + L);
+            TS_UNROLL
+            for (int i = 0; i < int(MS); ++i) {
+              if (i >= mr) break;
+              const V av = V{} + bf16_widen(a.p[(i0 + i) * a.rs + k]);  // broadcast
+              acc[i][0] += av * b0;
+              acc[i][1] += av * b1;
+            }
+          }
+          TS_UNROLL
+          for (int i = 0; i < int(MS); ++i) {
+            if (i >= mr) break;
+            for (int l = 0; l < L; ++l) {
+              store(i0 + i, j + l, acc[i][0][l]);
+              store(i0 + i, j + L + l, acc[i][1][l]);
+            }
+          }
+        }
+#endif
+      for (; j < j1; j += 64) {  // the last columns (all of them without SIMD): C's rows summed in fp32, 64 at a time
+        const index_t n = std::min<index_t>(64, j1 - j);
+        for (index_t i = 0; i < M; ++i) {
+          float sum[64] = {};
+          for (index_t k = 0; k < K; ++k) {
+            const float s = bf16_widen(a.p[i * a.rs + k]);
+            for (index_t jj = 0; jj < n; ++jj) sum[jj] += s * bf16_widen(b.p[k * b.rs + j + jj]);
+          }
+          for (index_t jj = 0; jj < n; ++jj) store(i, j + jj, sum[jj]);
+        }
+      }
+    }
+    if constexpr (Epi::active) epi(0, j0, M, j1 - j0);
+  };
+  constexpr index_t W = 64;  // strips of 64 columns, split evenly between the threads
+  const index_t strips = (N + W - 1) / W;
+  auto run = [&](int tid, int n) {
+    const index_t s0 = strips * tid / n, s1 = strips * (tid + 1) / n;
+    if (s0 < s1) strip(s0 * W, std::min(N, s1 * W));
+  };
+#if defined(_OPENMP)
+  if (nt > 1 && strips > 1) {
+#pragma omp parallel num_threads(nt)
+    run(omp_get_thread_num(), omp_get_num_threads());
+    return true;
+  }
+#endif
+  (void)nt;
+  run(0, 1);
+  return true;
+}
+
 /// The path a product takes: the active one, except that AMX needs rows and k to fill its tiles (16 x 32).
 inline bf16_isa bf16_isa_for(index_t M, index_t /*N*/, index_t K) {
   const bf16_isa isa = bf16_isa_active();
@@ -380,7 +526,9 @@ void cpu_gemm_bf16(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_ref
     }
     const double flops = 2.0 * double(M) * double(N) * double(K);
     const int nt = flops < 2e6 ? 1 : std::max(1, nthreads);
-    switch (bf16_isa_for(M, N, K)) {
+    const bf16_isa isa = bf16_isa_for(M, N, K);
+    if (isa != bf16_isa::portable && bf16_gemm_skinny(M, N, K, a, b, c, ldc, accumulate, nthreads, epi)) return;
+    switch (isa) {
 #if TESSERA_BF16_X86
       case bf16_isa::amx_bf16: return bf16_gemm_packed<bf16_path_amx>(M, N, K, a, b, c, ldc, accumulate, nt, epi);
       case bf16_isa::avx512_bf16: return bf16_gemm_packed<bf16_path_avx512>(M, N, K, a, b, c, ldc, accumulate, nt, epi);
