@@ -357,7 +357,7 @@ TEST_CASE("sparse_inference: a model's pruned Linear layers run sparse, the outp
 TEST_CASE("sparse_inference: convolution groups run as the model runs them", "[prune][sparse]") {
   namespace nn = ts::nn;
   namespace pr = ts::prune;
-  using CNN = nn::Sequential<ts::Shape<ts::dyn, 1, 8, 8>, nn::Conv2d<1, 4, 3, {.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
+  using CNN = nn::Sequential<ts::Shape<ts::dyn, 1, 8, 8>, nn::Conv2d<1, 4, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
                              nn::Flatten, nn::Linear<64, 33>, nn::ReLU, nn::Linear<33, 5>>;
   CNN net(2);
   prune_var(net.layer<4>().weight, 0.85, 5);
