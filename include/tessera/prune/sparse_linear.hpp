@@ -15,7 +15,7 @@
 // exact zeros are dropped, so it holds the weights as they are when it is built (prune and fine-tune first; build it
 // again after changing them). P (cpu or cpu_threads) gives the threads: P::num_threads() at each call.
 // When it pays: measured on the 2-core AMD EPYC Zen 3 guest at 1024 -> 1024, batch 64, bias + ReLU (bench/bench_sparse.cpp,
-// docs/sparse.md), the sparse kernel beats the dense fused GEMM from about 70 % zeros on; worth_sparse says whether a
+// docs/pruning.md), the sparse kernel beats the dense fused GEMM from about 70 % zeros on; worth_sparse says whether a
 // weight reaches sparse_threshold (0.7) of zeros.
 //
 // Guarantees: inputs of any strides (a slice of a batch, a transposed view); shapes are checked on every call and a
