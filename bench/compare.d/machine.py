@@ -155,15 +155,14 @@ def build_isa(build_dir):
     return f"-march=native ({march.group(1) if march else '?'} to this compiler): {isa}"
 
 
-def bf16_path():
-    """tessera has no bf16 kernels yet (bfloat16 is a storage type): say so until a kernel header mentions bf16."""
-    root = os.path.join(REPO, "include", "tessera", "kernels")
-    found = []
-    for d, _, files in os.walk(root):
-        for f in files:
-            if f.endswith((".hpp", ".cuh")) and re.search(r"bf16|bfloat16", open(os.path.join(d, f), errors="replace").read()):
-                found.append(os.path.relpath(os.path.join(d, f), REPO))
-    return f"kernels in {', '.join(sorted(found))} (report.py does not name their path yet)" if found else "none (no bf16 kernels yet)"
+def bf16_path(db, flags):
+    """The bf16 GEMM's path: the one bench_gemm_bf16 ran (its context field bf16_isa), else what the CPU flags imply."""
+    ran = db.contexts.get("gemm_bf16", {}).get("bf16_isa")
+    if ran:
+        return f"{ran} (bench_gemm_bf16)"
+    best = ("amx_bf16" if {"amx_bf16", "amx_tile"} <= flags else "avx512_bf16" if "avx512_bf16" in flags
+            else "avx2" if "avx2" in flags else "portable")
+    return f"{best} (what the CPU flags imply; no bf16 program ran)"
 
 
 def threads_setting(db):
@@ -186,7 +185,8 @@ def threads_setting(db):
 def kernel_paths(db, build_dir, flags):
     env = dict(l.split("=", 1) for l in db.text("env").splitlines() if "=" in l)
     cap = f", capped by TESSERA_INT8_ISA={env['TESSERA_INT8_ISA']}" if env.get("TESSERA_INT8_ISA") else ""
-    return (f"int8 GEMM: {int8_path(db, flags)}{cap}; bf16: {bf16_path()}; build: {build_isa(build_dir)}; "
+    cap16 = f", capped by TESSERA_BF16_ISA={env['TESSERA_BF16_ISA']}" if env.get("TESSERA_BF16_ISA") else ""
+    return (f"int8 GEMM: {int8_path(db, flags)}{cap}; bf16 GEMM: {bf16_path(db, flags)}{cap16}; build: {build_isa(build_dir)}; "
             f"threads: {threads_setting(db)}")
 
 
