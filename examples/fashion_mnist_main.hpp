@@ -32,6 +32,7 @@
 #include <tessera/tessera.hpp>
 
 #include "example_support.hpp"
+#include "simple_cnn.hpp"
 #if !defined(__CUDACC__)
 #include <tessera/quant/model.hpp>
 #endif
@@ -41,11 +42,7 @@ namespace nn = tessera::nn;
 namespace ad = tessera::ad;
 using ts::dyn;
 
-// (conv2d_options spelled out: nvcc does not parse a bare designated initializer as a template argument)
-using SimpleCNN = nn::Sequential<ts::Shape<dyn, 1, 28, 28>,
-    nn::Conv2d<1, 32, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
-    nn::Conv2d<32, 64, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
-    nn::Flatten, nn::Linear<64 * 7 * 7, 128>, nn::ReLU, nn::Linear<128, 10>>::on<Policy>;
+using SimpleCNN = example::simple_cnn<Policy>;
 
 namespace {
 using example::seconds_since;

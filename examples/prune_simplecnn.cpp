@@ -25,6 +25,7 @@
 #include <tessera/tessera.hpp>
 
 #include "example_support.hpp"
+#include "simple_cnn.hpp"
 
 namespace ts = tessera;
 namespace nn = tessera::nn;
@@ -32,10 +33,7 @@ namespace ad = tessera::ad;
 namespace prune = tessera::prune;
 using ts::dyn;
 
-using SimpleCNN = nn::Sequential<ts::Shape<dyn, 1, 28, 28>,
-    nn::Conv2d<1, 32, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
-    nn::Conv2d<32, 64, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
-    nn::Flatten, nn::Linear<64 * 7 * 7, 128>, nn::ReLU, nn::Linear<128, 10>>::on<ts::cpu_threads>;
+using SimpleCNN = example::simple_cnn<ts::cpu_threads>;
 using PrunedCNN = prune::with_widths_t<SimpleCNN, 16, 32, 64>;
 
 namespace {

@@ -22,16 +22,14 @@
 #include <tessera/tessera.hpp>
 
 #include "example_support.hpp"
+#include "simple_cnn.hpp"
 
 namespace ts = tessera;
 namespace nn = tessera::nn;
 namespace ad = tessera::ad;
 using ts::dyn;
 
-using SimpleCNN = nn::Sequential<ts::Shape<dyn, 1, 28, 28>,
-    nn::Conv2d<1, 32, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
-    nn::Conv2d<32, 64, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
-    nn::Flatten, nn::Linear<64 * 7 * 7, 128>, nn::ReLU, nn::Linear<128, 10>>;
+using SimpleCNN = example::simple_cnn_layers;
 
 namespace {
 using example::seconds_since;
