@@ -282,6 +282,27 @@ bool small_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T* 
   return true;
 }
 
+/// The skinny products' threads (skinny_gemm here, bf16_gemm_skinny in gemm_bf16.hpp): N columns in strips of 64
+/// (whole cache lines of C), split evenly between nt threads; strip(j0, j1) runs each thread's columns [j0, j1).
+template <class Strip>
+void for_column_strips(index_t N, int nt, const Strip& strip) {
+  constexpr index_t W = 64;
+  const index_t strips = (N + W - 1) / W;
+  auto run = [&](int tid, int n) {
+    const index_t s0 = strips * tid / n, s1 = strips * (tid + 1) / n;
+    if (s0 < s1) strip(s0 * W, std::min(N, s1 * W));
+  };
+#if defined(_OPENMP)
+  if (nt > 1 && strips > 1) {
+#pragma omp parallel num_threads(nt)
+    run(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  (void)nt;
+  run(0, 1);
+}
+
 /// Products with at most 8 rows of A (16 when B's columns are contiguous: a Linear at batch 1 to 16, a matrix-vector
 /// product) and A's rows contiguous:
 /// nothing is packed (packing B, a Linear's whole weight, cost more than the product). When B's columns are contiguous
@@ -401,21 +422,7 @@ bool skinny_gemm(index_t M, index_t N, index_t K, mat_ref<T> a, mat_ref<T> b, T*
     }
     if constexpr (Epi::active) epi(0, j0, M, j1 - j0);
   };
-  // strips of 64 columns (whole cache lines of C), split evenly between the threads
-  constexpr index_t W = 64;
-  const index_t strips = (N + W - 1) / W;
-  auto run = [&](int tid, int n) {
-    const index_t s0 = strips * tid / n, s1 = strips * (tid + 1) / n;
-    if (s0 < s1) strip(s0 * W, std::min(N, s1 * W));
-  };
-#if defined(_OPENMP)
-  if (nt > 1 && strips > 1) {
-#pragma omp parallel num_threads(nt)
-    run(omp_get_thread_num(), omp_get_num_threads());
-    return true;
-  }
-#endif
-  run(0, 1);
+  for_column_strips(N, nt, strip);
   return true;
 }
 

@@ -476,21 +476,7 @@ bool bf16_gemm_skinny(index_t M, index_t N, index_t K, mat_ref<bfloat16> a, mat_
     }
     if constexpr (Epi::active) epi(0, j0, M, j1 - j0);
   };
-  constexpr index_t W = 64;  // strips of 64 columns, split evenly between the threads
-  const index_t strips = (N + W - 1) / W;
-  auto run = [&](int tid, int n) {
-    const index_t s0 = strips * tid / n, s1 = strips * (tid + 1) / n;
-    if (s0 < s1) strip(s0 * W, std::min(N, s1 * W));
-  };
-#if defined(_OPENMP)
-  if (nt > 1 && strips > 1) {
-#pragma omp parallel num_threads(nt)
-    run(omp_get_thread_num(), omp_get_num_threads());
-    return true;
-  }
-#endif
-  (void)nt;
-  run(0, 1);
+  for_column_strips(N, nt, strip);  // strips of 64 columns, split evenly between the threads (gemm.hpp)
   return true;
 }
 
