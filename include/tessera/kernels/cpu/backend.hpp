@@ -1,6 +1,7 @@
 // backend<cpu> and backend<cpu_threads>: the host's side of the vocabulary of kernels/backend.hpp. One struct for
 // both host policies (P::num_threads() is the only difference); its parts live beside their kernels:
 //   here                 memory, elementwise, reduce, argmax, gemm, conv2d and pooling forward, int8 GEMM, bf16 GEMM
+//                        and bf16 convolution
 //   kernels/cpu/nn.hpp   host_nn_ops<P>: the layer operations' kernels (activation backward, conv2d gradients, ...)
 //   kernels/cpu/rnn.hpp  host_rnn_ops<P>: the LSTM step
 //   kernels/cpu/optim.hpp host_optim_ops<P>: the optimizer updates
@@ -18,6 +19,7 @@
 #include "tessera/kernels/cpu/conv.hpp"
 #include "tessera/kernels/cpu/gemm.hpp"
 #include "tessera/kernels/cpu/gemm_bf16.hpp"
+#include "tessera/kernels/cpu/conv_bf16.hpp"
 #include "tessera/kernels/cpu/gemm_s8.hpp"
 #include "tessera/kernels/cpu/pool.hpp"
 #include "tessera/kernels/cpu/reduce.hpp"
@@ -163,6 +165,25 @@ struct backend<P> : detail::host_nn_ops<P>, detail::host_rnn_ops<P>, detail::hos
   static void gemm_bf16(index_t M, index_t N, index_t K, detail::mat_ref<bfloat16> a, detail::mat_ref<bfloat16> b, float* c,
                         index_t ldc, bool accumulate, const Epi& epi = {}) {
     detail::cpu_gemm_bf16(M, N, K, a, b, c, ldc, accumulate, P::num_threads(), epi);
+  }
+  /// dst[i] = src[i] rounded to bfloat16 (to nearest even, NaN kept a NaN: bfloat16(float)), i < n
+  /// (kernels/cpu/conv_bf16.hpp, as the three below).
+  static void to_bf16(const float* src, bfloat16* dst, index_t n) { detail::cpu_to_bf16(src, dst, n, P::num_threads()); }
+  /// y [N, K, OH, OW] (fp32) = conv2d(x [N, C, H, W], w [K, C/groups, R, S]) with bf16 operands, fp32 accumulation, all
+  /// contiguous; epi(n, k0, krows, p0, pcols) on each finished block of y (as conv2d's).
+  template <class Epi = detail::no_epilogue>
+  static void conv2d_bf16(const detail::conv_geometry& g, const bfloat16* x, const bfloat16* w, float* y, const Epi& epi = {}) {
+    detail::cpu_conv2d_bf16(g, x, w, y, P::num_threads(), epi);
+  }
+  /// dx (fp32) = (accumulate: +=) the gradient of conv2d_bf16's input for dy and w (bf16).
+  static void conv2d_bf16_backward_data(const detail::conv_geometry& g, const bfloat16* dy, const bfloat16* w, float* dx,
+                                        bool accumulate) {
+    detail::cpu_conv2d_bf16_backward_data(g, dy, w, dx, accumulate, P::num_threads());
+  }
+  /// dw (fp32) = (accumulate: +=) the gradient of conv2d_bf16's weights for x and dy (bf16), summed over the images.
+  static void conv2d_bf16_backward_weight(const detail::conv_geometry& g, const bfloat16* x, const bfloat16* dy, float* dw,
+                                          bool accumulate) {
+    detail::cpu_conv2d_bf16_backward_weight(g, x, dy, dw, accumulate, P::num_threads());
   }
 
   // ---- convolution and pooling forward ----
