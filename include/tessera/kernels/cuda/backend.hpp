@@ -1,7 +1,8 @@
 // backend<cuda>: the device's side of the vocabulary of kernels/backend.hpp (compiled only by nvcc). Every kernel
 // runs on the stream of kernels/cuda/memory.hpp; a function returns once its work is queued (copies to and from
 // the host wait for it). Its parts live beside their kernels:
-//   here                   memory, elementwise, reduce, gemm (cuBLASLt, kernels/cuda/gemm.hpp), conv2d (cuDNN,
+//   here                   memory, elementwise, reduce, gemm (cuBLASLt, kernels/cuda/gemm.hpp), bf16 GEMM and
+//                          conversion (kernels/cuda/gemm_bf16.hpp), conv2d (cuDNN,
 //                          kernels/cuda/conv.hpp, when cudnn.h is found) and pooling forward
 //   kernels/cuda/nn.hpp    cuda_nn_ops: the layer operations' kernels
 //   kernels/cuda/rnn.hpp   cuda_rnn_ops: the LSTM step
@@ -22,6 +23,7 @@
 #include "tessera/kernels/cuda/elementwise.hpp"
 #include "tessera/kernels/cuda/embedding.hpp"
 #include "tessera/kernels/cuda/gemm.hpp"
+#include "tessera/kernels/cuda/gemm_bf16.hpp"
 #include "tessera/kernels/cuda/memory.hpp"
 #include "tessera/kernels/cuda/nn.hpp"
 #include "tessera/kernels/cuda/optim.hpp"
@@ -124,6 +126,26 @@ struct backend<cuda> : detail::cuda_nn_ops, detail::cuda_rnn_ops, detail::cuda_o
       cuda_gemm<T>(stream(), d.M, d.N, d.K, d.a.p + oa, d.a.rs, d.a.cs, d.b.p + ob, d.b.rs, d.b.cs, d.c + oc, d.ldc, epi, bias, 1,
                    0, 0, 0, d.accumulate);
     }
+  }
+
+  // ---- bf16 GEMM (kernels/cuda/gemm_bf16.hpp: cuBLASLt, bf16 A and B, fp32 accumulation and C) ----
+  /// C (fp32, row stride ldc) (+)= A B with A (M x K) and B (K x N) bfloat16 read through strides: the host's
+  /// signature (kernels/cpu/backend.hpp). No block epilogue here (block_epilogues = false).
+  template <class Epi = detail::no_epilogue>
+  static void gemm_bf16(index_t M, index_t N, index_t K, detail::mat_ref<bfloat16> a, detail::mat_ref<bfloat16> b, float* c,
+                        index_t ldc, bool accumulate, const Epi& = {}) {
+    static_assert(!Epi::active,
+                  "tessera: backend<cuda>::gemm_bf16 takes no block epilogue: the CUDA backend has block_epilogues = "
+                  "false, so callers apply the bias or activation in a separate pass after the product");
+    stats::count_pass();
+    stats::count_launch();
+    cuda_gemm_bf16(stream(), M, N, K, a, b, c, ldc, accumulate);
+  }
+  /// dst[i] = bfloat16(src[i]) (round to nearest even, NaN kept a NaN: bit for bit the host's conversion).
+  static void to_bf16(const float* src, bfloat16* dst, index_t n) {
+    stats::count_pass();
+    stats::count_launch();
+    cuda_to_bf16(stream(), src, dst, n);
   }
 
   // ---- convolution and pooling forward ----
