@@ -11,6 +11,7 @@
 #   4  autodiff/ io/                Var and the gradients; checkpoints
 #   5  nn/ data/                    layers and models; the IDX reader and loaders (io/error.hpp)
 #   5  monitor/                     TensorBoard event files, CSV logs, progress bars (tensors and models as templates)
+#   5  amp/                         mixed precision: the autocast scope and the bf16 layer products
 #   6  optim/ quant/                optimizers; int8 models and quantization-aware training
 #   6  prune/                       pruning masks, structured shrinking, sparse layers
 #   7  tessera.hpp                  everything
@@ -34,6 +35,7 @@ set(level_autodiff 4)
 set(level_data 5)
 set(level_io 4)
 set(level_nn 5)
+set(level_amp 5)
 set(level_monitor 5)
 set(level_optim 6)
 set(level_quant 6)

@@ -10,7 +10,8 @@
 // Shapes are checked and gradients kept here; every kernel is reached through backend<P> (kernels/backend.hpp:
 // kernels/cpu/nn.hpp on the host, kernels/cuda/nn.hpp on the GPU, the same results to rounding). Forwards of
 // products and pools are expressions: the planner runs them fused on the host and through cuBLASLt / cuDNN on CUDA.
-// Temporaries are tensors of P, freed when the backward returns.
+// Temporaries are tensors of P, freed when the backward returns. Inside an amp::autocast scope (amp/autocast.hpp)
+// linear, conv2d and conv2d_relu_maxpool2 on float run their products in bf16 instead (autodiff/autocast_hook.hpp).
 #pragma once
 #include <cmath>
 #include <limits>
@@ -21,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "tessera/autodiff/autocast_hook.hpp"
 #include "tessera/autodiff/ops.hpp"
 #include "tessera/core/random.hpp"
 #include "tessera/expr/conv.hpp"
@@ -146,6 +148,7 @@ Var<T, 2, P> linear(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1
   if (has_b && b.dims()[0] != wd[0])
     throw shape_error("tessera: linear: bias " + tessera::detail::format_dims(b.dims()) + " does not fit weights " +
                       tessera::detail::format_dims(wd));
+  if (const auto* amp = detail::autocast_for<T, P>(); amp && amp->linear) return amp->linear(x, W, b, act);  // amp/autocast.hpp
   using V = Var<T, 2, P>;
   typename V::tensor y(xd[0], wd[0]);
   auto prod = tessera::matmul(x.value(), tessera::transpose(W.value()));
@@ -185,6 +188,7 @@ template <class T, class P, class Act = activation_c<activation::none>>
   requires activation_arg<Act>
 Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {},
                     Act act_arg = {}) {
+  if (const auto* amp = detail::autocast_for<T, P>(); amp && amp->conv2d) return amp->conv2d(x, w, b, opt, activation(act_arg));
   using V = Var<T, 4, P>;
   tessera::detail::conv_geometry geo;
   typename V::tensor y = detail::conv2d_forward(x, w, b, opt, act_arg, geo);
@@ -199,6 +203,7 @@ Var<T, 4, P> conv2d(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1
 /// then runs the convolution's products.
 template <class T, class P>
 Var<T, 4, P> conv2d_relu_maxpool2(const Var<T, 4, P>& x, const Var<T, 4, P>& w, const Var<T, 1, P>& b, conv2d_options opt = {}) {
+  if (const auto* amp = detail::autocast_for<T, P>(); amp && amp->conv2d_relu_maxpool2) return amp->conv2d_relu_maxpool2(x, w, b, opt);
   using V = Var<T, 4, P>;
   tessera::detail::conv_geometry geo;
   auto y = std::make_shared<typename V::tensor>(detail::conv2d_forward(x, w, b, opt, activation_c<activation::relu>{}, geo));
