@@ -54,6 +54,23 @@ def qat_rows(db):
              "QAT ≥ PTQ and within 0.2 points of float", "met" if q >= p and q >= f - 0.2 else "**not met**")]
 
 
+def amp_rows(db):
+    e = db.get("BM_amp_simplecnn", threads=2)
+    if not e:
+        return []
+    c = e.counters
+    a32, a16, t32, t16 = c.get("fp32_accuracy"), c.get("bf16_accuracy"), c.get("fp32_epoch_s"), c.get("bf16_epoch_s")
+    if None in (a32, a16, t32, t16) or t16 <= 0:
+        return []
+    native = c.get("bf16_native") == 1
+    return [("mixed precision (bf16 autocast): SimpleCNN test accuracy after the run's epochs, fp32 → bf16",
+             f"{_pct(a32)} → {_pct(a16)}", "≥ 90.0 % and within 0.3 points (3 epochs)",
+             "met" if a16 >= 90.0 and a16 >= a32 - 0.3 else "**not met**"),
+            ("mixed precision: training epoch, fp32 → bf16" + ("" if native else " (no AVX512-BF16: bf16 widened to fp32)"),
+             f"{fmt_time(t32)} → {fmt_time(t16)} ({ratio(t32 / t16)})", "≥ 1.4× with AVX512-BF16",
+             _met(t32 / t16, 1.4) if native else "n/a on this CPU")]
+
+
 def bf16_rows(db):
     rows = []
     for n in db.values("BM_tessera_gemm_bf16", "n", threads=2):
@@ -96,11 +113,12 @@ def serve_rows(db):
 
 def compress_section(db):
     """The Markdown lines of the section (a list; [] when no part was measured)."""
-    rows = prune_rows(db) + qat_rows(db) + bf16_rows(db) + serve_rows(db)
+    rows = prune_rows(db) + qat_rows(db) + amp_rows(db) + bf16_rows(db) + serve_rows(db)
     if not rows:
         return []
-    return ["### Fewer weights, fewer bits, batching (prune, qat, bf16, serve)", "",
+    return ["### Fewer weights, fewer bits, batching (prune, qat, amp, bf16, serve)", "",
             "`examples/prune_simplecnn` (train, prune half of each layer's channels by L1 norm, shrink, fine-tune one "
             "epoch), `bench_sparse`, `examples/qat_simplecnn` (train, post-training int8, one epoch of quantization-aware "
-            "training, convert), `bench_gemm_bf16`, `bench_serve`; 2 threads.", "",
+            "training, convert), `examples/amp_simplecnn` (fp32 and bf16 mixed-precision training, epochs alternating), "
+            "`bench_gemm_bf16`, `bench_serve`; 2 threads.", "",
             table(["what", "figure", "goal", "this run"], rows), ""]
