@@ -160,62 +160,53 @@ struct conv_case {
   ts::conv2d_options opt;
 };
 /// y[n, k, oh, ow] (pre-activation, with bias) in double on bf16 operands, and the sum of |products| beside it.
-void conv_ref(const conv_case& c, const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>* b, index_t OH,
-              index_t OW, std::vector<double>& z, std::vector<double>& scale) {
+/// f(y_index, x_index, w_index) for every tap of the convolution that reads the input (padding skipped): the
+/// definition of conv2d, walked in plain loops.
+template <class F>
+void for_each_tap(const conv_case& c, index_t OH, index_t OW, F&& f) {
   const index_t Cg = c.C / c.opt.groups, Kg = c.K / c.opt.groups;
-  z.assign(c.N * c.K * OH * OW, 0);
-  scale.assign(z.size(), 1);
   for (index_t n = 0; n < c.N; ++n)
     for (index_t k = 0; k < c.K; ++k)
       for (index_t oh = 0; oh < OH; ++oh)
-        for (index_t ow = 0; ow < OW; ++ow) {
-          double s = 0, m = 0;
-          const index_t grp = k / Kg;
+        for (index_t ow = 0; ow < OW; ++ow)
           for (index_t ci = 0; ci < Cg; ++ci)
             for (index_t r = 0; r < c.R; ++r)
               for (index_t q = 0; q < c.S; ++q) {
                 const index_t ih = oh * c.opt.stride.h - c.opt.padding.h + r * c.opt.dilation.h;
                 const index_t iw = ow * c.opt.stride.w - c.opt.padding.w + q * c.opt.dilation.w;
                 if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
-                const double p = bf(x[((n * c.C + grp * Cg + ci) * c.H + ih) * c.W + iw]) * bf(w[((k * Cg + ci) * c.R + r) * c.S + q]);
-                s += p;
-                m += std::abs(p);
+                f(std::size_t(((n * c.K + k) * OH + oh) * OW + ow), std::size_t(((n * c.C + (k / Kg) * Cg + ci) * c.H + ih) * c.W + iw),
+                  std::size_t(((k * Cg + ci) * c.R + r) * c.S + q));
               }
-          const std::size_t at = std::size_t(((n * c.K + k) * OH + oh) * OW + ow);
-          z[at] = s + (b ? (*b)[k] : 0.0);
-          scale[at] = m + 1;
-        }
 }
-/// dx and dw of the convolution in double from dzb (the bf16-rounded output gradient), with their scales.
+/// y[n, k, oh, ow] (pre-activation, with bias) in double on bf16 operands, and the sum of |products| beside it.
+void conv_ref(const conv_case& c, const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>* b, index_t OH,
+              index_t OW, std::vector<double>& z, std::vector<double>& scale) {
+  z.assign(c.N * c.K * OH * OW, 0);
+  scale.assign(z.size(), 1);
+  for (std::size_t i = 0; i < z.size(); ++i) z[i] = b ? (*b)[(i / std::size_t(OH * OW)) % std::size_t(c.K)] : 0.0;
+  for_each_tap(c, OH, OW, [&](std::size_t yi, std::size_t xi, std::size_t wi) {
+    const double p = bf(x[xi]) * bf(w[wi]);
+    z[yi] += p;
+    scale[yi] += std::abs(p);
+  });
+}
+/// dx and dw of the convolution in double from dzb (the bf16-rounded output gradient), with their scales and the
+/// slack of dz's rounding flips (flips: flip_slack per output element).
 void conv_grad_ref(const conv_case& c, const std::vector<float>& x, const std::vector<float>& w, const std::vector<double>& dzb,
                    index_t OH, index_t OW, std::vector<double>& dx, std::vector<double>& sx, std::vector<double>& dw,
                    std::vector<double>& sw, const std::vector<double>& flips, std::vector<double>& fx, std::vector<double>& fw) {
-  const index_t Cg = c.C / c.opt.groups, Kg = c.K / c.opt.groups;
   dx.assign(x.size(), 0), sx.assign(x.size(), 1), dw.assign(w.size(), 0), sw.assign(w.size(), 1);
   fx.assign(x.size(), 0), fw.assign(w.size(), 0);
-  for (index_t n = 0; n < c.N; ++n)
-    for (index_t k = 0; k < c.K; ++k)
-      for (index_t oh = 0; oh < OH; ++oh)
-        for (index_t ow = 0; ow < OW; ++ow) {
-          const double g = dzb[std::size_t(((n * c.K + k) * OH + oh) * OW + ow)];
-          const double f = flips[std::size_t(((n * c.K + k) * OH + oh) * OW + ow)];
-          const index_t grp = k / Kg;
-          for (index_t ci = 0; ci < Cg; ++ci)
-            for (index_t r = 0; r < c.R; ++r)
-              for (index_t q = 0; q < c.S; ++q) {
-                const index_t ih = oh * c.opt.stride.h - c.opt.padding.h + r * c.opt.dilation.h;
-                const index_t iw = ow * c.opt.stride.w - c.opt.padding.w + q * c.opt.dilation.w;
-                if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
-                const std::size_t xi = std::size_t(((n * c.C + grp * Cg + ci) * c.H + ih) * c.W + iw);
-                const std::size_t wi = std::size_t(((k * Cg + ci) * c.R + r) * c.S + q);
-                dx[xi] += g * bf(w[wi]);
-                sx[xi] += std::abs(g * bf(w[wi]));
-                dw[wi] += g * bf(x[xi]);
-                sw[wi] += std::abs(g * bf(x[xi]));
-                fx[xi] += f * std::abs(bf(w[wi]));
-                fw[wi] += f * std::abs(bf(x[xi]));
-              }
-        }
+  for_each_tap(c, OH, OW, [&](std::size_t yi, std::size_t xi, std::size_t wi) {
+    const double g = dzb[yi], f = flips[yi];
+    dx[xi] += g * bf(w[wi]);
+    sx[xi] += std::abs(g * bf(w[wi]));
+    dw[wi] += g * bf(x[xi]);
+    sw[wi] += std::abs(g * bf(x[xi]));
+    fx[xi] += f * std::abs(bf(w[wi]));
+    fw[wi] += f * std::abs(bf(x[xi]));
+  });
 }
 }  // namespace
 

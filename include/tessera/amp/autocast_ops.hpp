@@ -153,15 +153,8 @@ ad::Var<float, 2, P> linear_bf16(const ad::Var<float, 2, P>& x, const ad::Var<fl
   }
   auto back = [x, W, b, act, xb, wb](const auto& g, const auto& out) {
     const index_t B = out.dims()[0], O = out.dims()[1], I = x.dims()[1];
-    bool acc_b;
-    float* db = ad::detail::grad_of(b, acc_b);
     typename V::tensor dz_buf;
-    if (act != activation::none) dz_buf = typename V::tensor(B, O);
-    const float* dz = g.data();
-    if (act != activation::none || db)
-      if (backend<P>::activation_backward(g.data(), out.data(), act != activation::none ? dz_buf.data() : nullptr, db, acc_b, B, O,
-                                          index_t(1), act))
-        dz = dz_buf.data();
+    const float* dz = ad::detail::output_gradient<P>(g, out, b, act, B, O, index_t(1), dz_buf);
     if (!(x.requires_grad() || W.requires_grad())) return;
     const auto dzb = rounded<P>(dz, B * O);
     bool acc;
@@ -225,15 +218,8 @@ ad::Var<float, 4, P> conv2d_bf16(const ad::Var<float, 4, P>& x, const ad::Var<fl
   auto wb = rounded(w);
   typename V::tensor y = conv_forward_bf16<P>(geo, *xb, *wb, b, act);
   auto back = [x, w, b, act, geo, xb, wb](const auto& g, const auto& out) {
-    bool acc_b;
-    float* db = ad::detail::grad_of(b, acc_b);
-    const float* dz = g.data();
     typename V::tensor dz_buf;
-    if (act != activation::none) dz_buf = typename V::tensor(out.dims());
-    if (act != activation::none || db)
-      if (backend<P>::activation_backward(g.data(), out.data(), act != activation::none ? dz_buf.data() : nullptr, db, acc_b, geo.N,
-                                          geo.K, geo.OH * geo.OW, act))
-        dz = dz_buf.data();
+    const float* dz = ad::detail::output_gradient<P>(g, out, b, act, geo.N, geo.K, geo.OH * geo.OW, dz_buf);
     conv_products_backward<P>(geo, x, w, *xb, *wb, dz);
   };
   if (b.defined()) return V::make(std::move(y), back, x, w, b);

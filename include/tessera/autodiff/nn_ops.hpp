@@ -109,21 +109,30 @@ tessera::detail::pool2d_geometry pool_geometry(const X& x, const O& out, const p
 }  // namespace detail
 
 namespace detail {
+/// The gradient at a product's output from g, the gradient at act(product + b) (out: that value, [outer, C, inner]
+/// contiguous): dz = g * act'(out) in dz_buf (allocated here) unless act is none, and b's gradient (the channel sums
+/// of dz) added in the same pass when b needs one. Returns dz (g's data itself when there is no activation).
+template <class P, class Tn, class B>
+const typename Tn::value_type* output_gradient(const Tn& g, const Tn& out, const B& b, activation act, index_t outer, index_t C,
+                                               index_t inner, Tn& dz_buf) {
+  bool acc_b;
+  auto* db = detail::grad_of(b, acc_b);
+  if (act != activation::none) dz_buf = Tn(out.dims());
+  if ((act != activation::none || db) &&
+      backend<P>::activation_backward(g.data(), out.data(), act != activation::none ? dz_buf.data() : nullptr, db, acc_b, outer, C,
+                                      inner, act))
+    return dz_buf.data();
+  return g.data();
+}
+
 /// linear's backward (one closure type per element type and policy).
 template <class T, class P>
 auto linear_back(const Var<T, 2, P>& x, const Var<T, 2, P>& W, const Var<T, 1, P>& b, activation act) {
   using V = Var<T, 2, P>;
   return [x, W, b, act](const auto& g, const auto& out) {
     const index_t B = out.dims()[0], O = out.dims()[1], I = x.dims()[1];
-    bool acc_b;
-    T* db = detail::grad_of(b, acc_b);
     typename V::tensor dz_buf;
-    if (act != activation::none) dz_buf = typename V::tensor(B, O);
-    const T* dz = g.data();
-    if (act != activation::none || db)
-      if (backend<P>::activation_backward(g.data(), out.data(), act != activation::none ? dz_buf.data() : nullptr, db, acc_b, B, O,
-                                          index_t(1), act))
-        dz = dz_buf.data();
+    const T* dz = output_gradient<P>(g, out, b, act, B, O, index_t(1), dz_buf);
     bool acc;
     if (T* gx = detail::grad_of(x, acc))  // dx (B x I) = dz (B x O) W (O x I)
       backend<P>::gemm(tessera::detail::gemm_desc<T>{B, I, O, {dz, O, 1}, {W.value().data(), I, 1}, gx, I, acc});
