@@ -1,11 +1,16 @@
 // int8 GEMM: C[M x N] (int32) = A[M x K] (uint8, or int8) * B[K x N] (int8), exactly, with int32 accumulation.
 //
-// Four paths, chosen at run time from what the CPU (and the OS) offer, best first:
+// Five paths, chosen at run time from what the CPU (and the OS) offer, best first:
 //   amx          Intel AMX tiles (tdpbusd): a 32 x 32 block of C in four tile registers, 16 x 64 byte tiles of A and B
 //   avx512_vnni  vpdpbusd (u8 x s8 quads into int32 lanes): an 8 x 32 register tile
 //   avx2         u8 and s8 widened to int16 and multiplied with vpmaddwd: no 16-bit saturation (vpmaddubsw would
 //                saturate 255*127 + 255*127). Blocks of 8 rows or more widen A and B once per 512 k into int16 pairs
 //                and run a 6 x 16 register tile of vpmaddwd + vpaddd (s8_multiply_avx2); fewer rows widen in the loop.
+//   avx2_u7      uint8 A with values <= 127 only (7-bit activations: PyTorch's reduce_range) on an AVX2 CPU: vpmaddubsw
+//                (u8 x s8 pairs into int16, which 127 * 128 * 2 cannot saturate) + vpmaddwd with ones + vpaddd on a
+//                4 x 16 register tile over the packed operands. Taken when the caller states it (int8_a_below_128, in
+//                gemm_s8_pack.hpp: no check) or when the packed block of A is checked and holds no value above 127
+//                (one OR pass over the block; TESSERA_S8_U7_CHECK=0 turns the check off); other A runs avx2.
 //   portable     plain loops
 // All paths read the same packed operands:
 //   B (weights): panels of 16 columns, each [Kp/4][16][4] bytes (four consecutive k of one column side by side, the
@@ -13,7 +18,8 @@
 //   A:           groups of 16 rows, each [Kp/64][16][64] bytes (an AMX A tile per 64 k); int8 A is stored as
 //                uint8 (a + 128) and corrected with 128 * (column sums of B) at the end.
 // The set_int8_isa_limit() switch lets tests run every path the machine has; TESSERA_INT8_ISA (portable, avx2,
-// avx512_vnni, amx) sets the same limit from the environment.
+// avx2_u7, avx512_vnni, amx) sets the same limit from the environment (avx2 excludes avx2_u7). Every path gives the
+// same, exact results.
 // The choice of path and the packing live in kernels/cpu/gemm_s8_pack.hpp; this file holds the register-tile
 // kernels of each path and the driver (cpu_gemm_s8, cpu_gemm_s8_rows).
 #pragma once
@@ -203,6 +209,103 @@ inline void s8_multiply_avx2(const std::uint8_t* pa, index_t gb, index_t gb1, in
   }
 }
 
+namespace s8 {
+/// How many blocks the avx2_u7 kernels have multiplied (tests read it to see which path ran).
+inline std::atomic<long>& u7_blocks() {
+  static std::atomic<long> n{0};
+  return n;
+}
+}  // namespace s8
+
+/// The avx2_u7 path, for uint8 A whose values are all <= 127: vpmaddubsw multiplies a row's broadcast quad of A by a
+/// B quad row (16 columns x 4 k: two registers loaded straight from the packed panel) into int16 pair sums, which
+/// cannot saturate (|a0 b0 + a1 b1| <= 127 * 128 * 2 = 32512 < 32767); vpmaddwd with ones adds each column's two pairs
+/// into int32 and vpaddd accumulates: 3 operations per 8 columns x 4 k (the avx2 path: 4), on the packed operands as
+/// they are (no widening pass). An MR x 16 register tile.
+inline constexpr index_t s8_u7_kq = 256;  ///< quads (1024 k) per K block: 16 KiB of a B panel stay in L1
+
+/// C[rows x cols] (rows <= MR, cols <= 16) (+)= A rows (arow[i]: row i's first quad in its packed group) * the B panel
+/// pb over quads [q0, q1).
+template <int MR>
+__attribute__((target("avx2"))) inline void s8_kernel_u7(const std::uint8_t* const* arow, index_t q0, index_t q1, const std::int8_t* pb,
+                                                        int rows, int cols, std::int32_t* t, index_t ldt, bool load_c) {
+  __m256i acc[MR][2];
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (index_t c = q0 / 16; c * 16 < q1; ++c) {  // 64-k chunks of A's packed layout: a row's 16 quads side by side
+    const index_t qa = std::max(q0, c * 16), qb = std::min(q1, c * 16 + 16);
+    const std::uint8_t* ar[MR];
+    TS_UNROLL
+    for (int i = 0; i < MR; ++i) ar[i] = arow[i] + c * (s8_mg * s8_kq) - c * 64;  // + 4 q: quad q of row i
+    for (index_t q = qa; q < qb; ++q) {
+      const __m256i b0 = _mm256_loadu_si256((const __m256i*)(pb + q * 64)), b1 = _mm256_loadu_si256((const __m256i*)(pb + q * 64 + 32));
+      TS_UNROLL
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t quad;
+        std::memcpy(&quad, ar[i] + q * 4, 4);
+        const __m256i av = _mm256_set1_epi32(quad);
+        acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
+        acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+      }
+    }
+  }
+  alignas(32) std::int32_t tile[MR][16];
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_si256((__m256i*)tile[i], acc[i][0]);
+    _mm256_store_si256((__m256i*)(tile[i] + 8), acc[i][1]);
+  }
+  if (cols == 16) {
+    for (int i = 0; i < rows; ++i)
+      for (int h = 0; h < 2; ++h) {
+        __m256i* o = (__m256i*)(t + i * ldt + 8 * h);
+        const __m256i v = _mm256_load_si256((const __m256i*)(tile[i] + 8 * h));
+        _mm256_storeu_si256(o, load_c ? _mm256_add_epi32(_mm256_loadu_si256(o), v) : v);
+      }
+  } else {
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j) t[i * ldt + j] = load_c ? t[i * ldt + j] + tile[i][j] : tile[i][j];
+  }
+}
+
+#ifndef TESSERA_S8_U7_MR
+#define TESSERA_S8_U7_MR 4  // rows of the avx2_u7 register tile (4 x 16: 8 accumulators, 2 B registers)
+#endif
+
+/// The avx2_u7 product of groups [gb, gb1) (packed at pa; rows [gb * 16, M)) by panels [jp0, jp1) of b over K chunks
+/// [kc0, kc1), into cb (row gb * 16 and column 16 jp0 at cb, row stride ldb), added to it when acc. Any number of rows.
+inline void s8_multiply_u7(const std::uint8_t* pa, index_t gb, index_t gb1, index_t M, const packed_b_s8& b, index_t jp0, index_t jp1,
+                           index_t kc0, index_t kc1, std::int32_t* cb, index_t ldb, bool acc) {
+  constexpr int MR = TESSERA_S8_U7_MR;
+  s8::u7_blocks().fetch_add(1, std::memory_order_relaxed);
+  const index_t rows = std::min(M, gb1 * s8_mg) - gb * s8_mg;
+  const index_t qend = std::min(kc1, (b.K + 3) / 4 * 4) / 4;  // past K only zeros
+  auto row = [&](index_t r) { return pa + (r / s8_mg) * b.Kp * s8_mg + (r % s8_mg) * s8_kq; };
+  for (index_t q0 = kc0 / 4; q0 < qend; q0 += s8_u7_kq) {
+    const index_t q1 = std::min(qend, q0 + s8_u7_kq);
+    const bool load_c = acc || q0 > kc0 / 4;
+    for (index_t p = jp0; p < jp1; ++p) {
+      const int cols = int(std::min<index_t>(s8_np, b.N - p * s8_np));
+      std::int32_t* cp = cb + (p - jp0) * s8_np;
+      for (index_t i = 0; i < rows; i += MR) {
+        const int n = int(std::min<index_t>(MR, rows - i));
+        const std::uint8_t* ar[MR];
+        for (int r = 0; r < MR; ++r) ar[r] = row(i + (r < n ? r : 0));
+        if (n > MR / 2 || MR == 1) s8_kernel_u7<MR>(ar, q0, q1, b.panel(p), n, cols, cp + i * ldb, ldb, load_c);
+        else s8_kernel_u7<(MR + 1) / 2>(ar, q0, q1, b.panel(p), n, cols, cp + i * ldb, ldb, load_c);
+      }
+    }
+  }
+}
+
+/// Are all n bytes at p (n a multiple of 32) <= 127? (The check of a packed block of A for avx2_u7.)
+__attribute__((target("avx2"))) inline bool s8_below_128(const std::uint8_t* p, std::size_t n) {
+  __m256i o = _mm256_setzero_si256();
+  for (std::size_t i = 0; i < n; i += 32) o = _mm256_or_si256(o, _mm256_loadu_si256((const __m256i*)(p + i)));
+  return _mm256_movemask_epi8(o) == 0;
+}
+
 /// 8 rows x (npan <= 2) panels with AVX-512 VNNI: 16 accumulators, per quad 2 B loads, 8 broadcasts, 16 vpdpbusd.
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void s8_tile_vnni(const std::uint8_t* pa, int r0, int rows,
                                                                                const std::int8_t* pb, index_t pstride, int npan,
@@ -381,11 +484,28 @@ template <class PackGroup, class Epi>
 void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed_b_s8& b, bool a_signed, std::int32_t* c,
                  index_t ldc, bool accumulate, int nt, int8_isa isa, const Epi& epi) {
   const index_t Kp = b.Kp, groups = (M + s8_mg - 1) / s8_mg;
+  // avx2_u7: uint8 A stated <= 127 (int8_a_below_128, read on the calling thread) takes vpmaddubsw; otherwise each
+  // packed block of A is checked (TESSERA_S8_U7_CHECK) and a block with a value above 127 runs avx2
+#ifndef TESSERA_S8_U7_CHECK
+#define TESSERA_S8_U7_CHECK 1
+#endif
+  const bool u7_path = isa == int8_isa::avx2_u7 && !a_signed;
+  [[maybe_unused]] const bool u7_stated = u7_path && int8_a_below_128::active();
+  if (isa == int8_isa::avx2_u7) isa = int8_isa::avx2;
+  [[maybe_unused]] auto u7_block = [&](const std::uint8_t* pa, index_t ngroups) {
+#if TESSERA_INT8_X86
+    return u7_stated || (u7_path && TESSERA_S8_U7_CHECK && s8_below_128(pa, std::size_t(ngroups * Kp * s8_mg)));
+#else
+    (void)pa, (void)ngroups;
+    return false;
+#endif
+  };
   const index_t KC = std::min<index_t>(Kp, TESSERA_S8_KC), MC = TESSERA_S8_MC, GB = MC / s8_mg;
   constexpr bool local_c = s8_local_epilogue<Epi>;
   const index_t nblk = (b.panels + 1) / 2, mblk = (groups + 1) / 2;
   const bool by_cols = !local_c && (nblk >= mblk || nblk >= 2 * index_t(nt));
   std::uint8_t* shared_pa = nullptr;
+  bool shared_u7 = false;
   if (by_cols) {
     shared_pa = s8_workspace::of_this_thread().a.grow(std::size_t(groups * Kp * s8_mg));
     // (no parallel construct at all on one thread: inside another team, even an if(false) region builds a team)
@@ -396,6 +516,7 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
     } else
 #endif
       for (index_t g = 0; g < groups; ++g) pack_group(g, shared_pa + g * Kp * s8_mg);
+    shared_u7 = u7_block(shared_pa, groups);
   }
   auto finish = [&](index_t i0, index_t j0, index_t rows, index_t cols, std::int32_t* cb, index_t ldb) {
     if (a_signed)  // A was stored as a + 128: take 128 * sum_k b(k, j) back out
@@ -414,7 +535,15 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
     if (isa == int8_isa::amx) amx_configure();
 #endif
     auto multiply = [&](const std::uint8_t* pa, index_t gb, index_t gb1, index_t kc0, index_t kc1, std::int32_t* cb, index_t ldb,
-                        bool acc) {  // groups [gb, gb1) (pa: group gb) into cb (row gb * 16, column j0t)
+                        bool acc, bool u7) {  // groups [gb, gb1) (pa: group gb) into cb (row gb * 16, column j0t)
+#if TESSERA_INT8_X86
+      if (u7) {
+        s8_multiply_u7(pa, gb, gb1, M, b, jp0, jp1, kc0, kc1, cb, ldb, acc);
+        return;
+      }
+#else
+      (void)u7;
+#endif
 #if TESSERA_INT8_X86
       if (isa == int8_isa::avx2 && std::min(M, gb1 * s8_mg) - gb * s8_mg >= 8) {
         s8_multiply_avx2(pa, gb, gb1, M, b, jp0, jp1, kc0, kc1, cb, ldb, acc);
@@ -437,7 +566,7 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
         const index_t kc1 = std::min(Kp, kc0 + KC);
         for (index_t gb = g0; gb < g1; gb += GB) {
           const index_t gb1 = std::min(g1, gb + GB);
-          multiply(shared_pa + gb * Kp * s8_mg, gb, gb1, kc0, kc1, c + gb * s8_mg * ldc + j0t, ldc, accumulate || kc0 > 0);
+          multiply(shared_pa + gb * Kp * s8_mg, gb, gb1, kc0, kc1, c + gb * s8_mg * ldc + j0t, ldc, accumulate || kc0 > 0, shared_u7);
           if (kc1 == Kp) finish(gb * s8_mg, j0t, std::min(M, gb1 * s8_mg) - gb * s8_mg, colst, c + gb * s8_mg * ldc + j0t, ldc);
         }
       }
@@ -450,9 +579,10 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
       for (index_t gb = g0; gb < g1; gb += GB) {
         const index_t gb1 = std::min(g1, gb + GB);
         for (index_t g = gb; g < gb1; ++g) pack_group(g, pa + (g - gb) * Kp * s8_mg);
+        const bool u7 = u7_block(pa, gb1 - gb);
         std::int32_t* cb = local_c ? own_c.data() : c + gb * s8_mg * ldc + j0t;
         for (index_t kc0 = 0; kc0 < Kp; kc0 += KC)
-          multiply(pa, gb, gb1, kc0, std::min(Kp, kc0 + KC), cb, ldb, (accumulate && !local_c) || kc0 > 0);
+          multiply(pa, gb, gb1, kc0, std::min(Kp, kc0 + KC), cb, ldb, (accumulate && !local_c) || kc0 > 0, u7);
         finish(gb * s8_mg, j0t, std::min(M, gb1 * s8_mg) - gb * s8_mg, colst, cb, ldb);
       }
     }

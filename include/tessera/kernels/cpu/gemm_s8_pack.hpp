@@ -1,6 +1,7 @@
 // int8 GEMM, part 1: which path the CPU offers and the packed operands every path reads (kernels/cpu/gemm_s8.hpp
 // holds the register-tile kernels and the driver, and describes the layouts).
 //   int8_isa, int8_isa_name/supported/active, set_int8_isa_limit   the run-time choice (TESSERA_INT8_ISA caps it)
+//   int8_a_below_128                                                a scope: the thread's uint8 A operands are <= 127
 //   packed_b_s8                                                     B (the weights) packed once, with column sums
 //   detail::s8_pack_a_group, s8_pack_b_panel, s8_panel_sums         the packing of A groups and B panels
 // Guarantees: packing is exact (int8 A is stored as a + 128 and corrected later); padding is zero, so padded k and
@@ -40,13 +41,15 @@
 
 namespace tessera {
 
-/// The int8 GEMM's instruction paths, in increasing order of speed.
-enum class int8_isa : int { portable = 0, avx2 = 1, avx512_vnni = 2, amx = 3 };
+/// The int8 GEMM's instruction paths, in increasing order of speed. avx2_u7 is avx2 plus vpmaddubsw for uint8 A whose
+/// values are all <= 127 (7-bit activations, PyTorch's reduce_range): any AVX2 CPU offers it; other A still runs avx2.
+enum class int8_isa : int { portable = 0, avx2 = 1, avx2_u7 = 2, avx512_vnni = 3, amx = 4 };
 
 inline constexpr std::string_view int8_isa_name(int8_isa i) {
   switch (i) {
     case int8_isa::portable: return "portable";
     case int8_isa::avx2: return "avx2";
+    case int8_isa::avx2_u7: return "avx2_u7";
     case int8_isa::avx512_vnni: return "avx512_vnni";
     case int8_isa::amx: return "amx";
   }
@@ -78,7 +81,7 @@ inline int8_isa detect() {
   const bool amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
   if (amx_tile && amx_int8 && os_amx && os_avx512 && avx512bw && vnni && os_grants_amx()) return int8_isa::amx;
   if (avx512f && avx512bw && vnni && os_avx512) return int8_isa::avx512_vnni;
-  if (avx2 && os_avx) return int8_isa::avx2;
+  if (avx2 && os_avx) return int8_isa::avx2_u7;
   return int8_isa::portable;
 }
 #else
@@ -88,7 +91,7 @@ inline int8_isa detect() { return int8_isa::portable; }
 inline int8_isa limit_from_env() {
   const char* e = std::getenv("TESSERA_INT8_ISA");
   if (!e) return int8_isa::amx;
-  for (int i = 0; i <= 3; ++i)
+  for (int i = 0; i <= int(int8_isa::amx); ++i)
     if (int8_isa_name(int8_isa(i)) == e) return int8_isa(i);
   return int8_isa::amx;
 }
@@ -109,6 +112,31 @@ inline int8_isa int8_isa_supported() {
 inline int8_isa int8_isa_active() { return int8_isa(std::min(int(int8_isa_supported()), detail::s8::limit().load())); }
 /// Caps the int8 path (tests and benchmarks run each path the machine has with it).
 inline void set_int8_isa_limit(int8_isa i) { detail::s8::limit().store(int(i)); }
+
+namespace detail::s8 {
+inline int& a_below_128_depth() {
+  thread_local int d = 0;
+  return d;
+}
+}  // namespace detail::s8
+
+/// A scope in which the calling thread states that the uint8 A operands of its int8 GEMMs hold values <= 127 only
+/// (activations quantized to 7 bits: quant_max 127, PyTorch's reduce_range): on the avx2_u7 path they then take
+/// vpmaddubsw without the check of A it otherwise makes. Nests; int8 (signed) A ignores it. A value above 127 in
+/// such an A is the caller's error: vpmaddubsw then saturates (results would be wrong, not undefined).
+struct int8_a_below_128 {
+  bool on;
+  explicit int8_a_below_128(bool on_ = true) : on(on_) {
+    if (on) ++detail::s8::a_below_128_depth();
+  }
+  ~int8_a_below_128() {
+    if (on) --detail::s8::a_below_128_depth();
+  }
+  int8_a_below_128(const int8_a_below_128&) = delete;
+  int8_a_below_128& operator=(const int8_a_below_128&) = delete;
+  /// Is the calling thread inside such a scope?
+  static bool active() { return detail::s8::a_below_128_depth() > 0; }
+};
 
 namespace detail {
 
