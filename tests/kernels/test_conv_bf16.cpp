@@ -48,6 +48,18 @@ struct isa_scope {  // sets the cap, and puts back the one before (TESSERA_BF16_
   ~isa_scope() { ts::set_bf16_isa_limit(ts::bf16_isa(before)); }
 };
 
+/// Sets the route of the avx2 path (automatic: conv.hpp's fp32 kernels on widened operands; gemm: im2col + the bf16
+/// GEMM), and puts back automatic afterwards.
+struct route_scope {
+  explicit route_scope(ts::detail::conv_bf16_route r) { ts::detail::conv_bf16_route_setting().store(int(r)); }
+  ~route_scope() { ts::detail::conv_bf16_route_setting().store(int(ts::detail::conv_bf16_route::automatic)); }
+};
+/// The routes to run on a path: both on avx2, only the GEMM elsewhere.
+std::vector<ts::detail::conv_bf16_route> routes(ts::bf16_isa isa) {
+  if (isa == ts::bf16_isa::avx2) return {ts::detail::conv_bf16_route::automatic, ts::detail::conv_bf16_route::gemm};
+  return {ts::detail::conv_bf16_route::gemm};
+}
+
 /// One convolution: x [N, C, H, W], w [K, C/groups, R, S], options as PyTorch's Conv2d.
 struct conv_case {
   index_t N, C, H, W, K, R, S;
@@ -157,38 +169,41 @@ void check_case(const conv_case& cc, std::uint32_t seed) {
   const reference ref(g, x, w, dy);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (const auto isa : paths())
-    for (int threads : {1, 2}) {
-      isa_scope scope(isa);
-      INFO(describe(cc) << " -> y " << g.OH << "x" << g.OW << ", path " << ts::bf16_isa_name(isa) << ", threads " << threads);
-      // forward, without and with the epilogue (y starts as NaN: every element must be written)
-      std::vector<float> y(ref.y.size(), nan);
-      ts::detail::cpu_conv2d_bf16(g, x.data(), w.data(), y.data(), threads);
-      CHECK(mismatches(y, ref.y, ref.ymag, 0.0) == 0);
-      std::fill(y.begin(), y.end(), nan);
-      std::vector<std::atomic<int>> visits(y.size());
-      std::vector<float> seen(y.size(), nan);
-      std::atomic<int> out_of_range{0};
-      ts::detail::cpu_conv2d_bf16(g, x.data(), w.data(), y.data(), threads, recorder{&g, y.data(), visits.data(), seen.data(), &out_of_range});
-      CHECK(mismatches(y, ref.y, ref.ymag, 0.0) == 0);
-      CHECK(out_of_range.load() == 0);
-      int not_once = 0, not_final = 0;
-      for (std::size_t i = 0; i < y.size(); ++i) {
-        not_once += visits[i].load() != 1;
-        not_final += std::bit_cast<std::uint32_t>(seen[i]) != std::bit_cast<std::uint32_t>(y[i]);
+    for (const auto route : routes(isa))
+      for (int threads : {1, 2}) {
+        isa_scope scope(isa);
+        route_scope rs(route);
+        INFO(describe(cc) << " -> y " << g.OH << "x" << g.OW << ", path " << ts::bf16_isa_name(isa)
+                          << (route == ts::detail::conv_bf16_route::gemm ? " (im2col + GEMM)" : "") << ", threads " << threads);
+        // forward, without and with the epilogue (y starts as NaN: every element must be written)
+        std::vector<float> y(ref.y.size(), nan);
+        ts::detail::cpu_conv2d_bf16(g, x.data(), w.data(), y.data(), threads);
+        CHECK(mismatches(y, ref.y, ref.ymag, 0.0) == 0);
+        std::fill(y.begin(), y.end(), nan);
+        std::vector<std::atomic<int>> visits(y.size());
+        std::vector<float> seen(y.size(), nan);
+        std::atomic<int> out_of_range{0};
+        ts::detail::cpu_conv2d_bf16(g, x.data(), w.data(), y.data(), threads, recorder{&g, y.data(), visits.data(), seen.data(), &out_of_range});
+        CHECK(mismatches(y, ref.y, ref.ymag, 0.0) == 0);
+        CHECK(out_of_range.load() == 0);
+        int not_once = 0, not_final = 0;
+        for (std::size_t i = 0; i < y.size(); ++i) {
+          not_once += visits[i].load() != 1;
+          not_final += std::bit_cast<std::uint32_t>(seen[i]) != std::bit_cast<std::uint32_t>(y[i]);
+        }
+        CHECK(not_once == 0);
+        CHECK(not_final == 0);
+        // backward data and weight: overwrite (a sentinel that must vanish) and accumulate (onto 0.5)
+        for (bool acc : {false, true}) {
+          INFO("accumulate " << acc);
+          const float start = acc ? 0.5f : 7.0f;
+          std::vector<float> dx(ref.dx.size(), start), dw(ref.dw.size(), start);
+          ts::detail::cpu_conv2d_bf16_backward_data(g, dy.data(), w.data(), dx.data(), acc, threads);
+          ts::detail::cpu_conv2d_bf16_backward_weight(g, x.data(), dy.data(), dw.data(), acc, threads);
+          CHECK(mismatches(dx, ref.dx, ref.dxmag, acc ? 0.5 : 0.0) == 0);
+          CHECK(mismatches(dw, ref.dw, ref.dwmag, acc ? 0.5 : 0.0) == 0);
+        }
       }
-      CHECK(not_once == 0);
-      CHECK(not_final == 0);
-      // backward data and weight: overwrite (a sentinel that must vanish) and accumulate (onto 0.5)
-      for (bool acc : {false, true}) {
-        INFO("accumulate " << acc);
-        const float start = acc ? 0.5f : 7.0f;
-        std::vector<float> dx(ref.dx.size(), start), dw(ref.dw.size(), start);
-        ts::detail::cpu_conv2d_bf16_backward_data(g, dy.data(), w.data(), dx.data(), acc, threads);
-        ts::detail::cpu_conv2d_bf16_backward_weight(g, x.data(), dy.data(), dw.data(), acc, threads);
-        CHECK(mismatches(dx, ref.dx, ref.dxmag, acc ? 0.5 : 0.0) == 0);
-        CHECK(mismatches(dw, ref.dw, ref.dwmag, acc ? 0.5 : 0.0) == 0);
-      }
-    }
 }
 
 }  // namespace
@@ -251,7 +266,9 @@ TEST_CASE("conv2d_bf16: random sweep over the odd sizes and options", "[conv_bf1
 }
 
 TEST_CASE("conv2d_bf16: empty extents", "[conv_bf16]") {
-  for (int threads : {1, 2}) {
+  for (int run = 0; run < 4; ++run) {  // 1 and 2 threads, both routes of the avx2 path
+    const int threads = 1 + run % 2;
+    route_scope rs(ts::detail::conv_bf16_route(run / 2));
     // no input channels: y = 0, the epilogue still visits every element once; the gradients are 0
     {
       const conv_case c{2, 0, 5, 5, 3, 3, 3, {.padding = 1}};

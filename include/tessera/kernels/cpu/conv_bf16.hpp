@@ -26,6 +26,7 @@
 // fp32 dy by cpu_conv2d_backward_bias (conv.hpp).
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstdint>
 #include <cstring>
@@ -72,6 +73,28 @@ inline void cpu_to_bf16(const float* __restrict src, bfloat16* __restrict dst, i
 #else
   run(0, n);
 #endif
+}
+
+/// d[i] = s[i] as the float it is (exact), i < n; threads from 2^16 elements.
+inline void conv_bf16_widen(const bfloat16* __restrict s, float* __restrict d, index_t n, int nthreads) {
+  [[maybe_unused]] const int nt = n >= (index_t(1) << 16) ? std::max(1, nthreads) : 1;
+#if defined(_OPENMP)
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (nt > 1)
+#endif
+  for (index_t i = 0; i < n; ++i) d[i] = std::bit_cast<float>(std::uint32_t(s[i].bits) << 16);
+}
+
+/// Which way the forward and the weight gradient run where the bf16 GEMM's path is avx2 (bf16 widened to fp32, then
+/// fp32 FMA): `automatic` widens the whole operands to fp32 and runs conv.hpp's fp32 kernels (they read the input
+/// in place and pack the weights once per call: measured faster than im2col + the bf16 GEMM on Zen 3); `gemm`
+/// always takes im2col + the bf16 GEMM (the tests run both). Every other path always takes the GEMM.
+enum class conv_bf16_route { automatic, gemm };
+inline std::atomic<int>& conv_bf16_route_setting() {
+  static std::atomic<int> r{0};
+  return r;
+}
+inline bool conv_bf16_widens() {
+  return bf16_isa_active() == bf16_isa::avx2 && conv_bf16_route(conv_bf16_route_setting().load()) == conv_bf16_route::automatic;
 }
 
 /// Throws shape_error unless g is a valid convolution (see the top of the file); fn names the caller.
@@ -220,6 +243,14 @@ void cpu_conv2d_bf16(const conv_geometry& g, const bfloat16* x, const bfloat16* 
   conv_bf16_check("cpu_conv2d_bf16", g);
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, Kd = Cg * g.R * g.S, P = g.OH * g.OW;
   if (g.N == 0 || g.K == 0 || P == 0) return;
+  if (conv_bf16_widens()) {
+    float* const xf = conv_scratch<float, 10>::get(std::size_t(g.N * g.C * g.H * g.W));
+    float* const wf = conv_scratch<float, 11>::get(std::size_t(std::max<index_t>(1, g.K * Kd)));
+    conv_bf16_widen(x, xf, g.N * g.C * g.H * g.W, nthreads);
+    conv_bf16_widen(w, wf, g.K * Kd, nthreads);
+    const index_t xs[4] = {g.C * g.H * g.W, g.H * g.W, g.W, 1}, ws[4] = {Kd, g.R * g.S, g.S, 1};
+    return cpu_conv2d<float>(g, xf, xs, wf, ws, y, g.K * P, P, nthreads, epi);
+  }
   const conv_bf16_threads th(g, 2.0 * double(g.N) * double(g.K) * double(P) * double(Kd), nthreads);
   const index_t rows = conv_bf16_rows(g, Kd);
   conv_bf16_images(g.N, th.team, [&](index_t n) {
@@ -268,6 +299,13 @@ inline void cpu_conv2d_bf16_backward_weight(const conv_geometry& g, const bfloat
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, Kd = Cg * g.R * g.S, P = g.OH * g.OW, size = g.K * Kd;
   if (!accumulate) std::fill(dw, dw + size, 0.0f);
   if (g.N == 0 || size == 0 || P == 0) return;
+  if (conv_bf16_widens()) {
+    float* const xf = conv_scratch<float, 10>::get(std::size_t(g.N * g.C * g.H * g.W));
+    float* const dyf = conv_scratch<float, 11>::get(std::size_t(g.N * g.K * P));
+    conv_bf16_widen(x, xf, g.N * g.C * g.H * g.W, nthreads);
+    conv_bf16_widen(dy, dyf, g.N * g.K * P, nthreads);
+    return cpu_conv2d_backward_weight<float>(g, xf, dyf, dw, nullptr, true, nthreads);
+  }
   const conv_bf16_threads th(g, 2.0 * double(g.N) * double(g.K) * double(P) * double(Kd), nthreads);
   const index_t rows = conv_bf16_rows(g, Kd);
   // thread t of the team adds its images into part t (the team's parts in the calling thread's scratch); with one
