@@ -3,6 +3,7 @@
 //   moving_average_observer   an exponential moving average of each batch's min and max (outliers of one batch fade)
 //   histogram_observer        a histogram of the values; the range keeps a given fraction of them (percentile),
 //                             clipping rare outliers to spend the 256 levels on the bulk
+// params<Q>(reduce_range) gives the parameters (affine_qparams): with reduce_range, over 7 bits as PyTorch's observers.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -36,7 +37,7 @@ struct minmax_observer {
   template <class T>
   void observe(const T& t) { observe(t.data(), t.size()); }
   template <class Q = std::uint8_t>
-  qparams params() const { return affine_qparams<Q>(lo, hi); }
+  qparams params(bool reduce_range = false) const { return affine_qparams<Q>(lo, hi, reduce_range); }
 };
 
 struct moving_average_observer {
@@ -52,9 +53,9 @@ struct moving_average_observer {
   template <class T>
   void observe(const T& t) { observe(t.data(), t.size()); }
   template <class Q = std::uint8_t>
-  qparams params() const {
+  qparams params(bool reduce_range = false) const {
     if (!seen) throw std::invalid_argument("tessera::quant::moving_average_observer: nothing was observed");
-    return affine_qparams<Q>(lo, hi);
+    return affine_qparams<Q>(lo, hi, reduce_range);
   }
 };
 
@@ -98,9 +99,9 @@ struct histogram_observer {
     return {float(std::min(0.0, lo + a * w)), float(std::max(0.0, lo + (b + 1) * w))};
   }
   template <class Q = std::uint8_t>
-  qparams params() const {
+  qparams params(bool reduce_range = false) const {
     const auto [a, b] = range();
-    return affine_qparams<Q>(a, b);
+    return affine_qparams<Q>(a, b, reduce_range);
   }
 
  private:

@@ -182,10 +182,11 @@ struct s8_conv_node : tessera::detail::contraction_node_base<s8_conv_node<X>, st
   std::uint8_t pad_value;
   index_t OH = 0, OW = 0;
   bool pool2 = false;  ///< the result is max-pooled 2 x 2 (stride 2): [N*(OH/2)*(OW/2), K]
+  bool reduced = false;  ///< x's quantization is 7-bit (values and zero point <= 127): the GEMM may take avx2_u7
   tessera::dims_t<2> dims_;
 
   s8_conv_node(X x_, qconv_weight w_, conv2d_options o_, qparams qx, bool pool2_ = false)
-      : x(std::move(x_)), w(std::move(w_)), o(o_), pool2(pool2_) {
+      : x(std::move(x_)), w(std::move(w_)), o(o_), pool2(pool2_), reduced(qx.reduced) {
     const auto& d = x.dims();
     if (o.groups != 1) throw std::invalid_argument("tessera::quant::conv2d_nhwc: groups are not supported yet");
     if (o.stride.h != o.stride.w || o.padding.h != o.padding.w || o.dilation.h != o.dilation.w)
@@ -220,7 +221,7 @@ void execute(const s8_conv_node<X>& nd, const DV& dst, const Epi& epi = {}) {
   const auto& s = nd.x.strides();
   if (s[3] != 1 || s[2] != d[3] || s[1] != d[2] * d[3]) {  // the gather reads whole pixels: make X contiguous
     Tensor<std::uint8_t, Shape<dyn, dyn, dyn, dyn>, P> xc(nd.x);
-    execute(s8_conv_node<decltype(xc.cview())>(xc.cview(), nd.w, nd.o, {1.0f, nd.pad_value}, nd.pool2), dst, epi);
+    execute(s8_conv_node<decltype(xc.cview())>(xc.cview(), nd.w, nd.o, {1.0f, nd.pad_value, nd.reduced}, nd.pool2), dst, epi);
     return;
   }
   if (dst.strides()[1] != 1 && nd.w.K > 1) {
@@ -234,6 +235,7 @@ void execute(const s8_conv_node<X>& nd, const DV& dst, const Epi& epi = {}) {
   const s8_gather g0{nd.x.data(), nd.x.data() + d[0] * s[0], s[0], H, W, C, nd.OH, nd.OW, M, Kt, Kp, nd.w.KH, nd.w.KW,
                      nd.o.stride.h, nd.o.padding.h, nd.o.dilation.h, nd.pad_value, nd.pool2};  // square: checked by the node
   auto gather = [g0](index_t g, std::uint8_t* out) { s8_gather_group(g0, g, out); };
+  const int8_a_below_128 a7(nd.reduced);  // (the padding is the zero point, <= 127 too)
   if (!nd.pool2) {
     backend<P>::gemm_s8_rows(M, nd.w.K, Kt, gather, false, nd.w.w->packed, dst.data(), dst.strides()[0], false, epi);
     return;

@@ -95,6 +95,8 @@ void execute(const s8_matmul_node<A>& nd, const DV& dst, const Epi& epi = {}) {
   using TA = std::remove_const_t<typename A::element_type>;
   using Node = s8_matmul_node<A>;
   const index_t M = nd.dims_[0], K = nd.w->K;
+  // a reduced (7-bit) uint8 A holds values <= 127 only: the GEMM may take avx2_u7 without checking A
+  const int8_a_below_128 a7(std::is_same_v<TA, std::uint8_t> && nd.aq.reduced);
   if (dst.strides()[1] != 1 && nd.w->N > 1) {  // the GEMM writes rows: go through a contiguous temporary
     Tensor<std::int32_t, typename Node::shape_type, P> t(nd);
     DV d = dst;

@@ -42,6 +42,19 @@
 namespace tessera {
 namespace detail {
 
+namespace s8 {
+/// How many blocks the avx2_u7 kernels have multiplied, and how many blocks of A were checked for it (tests read
+/// them to see which path ran and whether A was stated or checked).
+inline std::atomic<long>& u7_blocks() {
+  static std::atomic<long> n{0};
+  return n;
+}
+inline std::atomic<long>& u7_checks() {
+  static std::atomic<long> n{0};
+  return n;
+}
+}  // namespace s8
+
 /// The register-tile kernels. Each computes C[rows x cols] over quads [q0, q1) of K from a packed A group (pa,
 /// rows r0 .. r0+rows of it) and packed B panels (pb, panel stride pstride), into an int32 tile (row stride ldt)
 /// that is overwritten (load_c false) or added to (load_c true).
@@ -209,20 +222,15 @@ inline void s8_multiply_avx2(const std::uint8_t* pa, index_t gb, index_t gb1, in
   }
 }
 
-namespace s8 {
-/// How many blocks the avx2_u7 kernels have multiplied (tests read it to see which path ran).
-inline std::atomic<long>& u7_blocks() {
-  static std::atomic<long> n{0};
-  return n;
-}
-}  // namespace s8
-
 /// The avx2_u7 path, for uint8 A whose values are all <= 127: vpmaddubsw multiplies a row's broadcast quad of A by a
 /// B quad row (16 columns x 4 k: two registers loaded straight from the packed panel) into int16 pair sums, which
 /// cannot saturate (|a0 b0 + a1 b1| <= 127 * 128 * 2 = 32512 < 32767); vpmaddwd with ones adds each column's two pairs
 /// into int32 and vpaddd accumulates: 3 operations per 8 columns x 4 k (the avx2 path: 4), on the packed operands as
 /// they are (no widening pass). An MR x 16 register tile.
-inline constexpr index_t s8_u7_kq = 256;  ///< quads (1024 k) per K block: 16 KiB of a B panel stay in L1
+#ifndef TESSERA_S8_U7_KQ
+#define TESSERA_S8_U7_KQ 256
+#endif
+inline constexpr index_t s8_u7_kq = TESSERA_S8_U7_KQ;  ///< quads (1024 k) per K block: 16 KiB of a B panel stay in L1
 
 /// C[rows x cols] (rows <= MR, cols <= 16) (+)= A rows (arow[i]: row i's first quad in its packed group) * the B panel
 /// pb over quads [q0, q1).
@@ -494,7 +502,9 @@ void s8_gemm_run(index_t M, index_t N, const PackGroup& pack_group, const packed
   if (isa == int8_isa::avx2_u7) isa = int8_isa::avx2;
   [[maybe_unused]] auto u7_block = [&](const std::uint8_t* pa, index_t ngroups) {
 #if TESSERA_INT8_X86
-    return u7_stated || (u7_path && TESSERA_S8_U7_CHECK && s8_below_128(pa, std::size_t(ngroups * Kp * s8_mg)));
+    if (u7_stated || !u7_path || !TESSERA_S8_U7_CHECK) return u7_stated;
+    s8::u7_checks().fetch_add(1, std::memory_order_relaxed);
+    return s8_below_128(pa, std::size_t(ngroups * Kp * s8_mg));
 #else
     (void)pa, (void)ngroups;
     return false;
