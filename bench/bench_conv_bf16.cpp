@@ -3,8 +3,9 @@
 // forward, input gradient and weight gradient, 1 and 2 threads. FLOP/s counts 2*N*K*OH*OW*C*R*S for each of the
 // three. The bf16 ones read bf16 x, w and dy and write fp32; the fp32 ones are the kernels the fp32 model runs
 // (cpu_conv2d's direct 3 x 3 stencil for the first layer, its implicit GEMM for the second). The label names the
-// bf16 GEMM's path and the route: on the avx2 path the forward and the weight gradient widen their operands and run
-// conv.hpp's fp32 kernels (route 0) unless route 1 asks for im2col + the bf16 GEMM (what every other path runs).
+// bf16 GEMM's path and the route: on the avx2 path the forward and the weight gradient may widen their operands and
+// run conv.hpp's fp32 kernels (route 0, conv_bf16_widens) unless route 1 asks for im2col + the bf16 GEMM (what every
+// other path runs).
 // Also the conversion fp32 -> bf16 of the second layer's input (what an autocast adds per call).
 //   bench_conv_bf16 --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
 #include <benchmark/benchmark.h>
@@ -50,12 +51,12 @@ layer& get(const benchmark::State& st) {  // one per shape, built once
   return st.range(0) == 1 ? l1 : l2;
 }
 
-/// bf16: name the path; widening: a kernel that widens its operands on the avx2 path's automatic route.
-void finish(benchmark::State& st, const layer& l, bool bf16, bool widening = false) {
+/// bf16: name the path and the route; widening: a kernel that may widen its operands (weight: the weight gradient).
+void finish(benchmark::State& st, const layer& l, bool bf16, bool widening = false, bool weight = false) {
   st.counters["FLOP/s"] = benchmark::Counter(l.flops() * double(st.iterations()), benchmark::Counter::kIsRate);
   if (bf16)
     st.SetLabel("bf16 path " + std::string(ts::bf16_isa_name(ts::bf16_isa_active())) +
-                (widening && ts::detail::conv_bf16_widens() ? ", widened to fp32 + conv.hpp" : ", im2col + bf16 GEMM"));
+                (widening && ts::detail::conv_bf16_widens(l.g, weight) ? ", widened to fp32 + conv.hpp" : ", im2col + bf16 GEMM"));
   ts::detail::conv_bf16_route_setting().store(0);
 }
 /// The route of the avx2 path from the benchmark's third argument (0: automatic, 1: im2col + the bf16 GEMM).
@@ -123,7 +124,7 @@ void BM_conv_bwd_weight_bf16(benchmark::State& st) {
     ts::detail::cpu_conv2d_bf16_backward_weight(l.g, l.xb.data(), l.dyb.data(), l.dw.data(), false, nt);
     benchmark::ClobberMemory();
   }
-  finish(st, l, true, true);
+  finish(st, l, true, true, true);
 }
 /// fp32 -> bf16 of the second layer's input (64 x 32 x 14 x 14 = 401408 floats); bytes/s counts what it reads and writes.
 void BM_to_bf16(benchmark::State& st) {

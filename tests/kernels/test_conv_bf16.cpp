@@ -340,6 +340,23 @@ TEST_CASE("conv2d_bf16: the backend's entry points", "[conv_bf16]") {
   CHECK(b[2].bits == 0xc060);
 }
 
+TEST_CASE("conv2d_bf16: the avx2 path's route (widen to fp32 or im2col + GEMM)", "[conv_bf16]") {
+  using ts::detail::conv_bf16_widens;
+  const auto l1 = geometry({64, 1, 28, 28, 32, 3, 3, {.padding = 1}}), l2 = geometry({64, 32, 14, 14, 64, 3, 3, {.padding = 1}});
+  {
+    isa_scope scope(ts::bf16_isa::avx2);
+    CHECK(conv_bf16_widens(l1, false));   // forward: ~580 flops per widened element
+    CHECK(!conv_bf16_widens(l1, true));   // weight gradient: ~18 (dy is large, the taps few)
+    CHECK(conv_bf16_widens(l2, false));
+    CHECK(conv_bf16_widens(l2, true));    // ~190
+    route_scope rs(ts::detail::conv_bf16_route::gemm);
+    CHECK(!conv_bf16_widens(l2, false));
+    CHECK(!conv_bf16_widens(l2, true));
+  }
+  isa_scope scope(ts::bf16_isa::portable);
+  CHECK(!conv_bf16_widens(l2, false));
+}
+
 TEST_CASE("conv2d_bf16: errors name the shapes", "[conv_bf16]") {
   const std::vector<bfloat16> buf(4096, bfloat16(1.0f));
   std::vector<float> out(4096);

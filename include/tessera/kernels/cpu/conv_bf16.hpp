@@ -86,15 +86,23 @@ inline void conv_bf16_widen(const bfloat16* __restrict s, float* __restrict d, i
 
 /// Which way the forward and the weight gradient run where the bf16 GEMM's path is avx2 (bf16 widened to fp32, then
 /// fp32 FMA): `automatic` widens the whole operands to fp32 and runs conv.hpp's fp32 kernels (they read the input
-/// in place and pack the weights once per call: measured faster than im2col + the bf16 GEMM on Zen 3); `gemm`
-/// always takes im2col + the bf16 GEMM (the tests run both). Every other path always takes the GEMM.
+/// in place and pack the weights once per call) where the convolution has at least 64 flops per element widened,
+/// else im2col + the bf16 GEMM; `gemm` always takes im2col + the bf16 GEMM (the tests run both). Every other path
+/// always takes the GEMM. Measured on Zen 3, SimpleCNN's layers at batch 64: the widening won the forward of both
+/// (about 560 flops an element) and the weight gradient of the second (190); the GEMM won the first's weight gradient
+/// (18: widening its dy cost more than the fp32 kernel saved).
 enum class conv_bf16_route { automatic, gemm };
 inline std::atomic<int>& conv_bf16_route_setting() {
   static std::atomic<int> r{0};
   return r;
 }
-inline bool conv_bf16_widens() {
-  return bf16_isa_active() == bf16_isa::avx2 && conv_bf16_route(conv_bf16_route_setting().load()) == conv_bf16_route::automatic;
+/// Does the forward (weight: the weight gradient) of g widen its operands and run conv.hpp's kernel?
+inline bool conv_bf16_widens(const conv_geometry& g, bool weight) {
+  if (bf16_isa_active() != bf16_isa::avx2 || conv_bf16_route(conv_bf16_route_setting().load()) != conv_bf16_route::automatic)
+    return false;
+  const index_t Kd = (g.groups > 0 ? g.C / g.groups : 0) * g.R * g.S, P = g.OH * g.OW;
+  const double flops = 2.0 * double(g.N) * double(g.K) * double(P) * double(Kd);
+  return flops >= 64.0 * double(g.N * g.C * g.H * g.W + (weight ? g.N * g.K * P : g.K * Kd));
 }
 
 /// Throws shape_error unless g is a valid convolution (see the top of the file); fn names the caller.
@@ -212,6 +220,20 @@ struct conv_bf16_threads {
   }
 };
 
+/// The share of the bf16 GEMM's register tiles that a product of M x N fills on the active path (1 where the path
+/// has none): picks the weight gradient's orientation.
+inline double conv_bf16_tiles_filled(index_t M, index_t N) {
+  index_t mr = bf16_path_widen::mr, nr = bf16_path_widen::nr;
+  switch (bf16_isa_active()) {
+    case bf16_isa::portable: return 1.0;
+    case bf16_isa::avx512_bf16: mr = bf16_pairs_layout<true>::mr, nr = bf16_pairs_layout<true>::nr; break;
+    case bf16_isa::amx_bf16: mr = bf16_amx_layout<true>::mr, nr = bf16_amx_layout<true>::nr; break;
+    default: break;
+  }
+  auto fill = [](index_t n, index_t r) { return n <= 0 ? 1.0 : double(n) / double((n + r - 1) / r * r); };
+  return fill(M, mr) * fill(N, nr);
+}
+
 /// for n in [0, N): body(n) on a team of `team` threads (dynamic schedule, one image at a time).
 template <class Body>
 void conv_bf16_images(index_t N, int team, const Body& body) {
@@ -243,7 +265,7 @@ void cpu_conv2d_bf16(const conv_geometry& g, const bfloat16* x, const bfloat16* 
   conv_bf16_check("cpu_conv2d_bf16", g);
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, Kd = Cg * g.R * g.S, P = g.OH * g.OW;
   if (g.N == 0 || g.K == 0 || P == 0) return;
-  if (conv_bf16_widens()) {
+  if (conv_bf16_widens(g, false)) {
     float* const xf = conv_scratch<float, 10>::get(std::size_t(g.N * g.C * g.H * g.W));
     float* const wf = conv_scratch<float, 11>::get(std::size_t(std::max<index_t>(1, g.K * Kd)));
     conv_bf16_widen(x, xf, g.N * g.C * g.H * g.W, nthreads);
@@ -299,7 +321,7 @@ inline void cpu_conv2d_bf16_backward_weight(const conv_geometry& g, const bfloat
   const index_t Cg = g.C / g.groups, Kg = g.K / g.groups, Kd = Cg * g.R * g.S, P = g.OH * g.OW, size = g.K * Kd;
   if (!accumulate) std::fill(dw, dw + size, 0.0f);
   if (g.N == 0 || size == 0 || P == 0) return;
-  if (conv_bf16_widens()) {
+  if (conv_bf16_widens(g, true)) {
     float* const xf = conv_scratch<float, 10>::get(std::size_t(g.N * g.C * g.H * g.W));
     float* const dyf = conv_scratch<float, 11>::get(std::size_t(g.N * g.K * P));
     conv_bf16_widen(x, xf, g.N * g.C * g.H * g.W, nthreads);
@@ -308,42 +330,54 @@ inline void cpu_conv2d_bf16_backward_weight(const conv_geometry& g, const bfloat
   }
   const conv_bf16_threads th(g, 2.0 * double(g.N) * double(g.K) * double(P) * double(Kd), nthreads);
   const index_t rows = conv_bf16_rows(g, Kd);
-  // thread t of the team adds its images into part t (the team's parts in the calling thread's scratch); with one
-  // thread, straight into dw
-  float* const parts = th.team > 1 ? conv_scratch<float, 9>::get(std::size_t(th.team) * std::size_t(size)) : dw;
+  // dW_g [Kg x Kd] += dY_n,g col^T, or its transpose col dY_n,g^T [Kd x Kg] (into transposed parts) where that fills
+  // the GEMM's register tiles better (few taps and many channels: 9 x 32 in SimpleCNN's first layer)
+  const bool tr = conv_bf16_tiles_filled(Kd, Kg) > conv_bf16_tiles_filled(Kg, Kd);
+  // thread t of the team adds its images into part t (in the calling thread's scratch); one thread and no transpose:
+  // straight into dw
+  const bool direct = th.team == 1 && !tr;
+  float* const parts = direct ? dw : conv_scratch<float, 9>::get(std::size_t(th.team) * std::size_t(size));
   std::vector<char> used(std::size_t(th.team), 0);
   auto image = [&](index_t n, float* d, bool acc) {
     bfloat16* const col = conv_scratch<bfloat16, 1>::get(std::size_t(Kd * rows * g.OW));
     for (index_t grp = 0; grp < g.groups; ++grp)
       for (index_t oh0 = 0, first = 1; oh0 < g.OH; oh0 += rows, first = 0) {
         const index_t oh1 = std::min(g.OH, oh0 + rows), pc = (oh1 - oh0) * g.OW, k0 = grp * Kg;
+        const bfloat16* dyb = dy + (n * g.K + k0) * P + oh0 * g.OW;
         conv_bf16_im2col(g, x + (n * g.C + grp * Cg) * g.H * g.W, oh0, oh1, col, pc);
-        cpu_gemm_bf16(Kg, Kd, pc, {dy + (n * g.K + k0) * P + oh0 * g.OW, P, 1}, {col, 1, pc}, d + k0 * Kd, Kd,
-                      acc || !first, th.inner);
+        if (tr) cpu_gemm_bf16(Kd, Kg, pc, {col, pc, 1}, {dyb, 1, P}, d + k0 * Kd, Kg, acc || !first, th.inner);
+        else cpu_gemm_bf16(Kg, Kd, pc, {dyb, P, 1}, {col, 1, pc}, d + k0 * Kd, Kd, acc || !first, th.inner);
       }
   };
-  if (th.team == 1) {
+  if (direct) {
     for (index_t n = 0; n < g.N; ++n) image(n, dw, true);
     return;
   }
+  if (th.team == 1) {
+    for (index_t n = 0; n < g.N; ++n) image(n, parts, n > 0);
+    used[0] = 1;
+  } else {
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(th.team)
-  {
-    const index_t me = omp_get_thread_num(), team = omp_get_num_threads();
-    const index_t n0 = g.N * me / team, n1 = g.N * (me + 1) / team;
-    float* const d = parts + me * size;
-    for (index_t n = n0; n < n1; ++n) image(n, d, n > n0);
-    used[std::size_t(me)] = n1 > n0;
-  }
+    {
+      const index_t me = omp_get_thread_num(), team = omp_get_num_threads();
+      const index_t n0 = g.N * me / team, n1 = g.N * (me + 1) / team;
+      for (index_t n = n0; n < n1; ++n) image(n, parts + me * size, n > n0);
+      used[std::size_t(me)] = n1 > n0;
+    }
 #endif
-  // the parts added in thread order (the same result for the same team)
+  }
+  // the parts added in thread order (the same result for the same team); part t's element of dw (grp, k, kd) at
+  // grp*Kg*Kd + k*Kd + kd, or grp*Kd*Kg + kd*Kg + k transposed
+  const int nt = size >= 65536 ? th.team : 1;
 #if defined(_OPENMP)
-#pragma omp parallel for num_threads(th.team) schedule(static) if (size >= 65536)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
 #endif
   for (index_t i = 0; i < size; ++i) {
+    const index_t grp = i / (Kg * Kd), k = i / Kd % Kg, kd = i % Kd, at = tr ? grp * Kg * Kd + kd * Kg + k : i;
     float s = dw[i];
     for (int t = 0; t < th.team; ++t)
-      if (used[std::size_t(t)]) s += parts[t * size + i];
+      if (used[std::size_t(t)]) s += parts[t * size + at];
     dw[i] = s;
   }
 }
