@@ -12,8 +12,12 @@
 // (col [Cg*R*S x P], P = OH*OW, zero where a tap falls in the padding):
 //   forward          Y_n,g [Kg x P]   = W_g [Kg x Cg*R*S] * col_n,g        (col gathered in bf16)
 //   backward data    col  [Cg*R*S x P] = W_g^T * dY_n,g (fp32), then added back into the input positions (col2im)
-//   backward weight  dW_g [Kg x Cg*R*S] += dY_n,g * col_n,g^T             (col re-gathered in bf16 from x)
+//   backward weight  dW_g [Kg x Cg*R*S] += dY_n,g * col_n,g^T             (col re-gathered in bf16 from x; or the
+//                    transpose col * dY^T where that fills the GEMM's register tiles better: few taps, many channels)
 // col is formed in blocks of whole output rows (at most ~1M elements) in a scratch buffer of the thread's own.
+// On the avx2 path (bf16 widened to fp32, then fp32 FMA) the forward and the weight gradient instead widen their
+// operands whole (fp32 copies in scratch kept by the calling thread) and run conv.hpp's fp32 kernels where that was
+// measured faster (conv_bf16_widens: from 64 flops per widened element); conv_bf16_route_setting() can force the GEMM.
 // Threads: with at least as many images as threads, images are split between the threads (each with one-thread
 // GEMMs; the weight gradient in one fp32 partial per thread, added at the end in a fixed order); otherwise the
 // images run one after another with GEMMs on all the threads. One thread below 2e6 flops.
