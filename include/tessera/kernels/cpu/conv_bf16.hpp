@@ -154,14 +154,18 @@ inline void conv_bf16_cols(const conv_geometry& g, index_t dw, index_t& lo, inde
 }
 
 /// col [Cg*R*S x (oh1-oh0)*OW] (row stride ld) = the taps of output rows [oh0, oh1) of one image and group, whose
-/// first input channel is xg ([Cg][H][W]); zero where a tap falls in the padding.
+/// first input channel is xg ([Cg][H][W]); zero where a tap falls in the padding. Channels split between nt threads
+/// where there is enough to do.
 inline void conv_bf16_im2col(const conv_geometry& g, const bfloat16* __restrict xg, index_t oh0, index_t oh1,
-                             bfloat16* __restrict col, index_t ld) {
+                             bfloat16* __restrict col, index_t ld, int nt = 1) {
   const index_t Cg = g.C / g.groups, sh = g.stride.h, sw = g.stride.w, OW = g.OW;
   const bfloat16 zero{};
-  index_t kd = 0;
-  for (index_t c = 0; c < Cg; ++c)
-    for (index_t r = 0; r < g.R; ++r)
+  [[maybe_unused]] const bool par = nt > 1 && Cg > 1 && Cg * g.R * g.S * (oh1 - oh0) * OW >= 65536;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (par)
+#endif
+  for (index_t c = 0; c < Cg; ++c)  // (channel c's taps touch only its own plane)
+    for (index_t r = 0, kd = c * g.R * g.S; r < g.R; ++r)
       for (index_t s = 0; s < g.S; ++s, ++kd) {
         const index_t dh = r * g.dilation.h - g.pad.h, dw = s * g.dilation.w - g.pad.w;
         index_t lo, hi;
@@ -173,24 +177,27 @@ inline void conv_bf16_im2col(const conv_geometry& g, const bfloat16* __restrict 
             std::fill(out, out + OW, zero);
             continue;
           }
-          const bfloat16* row = xg + (c * g.H + ih) * g.W + dw;
+          const bfloat16* row = xg + (c * g.H + ih) * g.W;  // input column ow * sw + dw
           std::fill(out, out + lo, zero);
-          if (sw == 1) std::memcpy(out + lo, row + lo, std::size_t(hi - lo) * sizeof(bfloat16));
+          if (sw == 1) std::memcpy(out + lo, row + lo + dw, std::size_t(hi - lo) * sizeof(bfloat16));
           else
-            for (index_t ow = lo; ow < hi; ++ow) out[ow] = row[ow * sw];
+            for (index_t ow = lo; ow < hi; ++ow) out[ow] = row[ow * sw + dw];
           std::fill(out + hi, out + OW, zero);
         }
       }
 }
 
 /// dxg ([Cg][H][W], fp32) += col [Cg*R*S x (oh1-oh0)*OW] (row stride ld) added back at the input positions its
-/// taps came from (the adjoint of conv_bf16_im2col; taps in the padding are dropped).
+/// taps came from (the adjoint of conv_bf16_im2col; taps in the padding are dropped); channels split as there.
 inline void conv_bf16_col2im(const conv_geometry& g, const float* __restrict col, index_t ld, index_t oh0, index_t oh1,
-                             float* __restrict dxg) {
+                             float* __restrict dxg, int nt = 1) {
   const index_t Cg = g.C / g.groups, sh = g.stride.h, sw = g.stride.w, OW = g.OW;
-  index_t kd = 0;
-  for (index_t c = 0; c < Cg; ++c)
-    for (index_t r = 0; r < g.R; ++r)
+  [[maybe_unused]] const bool par = nt > 1 && Cg > 1 && Cg * g.R * g.S * (oh1 - oh0) * OW >= 65536;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static) if (par)
+#endif
+  for (index_t c = 0; c < Cg; ++c)  // (channel c's taps touch only its own plane)
+    for (index_t r = 0, kd = c * g.R * g.S; r < g.R; ++r)
       for (index_t s = 0; s < g.S; ++s, ++kd) {
         const index_t dh = r * g.dilation.h - g.pad.h, dw = s * g.dilation.w - g.pad.w;
         index_t lo, hi;
@@ -199,11 +206,11 @@ inline void conv_bf16_col2im(const conv_geometry& g, const float* __restrict col
         for (index_t oh = oh0; oh < oh1; ++oh, in += OW) {
           const index_t ih = oh * sh + dh;
           if (ih < 0 || ih >= g.H) continue;
-          float* row = dxg + (c * g.H + ih) * g.W + dw;
+          float* row = dxg + (c * g.H + ih) * g.W;  // input column ow * sw + dw
           if (sw == 1)
-            for (index_t ow = lo; ow < hi; ++ow) row[ow] += in[ow];
+            for (index_t ow = lo; ow < hi; ++ow) row[ow + dw] += in[ow];
           else
-            for (index_t ow = lo; ow < hi; ++ow) row[ow * sw] += in[ow];
+            for (index_t ow = lo; ow < hi; ++ow) row[ow * sw + dw] += in[ow];
         }
       }
 }
@@ -284,7 +291,7 @@ void cpu_conv2d_bf16(const conv_geometry& g, const bfloat16* x, const bfloat16* 
     for (index_t grp = 0; grp < g.groups; ++grp)
       for (index_t oh0 = 0; oh0 < g.OH; oh0 += rows) {
         const index_t oh1 = std::min(g.OH, oh0 + rows), pc = (oh1 - oh0) * g.OW, p0 = oh0 * g.OW, k0 = grp * Kg;
-        conv_bf16_im2col(g, x + (n * g.C + grp * Cg) * g.H * g.W, oh0, oh1, col, pc);
+        conv_bf16_im2col(g, x + (n * g.C + grp * Cg) * g.H * g.W, oh0, oh1, col, pc, th.inner);
         float* yb = y + (n * g.K + k0) * P + p0;
         if constexpr (Epi::active) {
           const conv_bf16_tile_epilogue<Epi> tile{epi, n, k0, p0};
@@ -312,7 +319,7 @@ inline void cpu_conv2d_bf16_backward_data(const conv_geometry& g, const bfloat16
       for (index_t oh0 = 0; oh0 < g.OH; oh0 += rows) {
         const index_t oh1 = std::min(g.OH, oh0 + rows), pc = (oh1 - oh0) * g.OW, k0 = grp * Kg;
         cpu_gemm_bf16(Kd, pc, Kg, {w + k0 * Kd, 1, Kd}, {dy + (n * g.K + k0) * P + oh0 * g.OW, P, 1}, col, pc, false, th.inner);
-        conv_bf16_col2im(g, col, pc, oh0, oh1, dx + (n * g.C + grp * Cg) * HW);
+        conv_bf16_col2im(g, col, pc, oh0, oh1, dx + (n * g.C + grp * Cg) * HW, th.inner);
       }
   });
 }
@@ -348,7 +355,7 @@ inline void cpu_conv2d_bf16_backward_weight(const conv_geometry& g, const bfloat
       for (index_t oh0 = 0, first = 1; oh0 < g.OH; oh0 += rows, first = 0) {
         const index_t oh1 = std::min(g.OH, oh0 + rows), pc = (oh1 - oh0) * g.OW, k0 = grp * Kg;
         const bfloat16* dyb = dy + (n * g.K + k0) * P + oh0 * g.OW;
-        conv_bf16_im2col(g, x + (n * g.C + grp * Cg) * g.H * g.W, oh0, oh1, col, pc);
+        conv_bf16_im2col(g, x + (n * g.C + grp * Cg) * g.H * g.W, oh0, oh1, col, pc, th.inner);
         if (tr) cpu_gemm_bf16(Kd, Kg, pc, {col, pc, 1}, {dyb, 1, P}, d + k0 * Kd, Kg, acc || !first, th.inner);
         else cpu_gemm_bf16(Kg, Kd, pc, {dyb, P, 1}, {col, 1, pc}, d + k0 * Kd, Kd, acc || !first, th.inner);
       }
