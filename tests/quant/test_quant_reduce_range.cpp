@@ -42,8 +42,7 @@ struct isa_scope {
 };
 
 using TinyCNN = nn::Sequential<ts::Shape<dyn, 2, 8, 6>, nn::Conv2d<2, 5, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU,
-                               nn::MaxPool2d<2>, nn::Flatten, nn::Linear<5 * 4 * 3, 7>, nn::ReLU, nn::Dropout<0.5>,
-                               nn::Linear<7, 3>>;
+                               nn::MaxPool2d<2>, nn::Flatten, nn::Linear<5 * 4 * 3, 7>, nn::ReLU, nn::Linear<7, 3>>;
 using WideCNN = nn::Sequential<ts::Shape<dyn, 2, 8, 6>, nn::Conv2d<2, 24, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU,
                                nn::Conv2d<24, 32, 3, ts::conv2d_options{.padding = 1}>, nn::ReLU, nn::MaxPool2d<2>,
                                nn::Flatten, nn::Linear<32 * 4 * 3, 40>, nn::ReLU, nn::Linear<40, 3>>;
