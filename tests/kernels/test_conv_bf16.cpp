@@ -343,12 +343,17 @@ TEST_CASE("conv2d_bf16: the backend's entry points", "[conv_bf16]") {
 TEST_CASE("conv2d_bf16: the avx2 path's route (widen to fp32 or im2col + GEMM)", "[conv_bf16]") {
   using ts::detail::conv_bf16_widens;
   const auto l1 = geometry({64, 1, 28, 28, 32, 3, 3, {.padding = 1}}), l2 = geometry({64, 32, 14, 14, 64, 3, 3, {.padding = 1}});
+  const auto pw = geometry({8, 64, 28, 28, 64, 1, 1, {}}), dwise = geometry({64, 32, 14, 14, 32, 3, 3, {.padding = 1, .groups = 32}});
   {
     isa_scope scope(ts::bf16_isa::avx2);
-    CHECK(conv_bf16_widens(l1, false));   // forward: ~580 flops per widened element
-    CHECK(!conv_bf16_widens(l1, true));   // weight gradient: ~18 (dy is large, the taps few)
+    CHECK(conv_bf16_widens(l1, false));   // im2col gathers ~9x the elements widened
+    CHECK(!conv_bf16_widens(l1, true));   // weight gradient: 0.27x (dy is large, the taps few)
     CHECK(conv_bf16_widens(l2, false));
-    CHECK(conv_bf16_widens(l2, true));    // ~190
+    CHECK(conv_bf16_widens(l2, true));    // 3x
+    CHECK(!conv_bf16_widens(pw, false));  // 1 x 1: im2col is a copy
+    CHECK(!conv_bf16_widens(pw, true));
+    CHECK(conv_bf16_widens(dwise, false));
+    CHECK(!conv_bf16_widens(dwise, true));  // groups: the GEMM
     route_scope rs(ts::detail::conv_bf16_route::gemm);
     CHECK(!conv_bf16_widens(l2, false));
     CHECK(!conv_bf16_widens(l2, true));

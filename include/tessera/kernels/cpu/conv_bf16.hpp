@@ -17,7 +17,8 @@
 // col is formed in blocks of whole output rows (at most ~1M elements) in a scratch buffer of the thread's own.
 // On the avx2 path (bf16 widened to fp32, then fp32 FMA) the forward and the weight gradient instead widen their
 // operands whole (fp32 copies in scratch kept by the calling thread) and run conv.hpp's fp32 kernels where that was
-// measured faster (conv_bf16_widens: from 64 flops per widened element); conv_bf16_route_setting() can force the GEMM.
+// measured faster (conv_bf16_widens: im2col's volume at least twice the widened one, and no groups for the weight
+// gradient); conv_bf16_route_setting() can force the GEMM.
 // Threads: with at least as many images as threads, images are split between the threads (each with one-thread
 // GEMMs; the weight gradient in one fp32 partial per thread, added at the end in a fixed order); otherwise the
 // images run one after another with GEMMs on all the threads. One thread below 2e6 flops.
@@ -90,11 +91,13 @@ inline void conv_bf16_widen(const bfloat16* __restrict s, float* __restrict d, i
 
 /// Which way the forward and the weight gradient run where the bf16 GEMM's path is avx2 (bf16 widened to fp32, then
 /// fp32 FMA): `automatic` widens the whole operands to fp32 and runs conv.hpp's fp32 kernels (they read the input
-/// in place and pack the weights once per call) where the convolution has at least 64 flops per element widened,
-/// else im2col + the bf16 GEMM; `gemm` always takes im2col + the bf16 GEMM (the tests run both). Every other path
-/// always takes the GEMM. Measured on Zen 3, SimpleCNN's layers at batch 64: the widening won the forward of both
-/// (about 560 flops an element) and the weight gradient of the second (190); the GEMM won the first's weight gradient
-/// (18: widening its dy cost more than the fp32 kernel saved).
+/// in place and pack the weights once per call) where im2col would gather at least twice the elements widened (and,
+/// for the weight gradient, without groups), else im2col + the bf16 GEMM; `gemm` always takes im2col + the bf16 GEMM
+/// (the tests run both). Every other path always takes the GEMM. The rule fits ten measurements on Zen 3 (2 threads;
+/// the faster route by 8 % to 2.1x): SimpleCNN's layers at batch 64 (widen: both forwards, the second's weight
+/// gradient at ratio 3; GEMM: the first's weight gradient, ratio 0.27, its dy being large), a 1 x 1 convolution
+/// (GEMM: ratio 1 forward, 0.5 weight), groups 2 and depthwise (widen forward; GEMM for their weight gradients,
+/// where conv.hpp's kernel was 1.1x and 2.1x slower).
 enum class conv_bf16_route { automatic, gemm };
 inline std::atomic<int>& conv_bf16_route_setting() {
   static std::atomic<int> r{0};
@@ -104,9 +107,10 @@ inline std::atomic<int>& conv_bf16_route_setting() {
 inline bool conv_bf16_widens(const conv_geometry& g, bool weight) {
   if (bf16_isa_active() != bf16_isa::avx2 || conv_bf16_route(conv_bf16_route_setting().load()) != conv_bf16_route::automatic)
     return false;
+  if (weight && g.groups != 1) return false;
   const index_t Kd = (g.groups > 0 ? g.C / g.groups : 0) * g.R * g.S, P = g.OH * g.OW;
-  const double flops = 2.0 * double(g.N) * double(g.K) * double(P) * double(Kd);
-  return flops >= 64.0 * double(g.N * g.C * g.H * g.W + (weight ? g.N * g.K * P : g.K * Kd));
+  const double gathered = double(g.N) * double(g.C) * double(g.R * g.S) * double(P);
+  return gathered >= 2.0 * double(g.N * g.C * g.H * g.W + (weight ? g.N * g.K * P : g.K * Kd));
 }
 
 /// Throws shape_error unless g is a valid convolution (see the top of the file); fn names the caller.
