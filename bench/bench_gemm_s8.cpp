@@ -111,7 +111,8 @@ void BM_tessera_gemm_u8s8s32_skinny(benchmark::State& st) {
 
 /// The avx2_u7 path (vpmaddubsw, exact for A <= 127: 7-bit activations) against the avx2 path on the same A (values
 /// in [0, 127]), B prepacked, 2 threads: range(2) 0 = avx2 (the limit), 1 = avx2_u7 stated (int8_a_below_128, as the
-/// reduce_range layers call it), 2 = avx2_u7 with the check of A. Skipped where the CPU's best path is another.
+/// reduce_range layers call it), 2 = avx2_u7 with the check of A, 3 = avx2_u7 stated with B packed on every call (as
+/// oneDNN's dnnl_gemm_u8s8s32 takes it). Skipped where the CPU's best path is another.
 void BM_tessera_gemm_u8s8s32_u7(benchmark::State& st) {
   const int n = int(st.range(0)), threads = int(st.range(1)), mode = int(st.range(2));
   if (ts::int8_isa_supported() != ts::int8_isa::avx2_u7) {
@@ -122,20 +123,22 @@ void BM_tessera_gemm_u8s8s32_u7(benchmark::State& st) {
   operands o(n);
   for (auto& x : o.a) x &= 127;
   const ts::packed_b_s8 pb(ts::detail::mat_ref<std::int8_t>{o.b.data(), n, 1}, n, n, threads);
-  const ts::int8_a_below_128 stated(mode == 1);
+  const ts::int8_a_below_128 stated(mode == 1 || mode == 3);
+  const ts::detail::mat_ref<std::int8_t> b{o.b.data(), n, 1};
   for (auto _ : st) {
-    ts::detail::cpu_gemm_s8(n, n, n, o.a.data(), n, pb, o.c.data(), n, false, threads);
+    if (mode == 3) ts::detail::cpu_gemm_s8(n, n, n, o.a.data(), n, b, o.c.data(), n, false, threads);
+    else ts::detail::cpu_gemm_s8(n, n, n, o.a.data(), n, pb, o.c.data(), n, false, threads);
     benchmark::DoNotOptimize(o.c.data());
   }
   ts::set_int8_isa_limit(ts::int8_isa::amx);
-  st.SetLabel(mode == 0 ? "avx2 prepacked" : mode == 1 ? "avx2_u7 stated prepacked" : "avx2_u7 checked prepacked");
+  st.SetLabel(mode == 0 ? "avx2 prepacked" : mode == 1 ? "avx2_u7 stated prepacked" : mode == 2 ? "avx2_u7 checked prepacked" : "avx2_u7 stated");
   ops(st);
 }
 
 BENCHMARK(BM_tessera_gemm_u8s8s32)->Apply([](auto* b) { sizes(b, true); });
 BENCHMARK(BM_tessera_gemm_u8s8s32_u7)->Apply([](auto* b) {
   for (int n : {256, 512, 1024, 2048})
-    for (int mode : {0, 1, 2}) b->Args({n, 2, mode});
+    for (int mode : {0, 1, 2, 3}) b->Args({n, 2, mode});
   b->ArgNames({"n", "threads", "mode"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 });
 BENCHMARK(BM_tessera_gemm_u8s8s32_skinny)->Apply([](auto* b) {

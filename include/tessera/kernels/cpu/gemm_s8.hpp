@@ -232,26 +232,25 @@ inline void s8_multiply_avx2(const std::uint8_t* pa, index_t gb, index_t gb1, in
 #endif
 inline constexpr index_t s8_u7_kq = TESSERA_S8_U7_KQ;  ///< quads (1024 k) per K block: 16 KiB of a B panel stay in L1
 
-/// C[rows x cols] (rows <= MR, cols <= 16) (+)= A rows (arow[i]: row i's first quad in its packed group) * the B panel
-/// pb over quads [q0, q1).
+/// C[rows x cols] (rows <= MR, cols <= 16) (+)= MR consecutive rows of one packed A group (a: the first one's first
+/// quad; rows past `rows` are read, not stored: the group's rows past M are zeros) * the B panel pb over quads [q0, q1).
 template <int MR>
-__attribute__((target("avx2"))) inline void s8_kernel_u7(const std::uint8_t* const* arow, index_t q0, index_t q1, const std::int8_t* pb,
-                                                        int rows, int cols, std::int32_t* t, index_t ldt, bool load_c) {
+__attribute__((target("avx2"))) inline void s8_kernel_u7(const std::uint8_t* a, index_t q0, index_t q1, const std::int8_t* pb, int rows,
+                                                        int cols, std::int32_t* t, index_t ldt, bool load_c) {
   __m256i acc[MR][2];
   TS_UNROLL
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
   for (index_t c = q0 / 16; c * 16 < q1; ++c) {  // 64-k chunks of A's packed layout: a row's 16 quads side by side
     const index_t qa = std::max(q0, c * 16), qb = std::min(q1, c * 16 + 16);
-    const std::uint8_t* ar[MR];
-    TS_UNROLL
-    for (int i = 0; i < MR; ++i) ar[i] = arow[i] + c * (s8_mg * s8_kq) - c * 64;  // + 4 q: quad q of row i
+    const std::uint8_t* ac = a + c * (s8_mg * s8_kq) - c * 64;  // + 4 q + 64 i: quad q of row i
     for (index_t q = qa; q < qb; ++q) {
-      const __m256i b0 = _mm256_loadu_si256((const __m256i*)(pb + q * 64)), b1 = _mm256_loadu_si256((const __m256i*)(pb + q * 64 + 32));
+      __m256i b0 = _mm256_loadu_si256((const __m256i*)(pb + q * 64)), b1 = _mm256_loadu_si256((const __m256i*)(pb + q * 64 + 32));
+      __asm__("" : "+x"(b0), "+x"(b1));  // (in registers: else GCC reloads them as a memory operand for every row)
       TS_UNROLL
       for (int i = 0; i < MR; ++i) {
         std::int32_t quad;
-        std::memcpy(&quad, ar[i] + q * 4, 4);
+        std::memcpy(&quad, ac + q * 4 + i * s8_kq, 4);
         const __m256i av = _mm256_set1_epi32(quad);
         acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
         acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
@@ -280,6 +279,7 @@ __attribute__((target("avx2"))) inline void s8_kernel_u7(const std::uint8_t* con
 #ifndef TESSERA_S8_U7_MR
 #define TESSERA_S8_U7_MR 4  // rows of the avx2_u7 register tile (4 x 16: 8 accumulators, 2 B registers)
 #endif
+static_assert(s8_mg % TESSERA_S8_U7_MR == 0, "the avx2_u7 tile's rows must divide the 16 rows of a packed A group");
 
 /// The avx2_u7 product of groups [gb, gb1) (packed at pa; rows [gb * 16, M)) by panels [jp0, jp1) of b over K chunks
 /// [kc0, kc1), into cb (row gb * 16 and column 16 jp0 at cb, row stride ldb), added to it when acc. Any number of rows.
@@ -296,12 +296,10 @@ inline void s8_multiply_u7(const std::uint8_t* pa, index_t gb, index_t gb1, inde
     for (index_t p = jp0; p < jp1; ++p) {
       const int cols = int(std::min<index_t>(s8_np, b.N - p * s8_np));
       std::int32_t* cp = cb + (p - jp0) * s8_np;
-      for (index_t i = 0; i < rows; i += MR) {
+      for (index_t i = 0; i < rows; i += MR) {  // (tiles start at multiples of MR, a divisor of 16: inside one group)
         const int n = int(std::min<index_t>(MR, rows - i));
-        const std::uint8_t* ar[MR];
-        for (int r = 0; r < MR; ++r) ar[r] = row(i + (r < n ? r : 0));
-        if (n > MR / 2 || MR == 1) s8_kernel_u7<MR>(ar, q0, q1, b.panel(p), n, cols, cp + i * ldb, ldb, load_c);
-        else s8_kernel_u7<(MR + 1) / 2>(ar, q0, q1, b.panel(p), n, cols, cp + i * ldb, ldb, load_c);
+        if (n > MR / 2 || MR == 1) s8_kernel_u7<MR>(row(i), q0, q1, b.panel(p), n, cols, cp + i * ldb, ldb, load_c);
+        else s8_kernel_u7<(MR + 1) / 2>(row(i), q0, q1, b.panel(p), n, cols, cp + i * ldb, ldb, load_c);
       }
     }
   }
