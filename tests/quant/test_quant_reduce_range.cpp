@@ -184,3 +184,28 @@ TEST_CASE("an int8 model with reduce_range agrees with the float model", "[quant
     CHECK(r.agree >= 185);
   }
 }
+
+TEST_CASE("a recurrent int8 model with reduce_range: 7-bit input to the Linears after LastStep", "[quant][reduce_range]") {
+  using Seq = nn::Sequential<ts::Shape<dyn, 6, 5>, nn::LSTM<5, 24>, nn::LastStep, nn::Linear<24, 40>, nn::ReLU, nn::Linear<40, 3>>;
+  Seq m(3);
+  m.eval();
+  ts::Tensor<float, ts::Shape<dyn, 6, 5>> x(64);
+  for (index_t i = 0; i < x.size(); ++i) x.data()[i] = std::sin(0.37f * float(i)) * 2.0f + 0.1f * std::cos(1.3f * float(i));
+  auto qr = q::quantize(m, x, {.observer = q::observer_kind::minmax, .reduce_range = true});
+  CHECK(qr.layer<2>().in_qp.reduced);
+  CHECK(qr.layer<2>().out.reduced);
+  CHECK(qr.layer<3>().in_qp.reduced);
+  ts::Tensor<float, ts::Shape<dyn, dyn>, ts::cpu_threads> want;
+  {
+    isa_scope scope(ts::int8_isa::portable);
+    want = qr.predict(x);
+  }
+  isa_scope scope(ts::int8_isa::avx2_u7);
+  const auto got = qr.predict(x);
+  CHECK(std::equal(want.data(), want.data() + want.size(), got.data()));
+  const auto lf = m.predict(x);
+  const auto r = quant_test::compare_logits(lf, got);
+  INFO("max |float - int8| " << r.err << " of logits up to " << r.mag << "; argmax agrees on " << r.agree << " of 64");
+  CHECK(r.err < 0.1 * r.mag);
+  CHECK(r.agree >= 58);
+}
