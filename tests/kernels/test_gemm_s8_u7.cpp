@@ -188,3 +188,27 @@ TEST_CASE("avx2_u7: the epilogue sees every finished block once", "[kernels][gem
       CHECK(std::count(seen.begin(), seen.end(), 1) == std::ptrdiff_t(seen.size()));
     }
 }
+
+TEST_CASE("packed B's column sums equal plain sums (B at -128 and 127, odd sizes)", "[kernels][gemm_s8]") {
+  std::mt19937 rng(13);
+  for (index_t K : {1, 3, 65, 127, 4099})
+    for (index_t N : {1, 7, 33}) {
+      std::vector<std::int8_t> b(std::size_t(K * N));
+      for (auto& x : b) {
+        const unsigned r = rng() % 4;
+        x = r == 0 ? std::int8_t(-128) : r == 1 ? std::int8_t(127) : std::int8_t(rng() % 256);
+      }
+      const ts::packed_b_s8 pb(ts::detail::mat_ref<std::int8_t>{b.data(), N, 1}, K, N, 2);
+      INFO("K " << K << " N " << N);
+      for (index_t j = 0; j < N; ++j) {
+        std::int32_t s = 0;
+        for (index_t k = 0; k < K; ++k) s += b[std::size_t(k * N + j)];
+        CHECK(pb.col_sums[std::size_t(j)] == s);
+      }
+      for (std::size_t j = std::size_t(N); j < pb.col_sums.size(); ++j) CHECK(pb.col_sums[j] == 0);
+    }
+  // all -128 over a long K: 4099 * -128 (int16 pair sums of ones by -128: -256, no saturation)
+  std::vector<std::int8_t> b(std::size_t(4099 * 17), std::int8_t(-128));
+  const ts::packed_b_s8 pb(ts::detail::mat_ref<std::int8_t>{b.data(), 17, 1}, 4099, 17, 1);
+  for (index_t j = 0; j < 17; ++j) CHECK(pb.col_sums[std::size_t(j)] == 4099 * -128);
+}

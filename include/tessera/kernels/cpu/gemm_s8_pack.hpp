@@ -197,10 +197,23 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void s8_panel_sums
   for (index_t q = 0; q < Kp / 4; ++q) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(panel + q * 64));
   _mm512_storeu_si512(sums, acc);
 }
+/// The same with AVX2: vpmaddubsw of ones by a quad row (int16 pair sums, |b0 + b1| <= 256), vpmaddwd with ones.
+__attribute__((target("avx2"))) inline void s8_panel_sums_avx2(const std::int8_t* panel, index_t Kp, std::int32_t* sums) {
+  __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (index_t q = 0; q < Kp / 4; ++q) {
+    const __m256i b0 = _mm256_loadu_si256((const __m256i*)(panel + q * 64)), b1 = _mm256_loadu_si256((const __m256i*)(panel + q * 64 + 32));
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, b0), ones16));
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, b1), ones16));
+  }
+  _mm256_storeu_si256((__m256i*)sums, acc0);
+  _mm256_storeu_si256((__m256i*)(sums + 8), acc1);
+}
 #endif
 inline void s8_panel_sums(const std::int8_t* panel, index_t Kp, std::int32_t* sums) {
 #if TESSERA_INT8_X86
   if (int8_isa_supported() >= int8_isa::avx512_vnni) return s8_panel_sums_vnni(panel, Kp, sums);
+  if (int8_isa_supported() >= int8_isa::avx2) return s8_panel_sums_avx2(panel, Kp, sums);
 #endif
   for (int j = 0; j < s8_np; ++j) sums[j] = 0;
   for (index_t q = 0; q < Kp / 4; ++q)
