@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU kernel paths chosen at run time, each one run: the bf16 GEMM (portable, avx2, avx512_bf16, amx_bf16) and the
-# int8 GEMM (portable, avx2, avx512_vnni, amx). The tests below run once with no cap (every path up to the best this
+# int8 GEMM (portable, avx2, avx2_u7, avx512_vnni, amx). The tests below run once with no cap (every path up to the best this
 # CPU has) and once under each cap this CPU can honour (TESSERA_BF16_ISA, TESSERA_INT8_ISA), so that a machine with
 # AVX512-BF16 or AMX — a Zen 4 or Sapphire Rapids guest, or the host of a lent GPU machine — verifies the paths that
 # an AVX2-only machine can only compile. Prints which paths the CPU has, a line per run, and exits 1 on any failure.
@@ -26,13 +26,13 @@ done
 build=${BUILD_DIR:-build-isa}
 out=$build/isa_check
 jobs=$(nproc 2>/dev/null || echo 2)
-tests=(test_gemm_bf16 test_gemm_s8 test_gemm_blocking test_quant test_quant_model test_qat)
+tests=(test_gemm_bf16 test_conv_bf16 test_autocast test_gemm_s8 test_gemm_s8_u7 test_gemm_blocking test_quant test_quant_model test_quant_reduce_range test_qat)
 benches=(bench_gemm_bf16 bench_gemm_s8)
 
 flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2)
 has() { [[ " $flags " == *" $1 "* ]]; }
 bf16_caps=(portable) int8_caps=(portable)
-has avx2 && { bf16_caps+=(avx2); int8_caps+=(avx2); }
+has avx2 && { bf16_caps+=(avx2); int8_caps+=(avx2 avx2_u7); }
 has avx512_bf16 && bf16_caps+=(avx512_bf16)
 has amx_bf16 && has amx_tile && bf16_caps+=(amx_bf16)
 has avx512_vnni && int8_caps+=(avx512_vnni)
@@ -67,9 +67,11 @@ run() {
   fi
 }
 for t in "${tests[@]}"; do run "$t"; done
-for c in "${bf16_caps[@]}"; do run test_gemm_bf16 "TESSERA_BF16_ISA=$c"; done
+for c in "${bf16_caps[@]}"; do
+  for t in test_gemm_bf16 test_conv_bf16 test_autocast; do run "$t" "TESSERA_BF16_ISA=$c"; done
+done
 for c in "${int8_caps[@]}"; do
-  for t in test_gemm_s8 test_quant test_quant_model; do run "$t" "TESSERA_INT8_ISA=$c"; done
+  for t in test_gemm_s8 test_quant test_quant_model test_quant_reduce_range; do run "$t" "TESSERA_INT8_ISA=$c"; done
 done
 if [[ $bench == 1 ]]; then
   for b in "${benches[@]}"; do

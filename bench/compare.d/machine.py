@@ -131,7 +131,7 @@ def int8_path(db, flags):
     if said:
         return f"{said[0]} (printed by {said[1] if len(said) > 1 else 'an example'})"
     guess = ("amx" if {"amx_tile", "amx_int8", "avx512bw", "avx512_vnni"} <= flags else
-             "avx512_vnni" if {"avx512f", "avx512bw", "avx512_vnni"} <= flags else "avx2" if "avx2" in flags else "portable")
+             "avx512_vnni" if {"avx512f", "avx512bw", "avx512_vnni"} <= flags else "avx2_u7" if "avx2" in flags else "portable")
     return f"{guess} (what the CPU flags imply; no int8 program ran)"
 
 
