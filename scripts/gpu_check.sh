@@ -89,6 +89,7 @@ reads_fmnist() {
 example_args() {
   case $1 in
     fashion_mnist_cuda) echo "1 2 $out/simplecnn_cuda.ckpt" ;;
+    amp_simplecnn_cuda) echo "1 2" ;;  # one epoch in fp32 and one under autocast (bf16): two trainings, 2 host threads
     *) if reads_fmnist "$2"; then echo 1; fi ;;
   esac
 }
