@@ -368,7 +368,11 @@ for i in "${!examples[@]}"; do
   fi
   run_step "$e" "$limit_example" "$(example_cmd "$e" "$src")"
   epoch=$(tr '\r' '\n' <"$log" | grep -m1 '^epoch 1:' || true)
-  if [[ -n $epoch ]]; then
+  result=$(grep -m1 '^result ' "$log" 2>/dev/null || true)
+  if [[ -n $result && $result == *bf16_accuracy=* ]]; then  # amp_simplecnn: fp32 and bf16 side by side
+    kv() { sed -nE "s/.* $1=([^ ]+).*/\1/p" <<<"$result"; }
+    data_note+="${data_note:+: }accuracy fp32 $(kv fp32_accuracy)% / bf16 $(kv bf16_accuracy)%, epoch fp32 $(kv fp32_epoch_s) s / bf16 $(kv bf16_epoch_s) s"
+  elif [[ -n $epoch ]]; then
     train_s=$(sed -nE 's/.*train ([0-9.]+) s.*/\1/p' <<<"$epoch")
     acc=$(sed -nE 's/.*accuracy ([0-9.]+)%.*/\1/p' <<<"$epoch")
     data_note+="${data_note:+: }1 epoch, train ${train_s:-?} s, test accuracy ${acc:-?}%"
