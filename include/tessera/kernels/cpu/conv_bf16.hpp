@@ -384,7 +384,7 @@ inline void cpu_conv2d_bf16_backward_weight(const conv_geometry& g, const bfloat
   }
   // the parts added in thread order (the same result for the same team); part t's element of dw (grp, k, kd) at
   // grp*Kg*Kd + k*Kd + kd, or grp*Kd*Kg + kd*Kg + k transposed
-  const int nt = size >= 65536 ? th.team : 1;
+  [[maybe_unused]] const int nt = size >= 65536 ? th.team : 1;
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
 #endif

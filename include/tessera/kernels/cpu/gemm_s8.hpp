@@ -165,25 +165,7 @@ __attribute__((target("avx2"))) inline void s8_kernel_avx2(const std::int16_t* a
       acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, b1));
     }
   }
-  // (through a local tile: with stores of the accumulators straight to C under run-time conditions, GCC kept them
-  // in memory across the loop)
-  alignas(32) std::int32_t tile[MR][16];
-  TS_UNROLL
-  for (int i = 0; i < MR; ++i) {
-    _mm256_store_si256((__m256i*)tile[i], acc[i][0]);
-    _mm256_store_si256((__m256i*)(tile[i] + 8), acc[i][1]);
-  }
-  if (cols == 16) {
-    for (int i = 0; i < rows; ++i)
-      for (int h = 0; h < 2; ++h) {
-        __m256i* o = (__m256i*)(t + i * ldt + 8 * h);
-        const __m256i v = _mm256_load_si256((const __m256i*)(tile[i] + 8 * h));
-        _mm256_storeu_si256(o, load_c ? _mm256_add_epi32(_mm256_loadu_si256(o), v) : v);
-      }
-  } else {
-    for (int i = 0; i < rows; ++i)
-      for (int j = 0; j < cols; ++j) t[i * ldt + j] = load_c ? t[i * ldt + j] + tile[i][j] : tile[i][j];
-  }
+  s8_store_tile_avx2<MR>(acc, rows, cols, t, ldt, load_c);
 }
 
 /// The widened AVX2 product of groups [gb, gb1) (packed at pa; rows [gb * 16, M)) by panels [jp0, jp1) of b over K

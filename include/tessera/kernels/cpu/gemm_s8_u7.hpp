@@ -37,6 +37,31 @@ inline std::atomic<long>& u7_checks() {
 /// cannot saturate (|a0 b0 + a1 b1| <= 127 * 128 * 2 = 32512 < 32767); vpmaddwd with ones adds each column's two pairs
 /// into int32 and vpaddd accumulates: 3 operations per 8 columns x 4 k (the avx2 path: 4), on the packed operands as
 /// they are (no widening pass). An MR x 16 register tile.
+/// C[rows x cols] (rows <= MR, cols <= 16) (+)= an MR x 16 int32 register tile (two registers a row), the end of the
+/// avx2 and avx2_u7 kernels. Through a local tile: with stores of the accumulators straight to C under run-time
+/// conditions, GCC kept them in memory across the kernels' loops.
+template <int MR>
+__attribute__((target("avx2"), always_inline)) inline void s8_store_tile_avx2(const __m256i (&acc)[MR][2], int rows, int cols,
+                                                                              std::int32_t* t, index_t ldt, bool load_c) {
+  alignas(32) std::int32_t tile[MR][16];
+  TS_UNROLL
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_si256((__m256i*)tile[i], acc[i][0]);
+    _mm256_store_si256((__m256i*)(tile[i] + 8), acc[i][1]);
+  }
+  if (cols == 16) {
+    for (int i = 0; i < rows; ++i)
+      for (int h = 0; h < 2; ++h) {
+        __m256i* o = (__m256i*)(t + i * ldt + 8 * h);
+        const __m256i v = _mm256_load_si256((const __m256i*)(tile[i] + 8 * h));
+        _mm256_storeu_si256(o, load_c ? _mm256_add_epi32(_mm256_loadu_si256(o), v) : v);
+      }
+  } else {
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j) t[i * ldt + j] = load_c ? t[i * ldt + j] + tile[i][j] : tile[i][j];
+  }
+}
+
 #ifndef TESSERA_S8_U7_KQ
 #define TESSERA_S8_U7_KQ 256
 #endif
@@ -67,23 +92,7 @@ __attribute__((target("avx2"))) inline void s8_kernel_u7(const std::uint8_t* a, 
       }
     }
   }
-  alignas(32) std::int32_t tile[MR][16];
-  TS_UNROLL
-  for (int i = 0; i < MR; ++i) {
-    _mm256_store_si256((__m256i*)tile[i], acc[i][0]);
-    _mm256_store_si256((__m256i*)(tile[i] + 8), acc[i][1]);
-  }
-  if (cols == 16) {
-    for (int i = 0; i < rows; ++i)
-      for (int h = 0; h < 2; ++h) {
-        __m256i* o = (__m256i*)(t + i * ldt + 8 * h);
-        const __m256i v = _mm256_load_si256((const __m256i*)(tile[i] + 8 * h));
-        _mm256_storeu_si256(o, load_c ? _mm256_add_epi32(_mm256_loadu_si256(o), v) : v);
-      }
-  } else {
-    for (int i = 0; i < rows; ++i)
-      for (int j = 0; j < cols; ++j) t[i * ldt + j] = load_c ? t[i * ldt + j] + tile[i][j] : tile[i][j];
-  }
+  s8_store_tile_avx2<MR>(acc, rows, cols, t, ldt, load_c);
 }
 
 #ifndef TESSERA_S8_U7_MR
