@@ -18,34 +18,15 @@
 #include <tessera/kernels/cpu/backend.hpp>
 #include <tessera/kernels/cpu/gemm_bf16.hpp>
 
+#include "bf16_paths.hpp"
 namespace ts = tessera;
 using ts::bfloat16;
 using ts::index_t;
 
 namespace {
 
-/// The paths to test: every one up to what the CPU offers; the others are named on stdout as skipped.
-std::vector<ts::bf16_isa> paths() {
-  std::vector<ts::bf16_isa> v;
-  for (int i = 0; i <= int(ts::bf16_isa::amx_bf16); ++i) {
-    if (i <= int(ts::bf16_isa_supported())) {
-      v.push_back(ts::bf16_isa(i));
-    } else {
-      static bool told[4] = {};
-      if (!told[i]) {
-        told[i] = true;
-        std::printf("test_gemm_bf16: SKIPPED path %s: %s\n", std::string(ts::bf16_isa_name(ts::bf16_isa(i))).c_str(),
-                    "not on this CPU (its layout and blocking run below with a scalar tile)");
-      }
-    }
-  }
-  return v;
-}
-struct isa_scope {  // sets the cap, and puts back the one before (TESSERA_BF16_ISA's) afterwards
-  int before = ts::detail::bf16::limit().load();
-  explicit isa_scope(ts::bf16_isa i) { ts::set_bf16_isa_limit(i); }
-  ~isa_scope() { ts::set_bf16_isa_limit(ts::bf16_isa(before)); }
-};
+std::vector<ts::bf16_isa> paths() { return bf16_test::paths("test_gemm_bf16", " (its layout and blocking run below with a scalar tile)"); }
+using bf16_test::isa_scope;
 
 /// A matrix of bf16 values in [-1, 1) (rounded from floats), rows x cols at row stride ld and column stride cs.
 struct bmat {
